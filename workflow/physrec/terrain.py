@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,3 +24,184 @@ class Heightfield:
     @property
     def shape(self) -> tuple[int, int]:
         return (int(self.hf.shape[0]), int(self.hf.shape[1]))
+
+
+def _cell_index(h: Heightfield, xy: np.ndarray) -> np.ndarray:
+    """Nearest cell of points [..., 2], clamped to the grid (PARC's get_grid_index).
+
+    np.round rounds halves to even, like torch.round in PARC, so ties resolve identically.
+    """
+    rel = (np.asarray(xy, dtype=np.float64) - h.min_point.astype(np.float64)) / h.dx
+    idx = np.round(rel).astype(np.int64)
+    return np.clip(idx, 0, np.array(h.shape) - 1)
+
+
+def height_at(h: Heightfield, xy: np.ndarray) -> np.ndarray:
+    """Terrain height under points [..., 2] by nearest-cell lookup (PARC's get_hf_val_from_points)."""
+    idx = _cell_index(h, xy)
+    return h.hf[idx[..., 0], idx[..., 1]]
+
+
+def pad_heightfield(h: Heightfield, cells: int = 1) -> Heightfield:
+    """Return a new terrain with a ring of `cells` cells at the minimum height around `h`.
+
+    The input is left untouched (PARC pads in place, which corrupts the motion library).
+    Padded hf_maxmin cells get max = min = the pad height: the border is fixed ground.
+    """
+    if cells < 0:
+        raise ValueError(f"cells must be >= 0, got {cells}")
+    low = h.hf.min()
+    hf = np.pad(h.hf, cells, mode="constant", constant_values=low)
+    maxmin = None
+    if h.hf_maxmin is not None:
+        maxmin = np.pad(h.hf_maxmin, ((cells, cells), (cells, cells), (0, 0)), constant_values=low)
+    min_point = (h.min_point.astype(np.float64) - cells * h.dx).astype(np.float32)
+    return Heightfield(hf=hf, min_point=min_point, dx=h.dx, hf_maxmin=maxmin)
+
+
+@dataclass
+class TiledTerrain:
+    """Many motion terrains laid out side by side in one world heightfield (PARC `square` mode).
+
+    World xy of a point of motion k = its own xy + ``offsets[k]``.
+    """
+
+    world: Heightfield
+    offsets: np.ndarray  # [N, 2] float64
+    slot_cells: tuple[int, int]
+    grid: tuple[int, int]  # (nx, ny) slots
+
+
+def _common_dx(terrains: list[Heightfield]) -> float:
+    """The shared cell size; a mix of sizes cannot share one world grid."""
+    dx = terrains[0].dx
+    for t in terrains[1:]:
+        if t.dx != dx:
+            raise ValueError(f"terrains have different dx: {dx!r} and {t.dx!r}")
+    return dx
+
+
+def tile_square(terrains: list[Heightfield]) -> TiledTerrain:
+    """Place each terrain (padded by one cell) in its own slot of an n-by-n grid centred on the origin.
+
+    With slot size (sx, sy) cells and n = ceil(sqrt(N)), the world grid has (n*sx, n*sy) cells
+    and its edges span [-n*sx*dx/2, +n*sx*dx/2] (likewise y), so
+    ``world.min_point = -(n*(sx, sy)*dx)/2 + dx/2`` (cell centre, stored as float32).
+    Motion k sits in slot (a, b) = divmod(k, n), its padded cell (0, 0) at world cell
+    (a*sx, b*sy), hence ``offsets[k] = world.min_point + (a*sx, b*sy)*dx - padded_k.min_point``.
+    Uncovered slot cells take the slot terrain's minimum height (empty slots: the global
+    minimum), so the world has no gaps without collision geometry.
+    """
+    if not terrains:
+        raise ValueError("tile_square needs at least one terrain")
+    dx = _common_dx(terrains)
+    padded = [pad_heightfield(t) for t in terrains]
+    slot = np.array([max(p.shape[0] for p in padded), max(p.shape[1] for p in padded)])
+    n = math.isqrt(len(padded) - 1) + 1
+    world_min = (-(n * slot * dx) / 2 + dx / 2).astype(np.float32)
+    hf = np.full(tuple(n * slot), min(p.hf.min() for p in padded), dtype=np.float32)
+    offsets = np.empty((len(padded), 2), dtype=np.float64)
+    for k, p in enumerate(padded):
+        corner = np.array(divmod(k, n)) * slot
+        (i0, j0), (i1, j1) = corner, corner + slot
+        hf[i0:i1, j0:j1] = p.hf.min()
+        hf[i0 : i0 + p.shape[0], j0 : j0 + p.shape[1]] = p.hf
+        offsets[k] = world_min.astype(np.float64) + corner * dx - p.min_point.astype(np.float64)
+    world = Heightfield(hf=hf, min_point=world_min, dx=dx, hf_maxmin=None)
+    return TiledTerrain(world=world, offsets=offsets, slot_cells=(int(slot[0]), int(slot[1])), grid=(n, n))
+
+
+def _greedy_rectangles(hf: np.ndarray) -> np.ndarray:
+    """Cover the grid with disjoint equal-height rectangles [i0, j0, i1, j1) in a fixed scan order.
+
+    Row-major: from each free cell grow along y while heights match, then along x while the
+    whole strip matches; maximal runs keep the box count small for blocky terrains.
+    """
+    nx, ny = hf.shape
+    free = np.ones(hf.shape, dtype=bool)
+    rects = []
+    for i in range(nx):
+        for j in range(ny):
+            if not free[i, j]:
+                continue
+            z = hf[i, j]
+            j1 = j + 1
+            while j1 < ny and free[i, j1] and hf[i, j1] == z:
+                j1 += 1
+            i1 = i + 1
+            while i1 < nx and free[i1, j:j1].all() and (hf[i1, j:j1] == z).all():
+                i1 += 1
+            free[i:i1, j:j1] = False
+            rects.append((i, j, i1, j1))
+    return np.array(rects, dtype=np.int64).reshape(-1, 4)
+
+
+def heightfield_boxes(h: Heightfield, bottom: float) -> np.ndarray:
+    """Boxes [M, 6] (cx, cy, cz, hx, hy, hz) whose union is the voxelised terrain above `bottom`.
+
+    Boxes give exact vertical walls in MuJoCo, unlike its hfield geom, which interpolates
+    between samples and turns every step into a slope.
+    """
+    if not np.all(np.isfinite(h.hf)):
+        raise ValueError("heightfield has non-finite heights")
+    if np.any(h.hf <= bottom):
+        raise ValueError(f"bottom {bottom!r} is not below the lowest cell {float(h.hf.min())!r}")
+    rects = _greedy_rectangles(h.hf)
+    i0, j0, i1, j1 = rects.T
+    z = h.hf[i0, j0].astype(np.float64)
+    mp = h.min_point.astype(np.float64)
+    half = h.dx / 2
+    return np.stack(
+        [
+            mp[0] + (i0 + i1 - 1) * half,
+            mp[1] + (j0 + j1 - 1) * half,
+            (z + bottom) / 2,
+            (i1 - i0) * half,
+            (j1 - j0) * half,
+            (z - bottom) / 2,
+        ],
+        axis=1,
+    )
+
+
+def crop_around_path(h: Heightfield, xy: np.ndarray, pad: float) -> Heightfield:
+    """Sub-grid of cells covering the bounding box of `xy` [n, 2] grown by `pad` metres.
+
+    Heights stay absolute; the result's min_point is its own cell (0, 0) centre. Clamping
+    keeps at least the cell under the path even when the path leaves the grid.
+    """
+    pts = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if len(pts) == 0:
+        raise ValueError("crop_around_path needs at least one point")
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad!r}")
+    lo = _cell_index(h, pts.min(axis=0) - pad)
+    hi = _cell_index(h, pts.max(axis=0) + pad) + 1
+    cells = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+    maxmin = None if h.hf_maxmin is None else h.hf_maxmin[cells].copy()
+    min_point = (h.min_point.astype(np.float64) + lo * h.dx).astype(np.float32)
+    return Heightfield(hf=h.hf[cells].copy(), min_point=min_point, dx=h.dx, hf_maxmin=maxmin)
+
+
+# Corner c of a box has sign (+/-) on axis a given by bit a of c: x = bit 0, y = bit 1, z = bit 2.
+_CORNER_SIGNS = np.array([[(c >> a & 1) * 2 - 1 for a in range(3)] for c in range(8)], dtype=np.float64)
+# Two triangles per face, counter-clockwise seen from outside (normals point outwards).
+_BOX_TRIS = np.array(
+    [
+        [0, 2, 1], [1, 2, 3],  # -z
+        [4, 5, 6], [5, 7, 6],  # +z
+        [0, 4, 2], [2, 4, 6],  # -x
+        [1, 3, 5], [3, 7, 5],  # +x
+        [0, 1, 4], [1, 5, 4],  # -y
+        [2, 6, 3], [3, 6, 7],  # +y
+    ],
+    dtype=np.int32,
+)
+
+
+def boxes_mesh(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Triangle mesh (verts [8M, 3] float32, tris [12M, 3] int32) of boxes, for PARC's terrain file."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 6)
+    verts = b[:, None, :3] + b[:, None, 3:] * _CORNER_SIGNS
+    tris = _BOX_TRIS + 8 * np.arange(len(b), dtype=np.int32)[:, None, None]
+    return verts.reshape(-1, 3).astype(np.float32), tris.reshape(-1, 3).astype(np.int32)
