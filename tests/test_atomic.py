@@ -1,0 +1,58 @@
+import os
+
+import pytest
+
+from physrec.atomic import atomic_output, atomic_write_bytes, atomic_write_text
+from physrec.hashing import sha256_bytes, sha256_file, stable_hash
+
+
+def test_write_bytes_and_text_create_parents(tmp_path):
+    target = tmp_path / "a" / "b" / "out.bin"
+    atomic_write_bytes(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+    atomic_write_text(target, "héllo\n")
+    assert target.read_bytes() == "héllo\n".encode()
+    assert os.listdir(target.parent) == ["out.bin"]
+
+
+def test_atomic_output_temp_name_and_replace(tmp_path):
+    target = tmp_path / "result.txt"
+    target.write_text("old")
+    with atomic_output(target) as tmp:
+        assert tmp.parent == tmp_path
+        assert tmp.name.startswith(".") and tmp.name.endswith(".tmp")
+        tmp.write_text("new")
+        assert target.read_text() == "old"  # not visible until the block succeeds
+    assert target.read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["result.txt"]
+
+
+def test_atomic_output_failure_keeps_old_and_cleans_up(tmp_path):
+    target = tmp_path / "result.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["result.txt"]
+
+
+def test_atomic_output_block_that_writes_nothing_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="did not create"):
+        with atomic_output(tmp_path / "x.txt"):
+            pass
+    assert os.listdir(tmp_path) == []
+
+
+def test_hashes(tmp_path):
+    f = tmp_path / "f.bin"
+    data = os.urandom(3 << 20)
+    f.write_bytes(data)
+    assert sha256_file(f) == sha256_bytes(data)
+    assert sha256_bytes(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert stable_hash({"b": 1, "a": [1.5, "x"]}) == stable_hash({"a": [1.5, "x"], "b": 1})
+    assert stable_hash({"a": 1}) == sha256_bytes(b'{"a":1}')
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+    with pytest.raises(ValueError):
+        stable_hash({"a": float("nan")})

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from physrec.tables import read_tsv, read_tsv_records, write_tsv
+
+COLUMNS = ["name", "frames", "weight", "ok", "note"]
+
+
+def test_format_and_round_trip(tmp_path):
+    path = tmp_path / "sub" / "t.tsv"
+    rows = [
+        {"name": "m1", "frames": 58, "weight": 0.1 + 0.2, "ok": True, "note": None},
+        {"name": "NA", "frames": np.int64(3), "weight": np.float32(0.1), "ok": np.bool_(False), "note": '"q'},
+    ]
+    write_tsv(path, rows, COLUMNS)
+    assert path.read_text() == (
+        "name\tframes\tweight\tok\tnote\n"
+        "m1\t58\t0.30000000000000004\ttrue\t\n"
+        f"NA\t3\t{float(np.float32(0.1))!r}\tfalse\t\"q\n"
+    )
+    records = read_tsv_records(path)
+    assert records[0] == {
+        "name": "m1", "frames": "58", "weight": "0.30000000000000004", "ok": "true", "note": ""
+    }
+    assert records[1]["name"] == "NA" and records[1]["note"] == '"q'  # no NA or quote interpretation
+    assert float(records[0]["weight"]) == 0.1 + 0.2
+    assert list(read_tsv(path).columns) == COLUMNS
+
+
+def test_header_only(tmp_path):
+    path = tmp_path / "empty.tsv"
+    write_tsv(path, [], COLUMNS)
+    df = read_tsv(path)
+    assert list(df.columns) == COLUMNS and len(df) == 0
+
+
+def test_deterministic(tmp_path):
+    rows = [
+        {"name": f"m{i}", "frames": i, "weight": i / 7, "ok": i % 2 == 0, "note": None} for i in range(20)
+    ]
+    write_tsv(tmp_path / "a.tsv", rows, COLUMNS)
+    write_tsv(tmp_path / "b.tsv", rows, COLUMNS)
+    assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()
+
+
+def test_rejects_bad_rows(tmp_path):
+    path = tmp_path / "t.tsv"
+    with pytest.raises(ValueError, match="row 0 has missing columns"):
+        write_tsv(path, [{"name": "x"}], COLUMNS)
+    with pytest.raises(ValueError, match="tab or line break"):
+        write_tsv(path, [{"name": "a\tb", "frames": 1, "weight": 1.0, "ok": True, "note": None}], COLUMNS)
+    with pytest.raises(TypeError, match="column 'note'"):
+        write_tsv(path, [{"name": "a", "frames": 1, "weight": 1.0, "ok": True, "note": [1]}], COLUMNS)
+    assert not path.exists()

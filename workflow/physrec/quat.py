@@ -1,0 +1,120 @@
+"""Quaternion maths on numpy arrays, in PARC's order (x, y, z, w: scalar last).
+
+Everything in physrec keeps quaternions scalar-last, as PARC's files do. MuJoCo wants
+scalar-first; :func:`to_mujoco` and :func:`from_mujoco` are the only place that converts.
+All functions broadcast over leading dimensions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_EPS = 1e-9
+
+
+def to_mujoco(q_xyzw: np.ndarray) -> np.ndarray:
+    """(x, y, z, w) -> MuJoCo's (w, x, y, z)."""
+    return np.concatenate([q_xyzw[..., 3:4], q_xyzw[..., 0:3]], axis=-1)
+
+
+def from_mujoco(q_wxyz: np.ndarray) -> np.ndarray:
+    """MuJoCo's (w, x, y, z) -> (x, y, z, w)."""
+    return np.concatenate([q_wxyz[..., 1:4], q_wxyz[..., 0:1]], axis=-1)
+
+
+def identity(shape: tuple[int, ...] = ()) -> np.ndarray:
+    q = np.zeros(shape + (4,))
+    q[..., 3] = 1.0
+    return q
+
+
+def normalize(q: np.ndarray) -> np.ndarray:
+    return q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), _EPS)
+
+
+def positive_w(q: np.ndarray) -> np.ndarray:
+    """Pick the sign with w >= 0 (q and -q are the same rotation; PARC's files store w >= 0)."""
+    return np.where(q[..., 3:4] < 0, -q, q)
+
+
+def conj(q: np.ndarray) -> np.ndarray:
+    return np.concatenate([-q[..., :3], q[..., 3:4]], axis=-1)
+
+
+def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a*b (apply b first, then a)."""
+    av, aw = a[..., :3], a[..., 3:4]
+    bv, bw = b[..., :3], b[..., 3:4]
+    v = aw * bv + bw * av + np.cross(av, bv)
+    w = aw * bw - np.sum(av * bv, axis=-1, keepdims=True)
+    return np.concatenate([v, w], axis=-1)
+
+
+def rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Rotate vectors v by unit quaternions q."""
+    qv, qw = q[..., :3], q[..., 3:4]
+    t = 2.0 * np.cross(qv, v)
+    return v + qw * t + np.cross(qv, t)
+
+
+def from_axis_angle(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    axis = np.asarray(axis, dtype=np.float64)
+    half = 0.5 * np.asarray(angle, dtype=np.float64)[..., None]
+    return np.concatenate([axis * np.sin(half), np.cos(half)], axis=-1)
+
+
+def exp_map_to_quat(e: np.ndarray) -> np.ndarray:
+    """Rotation vector (axis * angle) -> unit quaternion."""
+    angle = np.linalg.norm(e, axis=-1, keepdims=True)
+    half = 0.5 * angle
+    # sin(angle/2)/angle, with its limit 1/2 near zero.
+    scale = np.where(angle > 1e-8, np.sin(half) / np.maximum(angle, 1e-12), 0.5 - angle**2 / 48.0)
+    return np.concatenate([e * scale, np.cos(half)], axis=-1)
+
+
+def quat_to_exp_map(q: np.ndarray) -> np.ndarray:
+    """Unit quaternion -> rotation vector with angle in [0, pi]."""
+    q = positive_w(normalize(q))
+    sin_half = np.linalg.norm(q[..., :3], axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(sin_half, q[..., 3:4])
+    scale = np.where(sin_half > 1e-8, angle / np.maximum(sin_half, 1e-12), 2.0)
+    return q[..., :3] * scale
+
+
+def angle(q: np.ndarray) -> np.ndarray:
+    """Rotation angle of q in [0, pi]."""
+    q = normalize(q)
+    return 2.0 * np.arctan2(np.linalg.norm(q[..., :3], axis=-1), np.abs(q[..., 3]))
+
+
+def angle_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle of the rotation that takes b to a."""
+    return angle(mul(a, conj(b)))
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spherical interpolation along the shorter arc; t broadcasts against a[..., 0]."""
+    t = np.asarray(t, dtype=np.float64)[..., None]
+    d = np.sum(a * b, axis=-1, keepdims=True)
+    b = np.where(d < 0, -b, b)
+    d = np.abs(d)
+    theta = np.arccos(np.clip(d, -1.0, 1.0))
+    sin_theta = np.sin(theta)
+    near = sin_theta < 1e-6
+    safe = np.where(near, 1.0, sin_theta)
+    wa = np.where(near, 1.0 - t, np.sin((1.0 - t) * theta) / safe)
+    wb = np.where(near, t, np.sin(t * theta) / safe)
+    return normalize(wa * a + wb * b)
+
+
+def heading(q: np.ndarray) -> np.ndarray:
+    """Yaw of the rotated x axis about world z (PARC's calc_heading)."""
+    x = rotate(q, np.broadcast_to(np.array([1.0, 0.0, 0.0]), q.shape[:-1] + (3,)))
+    return np.arctan2(x[..., 1], x[..., 0])
+
+
+def hinge_angle(q: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Signed angle of the rotation q about a unit axis (its twist component)."""
+    proj = np.sum(q[..., :3] * axis, axis=-1)
+    a = 2.0 * np.arctan2(proj, q[..., 3])
+    return (a + np.pi) % (2.0 * np.pi) - np.pi

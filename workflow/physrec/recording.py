@@ -1,0 +1,210 @@
+"""Recording one batch: every motion tracked in simulation, with later-start retries.
+
+The full-length pass runs first. Motions that failed are retried from later start
+fractions (PARC: 0.1 ... 0.5), one pass per fraction and only for motions still failing,
+skipping starts that leave less than the minimum remaining length. Every attempt is kept
+for the trajectory file; selection decides later which one becomes the recorded motion.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from physrec import quat, termination
+from physrec.character import Character
+from physrec.motion_file import MotionData
+from physrec.reference import ReferenceSet
+from physrec.sim_mujoco import MujocoBatchSim, PhysicsSettings
+from physrec.terrain import Heightfield, TiledTerrain, heightfield_boxes, tile_square
+from physrec.trackers import TrackingInput, make_tracker
+
+TERRAIN_DEPTH = 1.0  # metres of solid ground below the lowest cell
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    physics: PhysicsSettings = field(default_factory=PhysicsSettings)
+    termination: termination.TerminationSettings = field(default_factory=termination.TerminationSettings)
+    start_fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
+    min_remaining: float = 2.0  # seconds a later start must leave
+
+
+@dataclass(frozen=True)
+class BatchMotion:
+    name: str
+    motion: MotionData
+    terrain: Heightfield
+
+
+@dataclass
+class Attempt:
+    """One episode: a motion tracked from one start time until termination or its end."""
+
+    motion: int  # index into the batch's motions
+    start_fraction: float
+    start_time: float
+    end_time: float
+    success: bool
+    fail_reason: str  # "" when the attempt reached the end
+    actions: np.ndarray  # [T, D] clipped PD targets
+    qpos: np.ndarray  # [T+1, nq] world-frame MuJoCo state after reset and after each control step
+    qvel: np.ndarray  # [T+1, nv]
+    contacts: np.ndarray  # [T+1, B] bool
+    errors: np.ndarray  # [T, 4] termination.ERROR_COLUMNS
+    ref_time: np.ndarray  # [T+1] motion time of each frame
+
+    @property
+    def steps(self) -> int:
+        return len(self.actions)
+
+    @property
+    def terminated(self) -> bool:
+        return bool(self.fail_reason)
+
+
+@dataclass
+class BatchRecording:
+    motions: list[BatchMotion]
+    tiled: TiledTerrain
+    boxes: np.ndarray
+    attempts: list[Attempt]
+    tracker_desc: str
+    wall_seconds: float = 0.0
+    sim_steps: int = 0  # physics steps simulated, summed over environments
+
+
+def build_world(motions: list[BatchMotion]) -> tuple[TiledTerrain, np.ndarray]:
+    tiled = tile_square([m.terrain for m in motions])
+    boxes = heightfield_boxes(tiled.world, bottom=float(tiled.world.hf.min()) - TERRAIN_DEPTH)
+    return tiled, boxes
+
+
+def build_reference(character: Character, motions: list[BatchMotion], offsets: np.ndarray) -> ReferenceSet:
+    shifted = [m.motion.root_pos.astype(np.float64) + np.array([off[0], off[1], 0.0])
+               for m, off in zip(motions, offsets)]
+    return ReferenceSet(character, shifted, [m.motion.root_rot for m in motions],
+                        [m.motion.joint_rot for m in motions], [m.motion.fps for m in motions])
+
+
+def start_plan(lengths: np.ndarray, fraction: float, pending: np.ndarray, min_remaining: float) -> np.ndarray:
+    """Motions to attempt from `fraction`: still pending, and (for later starts) long enough."""
+    if fraction == 0.0:
+        return pending.copy()
+    return pending & ((1.0 - fraction) * lengths >= min_remaining - 1e-9)
+
+
+class _Pass:
+    """Environments of one start fraction, stepped together until each ends."""
+
+    def __init__(self, sim: MujocoBatchSim, ref: ReferenceSet, settings: RecordSettings,
+                 motion: np.ndarray, fraction: float) -> None:
+        self.sim, self.ref, self.settings = sim, ref, settings
+        self.ch = ref.character
+        self.dt = 1.0 / settings.physics.control_hz
+        self.motion = motion
+        self.fraction = fraction
+        self.t0 = fraction * ref.length[motion]
+        self.steps = np.maximum(1, np.ceil((ref.length[motion] - self.t0) / self.dt - 1e-6).astype(np.int64))
+
+    def run(self, tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
+        ch, sim, n, K = self.ch, self.sim, len(self.motion), int(self.steps.max())
+        pose = self.ref.pose(self.motion, self.t0)
+        vel = self.ref.velocity(self.motion, self.t0)
+        qpos0 = ch.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot)
+        qvel0 = ch.velocities_to_qvel(pose.root_rot, vel.root_lin_vel, vel.root_ang_vel, vel.dof_vel)
+        states, contacts0 = sim.make_states(qpos0, qvel0)
+        Q = np.zeros((n, K + 1, ch.nq)); V = np.zeros((n, K + 1, ch.nv))
+        C = np.zeros((n, K + 1, ch.num_bodies), dtype=bool)
+        A = np.zeros((n, K, ch.num_dof)); E = np.zeros((n, K, len(termination.ERROR_COLUMNS)))
+        Q[:, 0], V[:, 0], C[:, 0] = sim.qpos(states), sim.qvel(states), contacts0
+        end = self.steps.copy()
+        reasons = [""] * n
+        active = np.ones(n, dtype=bool)
+        for k in range(K):
+            idx = np.flatnonzero(active)
+            if len(idx) == 0:
+                break
+            t = self.t0[idx] + k * self.dt
+            st = states[idx]
+            targets = ch.clip_action(tracker.act(TrackingInput(sim.qpos(st), sim.qvel(st), self.motion[idx], t, self.dt)))
+            st, contacts = sim.step(st, targets)
+            states[idx] = st
+            t1 = self.t0[idx] + (k + 1) * self.dt
+            root_pos, root_rot, joint_rot = ch.qpos_to_pose(sim.qpos(st))
+            body_pos = ch.forward_kinematics(root_pos, root_rot, joint_rot)[0]
+            ref_pose = self.ref.pose(self.motion[idx], t1)
+            chk = termination.check(body_pos, root_rot, self.ref.body_pos(ref_pose), ref_pose.root_rot,
+                                    self.settings.termination)
+            Q[idx, k + 1], V[idx, k + 1], C[idx, k + 1] = sim.qpos(st), sim.qvel(st), contacts
+            A[idx, k], E[idx, k] = targets, chk.errors
+            failed = chk.code != termination.OK
+            done = failed | (k + 1 >= self.steps[idx])
+            for j in np.flatnonzero(done):
+                e = idx[j]
+                end[e] = k + 1
+                if failed[j]:
+                    reasons[e] = termination.reason(int(chk.code[j]), int(chk.body[j]), ch.body_names)
+                active[e] = False
+                on_finish(e, self._success(e, k + 1, reasons[e]))
+        return [self._attempt(e, int(end[e]), reasons[e], Q, V, C, A, E) for e in range(n)]
+
+    def _end_time(self, e: int, steps: int) -> float:
+        return float(min(self.t0[e] + steps * self.dt, self.ref.length[self.motion[e]]))
+
+    def _success(self, e: int, steps: int, reason: str) -> bool:
+        length = self.ref.length[self.motion[e]]
+        return not reason or self._end_time(e, steps) >= length - self.settings.termination.end_tolerance - 1e-9
+
+    def _attempt(self, e: int, T: int, reason: str, Q, V, C, A, E) -> Attempt:
+        return Attempt(
+            motion=int(self.motion[e]), start_fraction=float(self.fraction), start_time=float(self.t0[e]),
+            end_time=self._end_time(e, T), success=self._success(e, T, reason), fail_reason=reason,
+            actions=A[e, :T].astype(np.float32), qpos=Q[e, :T + 1].copy(), qvel=V[e, :T + 1].copy(),
+            contacts=C[e, :T + 1].copy(), errors=E[e, :T].astype(np.float32),
+            ref_time=np.minimum(self.t0[e] + np.arange(T + 1) * self.dt, self.ref.length[self.motion[e]]))
+
+
+def record_batch(motions: list[BatchMotion], character: Character, tracker_spec: dict,
+                 settings: RecordSettings, threads: int = 1,
+                 progress: Callable[[str], None] = lambda s: None, batch: str = "") -> BatchRecording:
+    """Track every motion of a batch; return all attempts in pass order."""
+    wall = time.perf_counter()
+    tiled, boxes = build_world(motions)
+    ref = build_reference(character, motions, tiled.offsets)
+    tracker = make_tracker(tracker_spec, character, ref)
+    n = len(motions)
+    pending = np.ones(n, dtype=bool)
+    attempts: list[Attempt] = []
+    fractions = (0.0,) + tuple(settings.start_fractions)
+    last_report = [0.0]
+    with MujocoBatchSim(character, boxes, settings.physics, threads) as sim:
+        for p, fraction in enumerate(fractions):
+            todo = np.flatnonzero(start_plan(ref.length, fraction, pending, settings.min_remaining))
+            if len(todo) == 0:
+                continue
+            run = _Pass(sim, ref, settings, todo, fraction)
+            finished = [0, 0]
+
+            def on_finish(e: int, ok: bool) -> None:
+                finished[0] += 1
+                finished[1] += ok
+                now = time.perf_counter()
+                if finished[0] == len(todo) or now - last_report[0] > 2.0:
+                    last_report[0] = now
+                    progress(f"[{batch}] pass {p + 1}/{len(fractions)} (start {fraction:.0%}): "
+                             f"{finished[0]}/{len(todo)} done, {finished[1]} succeeded, "
+                             f"{int((~pending).sum())} motions recorded before this pass")
+
+            for a in run.run(tracker, on_finish):
+                attempts.append(a)
+                if a.success:
+                    pending[a.motion] = False
+    sim_steps = sum(a.steps for a in attempts) * settings.physics.substeps
+    progress(f"[{batch}] finished: {int((~pending).sum())}/{n} motions succeeded in {len(attempts)} attempts")
+    return BatchRecording(motions, tiled, boxes, attempts, tracker.describe(),
+                          time.perf_counter() - wall, sim_steps)

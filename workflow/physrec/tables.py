@@ -1,0 +1,71 @@
+"""TSV tables (manifests, plans, attempts) with fixed columns and byte-stable formatting.
+
+Formatting rules, so equal data gives equal files: floats as the shortest text that reads back
+to the same float (``repr``), bools as ``true``/``false``, None as an empty field, no quoting.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from physrec.atomic import atomic_write_text
+
+
+def write_tsv(
+    path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
+) -> None:
+    """Write ``rows`` (each with exactly ``columns`` as keys) as a tab-separated table, atomically."""
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"{path}: duplicate column names in {list(columns)}")
+    for col in columns:
+        _check_field(path, col, "column name")
+    lines = ["\t".join(columns)]
+    expected = set(columns)
+    for i, row in enumerate(rows):
+        keys = set(row)
+        if keys != expected:
+            missing, unknown = sorted(expected - keys), sorted(map(str, keys - expected))
+            raise ValueError(f"{path}: row {i} has missing columns {missing} and unknown columns {unknown}")
+        lines.append("\t".join(_format(path, col, row[col]) for col in columns))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_tsv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a table written by ``write_tsv``; every cell is a string (callers convert)."""
+    return pd.read_csv(
+        Path(path), sep="\t", dtype=str, keep_default_na=False, na_filter=False, quoting=csv.QUOTE_NONE
+    )
+
+
+def read_tsv_records(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """Rows of a ``write_tsv`` table as dicts of strings, in file order."""
+    return read_tsv(path).to_dict(orient="records")
+
+
+def _format(path: str | os.PathLike[str], column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str):
+        return _check_field(path, column, value)
+    raise TypeError(f"{path}: column {column!r}: cannot write a {type(value).__name__} to a TSV cell")
+
+
+def _check_field(path: str | os.PathLike[str], column: str, text: str) -> str:
+    if any(c in text for c in "\t\n\r"):
+        raise ValueError(f"{path}: column {column!r}: value {text!r} contains a tab or line break")
+    return text
