@@ -93,6 +93,9 @@ def _glide(start: tuple[float, float], end: tuple[float, float], seconds: float)
     return (1.0 - s) * np.asarray(start) + s * np.asarray(end)
 
 
+DEMO_NAMES = ("stand_flat", "stand_step_top", "wave_flat", "climb_step", "ramp_descent_then_stand")
+
+
 def demo_motions() -> dict[str, MotionFile]:
     flat, step, ramp = flat_terrain(), step_terrain(), ramp_terrain()
     wave_t = np.arange(int(2.4 * FPS) + 1) / FPS

@@ -163,7 +163,7 @@ class _Pass:
     def _attempt(self, e: int, T: int, reason: str, Q, V, C, A, E) -> Attempt:
         return Attempt(
             motion=int(self.motion[e]), start_fraction=float(self.fraction), start_time=float(self.t0[e]),
-            end_time=self._end_time(e, T), success=self._success(e, T, reason), fail_reason=reason,
+            end_time=self._end_time(e, T), success=bool(self._success(e, T, reason)), fail_reason=reason,
             actions=A[e, :T].astype(np.float32), qpos=Q[e, :T + 1].copy(), qvel=V[e, :T + 1].copy(),
             contacts=C[e, :T + 1].copy(), errors=E[e, :T].astype(np.float32),
             ref_time=np.minimum(self.t0[e] + np.arange(T + 1) * self.dt, self.ref.length[self.motion[e]]))

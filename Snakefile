@@ -1,0 +1,36 @@
+# physrec: record physics-based versions of kinematic motions (stage 4 of the PARC loop).
+# Wiring only: every rule calls the `physrec` command line; the logic lives in workflow/physrec.
+from physrec import config as physrec_config
+from physrec import workflow_api as api
+from snakemake.exceptions import WorkflowError
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    CFG = physrec_config.validate(config, "config")
+except physrec_config.ConfigError as e:
+    raise WorkflowError(str(e))
+
+R = CFG["results_dir"]
+ITERATIONS = {it["name"]: it for it in CFG["iterations"]}
+
+
+wildcard_constraints:
+    it="|".join(ITERATIONS),
+    batch=r"b[0-9a-f]{10}(-[0-9]{2})?",
+
+
+rule all:
+    input:
+        expand(
+            f"{R}/{{it}}/{{out}}",
+            it=ITERATIONS,
+            out=["summary.json", "summary.md", "dataset.yaml", "manifest.tsv"],
+        ),
+
+
+include: "workflow/rules/dataset.smk"
+include: "workflow/rules/record.smk"
+include: "workflow/rules/merge.smk"

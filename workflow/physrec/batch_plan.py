@@ -1,0 +1,46 @@
+"""The batch plan: which valid motion is recorded in which batch (written by the split checkpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from physrec.hashing import stable_hash
+from physrec.splitting import plan_batches
+from physrec.tables import read_tsv_records, write_tsv
+
+PLAN_COLUMNS = ["batch", "name", "path", "sha256", "duration"]
+
+
+def make_plan(manifest_rows: list[dict[str, str]], batch_size: int) -> list[dict]:
+    valid = {r["name"]: r for r in manifest_rows if r["valid"] == "true"}
+    rows = []
+    for batch, names in plan_batches(sorted(valid), batch_size).items():
+        for name in names:
+            r = valid[name]
+            rows.append({"batch": batch, "name": name, "path": r["path"], "sha256": r["sha256"],
+                         "duration": float(r["duration"])})
+    return rows
+
+
+def write_plan(path: str | Path, rows: list[dict]) -> None:
+    write_tsv(path, rows, PLAN_COLUMNS)
+
+
+def read_plan(path: str | Path) -> list[dict[str, str]]:
+    return read_tsv_records(path)
+
+
+def batch_ids(plan: str | Path) -> list[str]:
+    return sorted({r["batch"] for r in read_plan(plan)})
+
+
+def batch_rows(plan: str | Path, batch: str) -> list[dict[str, str]]:
+    rows = [r for r in read_plan(plan) if r["batch"] == batch]
+    if not rows:
+        raise ValueError(f"{plan}: no batch named '{batch}'")
+    return rows
+
+
+def batch_digest(plan: str | Path, batch: str) -> str:
+    """Identity of a batch's content: changes exactly when its members or their files change."""
+    return stable_hash([[r["name"], r["sha256"]] for r in batch_rows(plan, batch)])

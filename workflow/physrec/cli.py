@@ -1,0 +1,155 @@
+"""Command line: one subcommand per workflow stage (the Snakemake rules call these)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from physrec import __version__
+
+log = logging.getLogger("physrec")
+
+
+def _setup_logging(log_file: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s physrec %(message)s", datefmt="%H:%M:%S",
+                        handlers=handlers, force=True)
+
+
+def cmd_check_config(a: argparse.Namespace) -> None:
+    from physrec import config
+    cfg = config.load(a.config)
+    log.info("%s: valid (%d iteration(s))", a.config, len(cfg["iterations"]))
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from physrec.demo import write_demo
+    path = write_demo(a.out)
+    log.info("wrote the demo dataset %s", path)
+
+
+def cmd_index(a: argparse.Namespace) -> None:
+    from physrec.character import Character
+    from physrec.indexing import index_dataset, write_manifest
+    ch = Character.load(a.character)
+    rows = index_dataset(a.dataset, min_frames=a.min_frames, num_joints=ch.num_joints, num_bodies=ch.num_bodies)
+    write_manifest(a.out, rows)
+    bad = [r for r in rows if not r["valid"]]
+    for r in bad:
+        log.warning("invalid motion %s: %s", r["name"], r["error"])
+    log.info("indexed %d motions from %s: %d valid, %d invalid", len(rows), a.dataset, len(rows) - len(bad), len(bad))
+
+
+def cmd_split(a: argparse.Namespace) -> None:
+    from physrec.batch_plan import make_plan, write_plan
+    from physrec.indexing import read_manifest
+    rows = make_plan(read_manifest(a.manifest), a.batch_size)
+    write_plan(a.out, rows)
+    log.info("planned %d motions in %d batch(es)", len(rows), len({r["batch"] for r in rows}))
+
+
+def cmd_record(a: argparse.Namespace) -> None:
+    from physrec.record_job import run_record
+    start = time.perf_counter()
+    rec = run_record(a.plan, a.batch, json.loads(a.record), json.loads(a.tracker), a.character, a.seed,
+                     a.threads, a.out_dir, ["physrec"] + sys.argv[1:], progress=log.info)
+    motion_s = sum(a_.end_time - a_.start_time for a_ in rec.attempts)
+    wall = time.perf_counter() - start
+    log.info("[%s] %d physics steps, %.1f motion-seconds simulated in %.1f s wall (%.0f steps/s)",
+             a.batch, rec.sim_steps, motion_s, wall, rec.sim_steps / max(wall, 1e-9))
+
+
+def cmd_select(a: argparse.Namespace) -> None:
+    from physrec.selection import run_select
+    rows = run_select(a.record_dir, json.loads(a.selection), a.out_dir)
+    kept = sum(r["status"].startswith("recorded") for r in rows)
+    log.info("selected %d of %d motions from %s", kept, len(rows), a.record_dir)
+
+
+def cmd_merge(a: argparse.Namespace) -> None:
+    from physrec.merge import run_merge
+    s = run_merge(a.iteration, a.manifest, a.plan, [Path(p) for p in a.select_dirs], [Path(p) for p in a.record_dirs],
+                  a.base_dataset or None, a.weight_scale, a.out_dir)
+    m = s["motions"]
+    log.info("%s: %d/%d valid motions recorded (%d full length, %d later start), %d failed, %d rejected, %d invalid",
+             a.iteration, m["recorded"], m["valid"], m["recorded_full_length"], m["recorded_later_start"],
+             m["failed"], m["rejected"], m["invalid"])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="physrec", description=__doc__)
+    p.add_argument("--version", action="version", version=f"physrec {__version__}")
+    p.add_argument("--log", help="also write the log to this file")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("check-config", help="validate a workflow config file")
+    s.add_argument("config")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("demo", help="write the built-in demo dataset")
+    s.add_argument("--out", required=True, help="folder for dataset.yaml and motions/")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("index", help="check every motion of a dataset YAML and write the manifest")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--character", default="builtin:humanoid")
+    s.add_argument("--min-frames", type=int, default=2)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("split", help="assign valid motions to batches (stable under additions)")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--batch-size", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_split)
+
+    s = sub.add_parser("record", help="simulate one batch and write its trajectories and PARC companions")
+    s.add_argument("--plan", required=True)
+    s.add_argument("--batch", required=True)
+    s.add_argument("--record", required=True, help="JSON of the config's record section")
+    s.add_argument("--tracker", required=True, help='JSON tracker spec, e.g. {"kind": "pd"}')
+    s.add_argument("--character", default="builtin:humanoid")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=cmd_record)
+
+    s = sub.add_parser("select", help="choose the kept attempt per motion and write PARC motion files")
+    s.add_argument("--record-dir", required=True)
+    s.add_argument("--selection", required=True, help="JSON of the config's selection section")
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=cmd_select)
+
+    s = sub.add_parser("merge", help="merge batches: recorded motions, manifest, summary, next dataset")
+    s.add_argument("--iteration", required=True)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--plan", required=True)
+    s.add_argument("--select-dirs", nargs="*", default=[])
+    s.add_argument("--record-dirs", nargs="*", default=[])
+    s.add_argument("--base-dataset", default="")
+    s.add_argument("--weight-scale", type=float, default=1.0)
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=cmd_merge)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _setup_logging(args.log)
+    try:
+        args.func(args)
+    except (ValueError, OSError, RuntimeError) as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

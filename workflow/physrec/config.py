@@ -1,0 +1,93 @@
+"""The workflow configuration: validated against the JSON schema before any job runs."""
+
+from __future__ import annotations
+
+import copy
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from physrec.recording import RecordSettings
+from physrec.sim_mujoco import PhysicsSettings
+from physrec.termination import TerminationSettings
+
+DEMO = "builtin:demo"
+
+
+class ConfigError(ValueError):
+    """A bad configuration, said in one line."""
+
+
+def schema() -> dict:
+    return yaml.safe_load((resources.files("physrec") / "schemas" / "config.schema.yaml").read_text())
+
+
+def _fill_defaults(value: Any, sch: dict) -> Any:
+    if isinstance(value, dict) and sch.get("type") == "object":
+        for key, sub in sch.get("properties", {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                value[key] = _fill_defaults(value[key], sub)
+    elif isinstance(value, list) and isinstance(sch.get("items"), dict):
+        value = [_fill_defaults(v, sch["items"]) for v in value]
+    return value
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def validate(config: dict, source: str = "config") -> dict:
+    """Validated copy of `config` with every default filled in; ConfigError otherwise."""
+    sch = schema()
+    cfg = _fill_defaults(copy.deepcopy(dict(config)), sch)
+    errors = sorted(jsonschema.Draft202012Validator(sch).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {_where(e)}: {e.message}{more}")
+    names = [it["name"] for it in cfg["iterations"]]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{source}: iterations: duplicate iteration name(s) {', '.join(dup)}")
+    rec = cfg["record"]
+    if rec["physics_hz"] % rec["control_hz"]:
+        raise ConfigError(f"{source}: record.physics_hz ({rec['physics_hz']}) must be a multiple of "
+                          f"record.control_hz ({rec['control_hz']})")
+    return cfg
+
+
+def load(path: str | Path) -> dict:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: config file not found") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys")
+    return validate(raw, str(path))
+
+
+def record_settings(rec: dict) -> RecordSettings:
+    """RecordSettings from the validated `record` section."""
+    term = rec["termination"]
+    return RecordSettings(
+        physics=PhysicsSettings(control_hz=rec["control_hz"], physics_hz=rec["physics_hz"],
+                                friction=rec["friction"], solver_iterations=rec["solver_iterations"]),
+        termination=TerminationSettings(
+            root_pos_error=term["root_pos_error_m"], root_rot_error=math.radians(term["root_rot_error_deg"]),
+            body_offset_limits=tuple(term["body_offset_limits_m"]), end_tolerance=term["end_tolerance_s"]),
+        start_fractions=tuple(sorted(rec["start_fractions"])),
+        min_remaining=rec["min_remaining_s"],
+    )
+
+
+def record_physics_keys(rec: dict) -> dict:
+    """The part of `record` that changes what is simulated (threads do not)."""
+    return {k: v for k, v in rec.items() if k != "threads"}

@@ -1,0 +1,76 @@
+"""Index a dataset: read every motion once (safely), check it, one manifest row per motion.
+
+A bad motion becomes a row with valid=false and a clear error; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from physrec.dataset_yaml import motion_class, motion_name, read_dataset
+from physrec.hashing import sha256_file
+from physrec.motion_file import MotionFile, MotionFileError, read_motion_file
+from physrec.tables import read_tsv_records, write_tsv
+
+MANIFEST_COLUMNS = ["name", "path", "sha256", "frames", "fps", "duration", "weight", "class",
+                    "terrain_shape", "valid", "error", "warnings"]
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path relative to the working directory when it lies below it, else absolute.
+
+    Keeps manifests and provenance the same wherever a project folder is moved.
+    """
+    p = os.path.abspath(path)
+    rel = os.path.relpath(p)
+    return p if rel.startswith(os.pardir) else rel
+
+
+def _row(name: str, path: Path, weight: float, cls: str) -> dict:
+    return {"name": name, "path": display_path(path), "sha256": None, "frames": None, "fps": None,
+            "duration": None, "weight": weight, "class": cls, "terrain_shape": None, "valid": False,
+            "error": None, "warnings": None}
+
+
+def check_motion(path: Path, min_frames: int, num_joints: int, num_bodies: int) -> MotionFile:
+    mf = read_motion_file(path, num_joints=num_joints, num_bodies=num_bodies, min_frames=min_frames)
+    if mf.terrain is None:
+        raise MotionFileError(path, "no terrain_data (a motion needs its terrain to be simulated)")
+    return mf
+
+
+def index_dataset(dataset: str | Path, *, min_frames: int = 2, num_joints: int = 14,
+                  num_bodies: int = 15) -> list[dict]:
+    entries = read_dataset(dataset)
+    root = Path(os.path.abspath(dataset)).parent
+    rows: list[dict] = []
+    first_by_name: dict[str, str] = {}
+    for entry in entries:
+        name = motion_name(entry.path)
+        row = _row(name, entry.path, entry.weight, motion_class(entry.path, root))
+        rows.append(row)
+        if entry.path.is_file():
+            row["sha256"] = sha256_file(entry.path)
+        if name in first_by_name:
+            row["error"] = f"{row['path']}: duplicate motion name '{name}' (first listed as {first_by_name[name]})"
+            continue
+        first_by_name[name] = row["path"]
+        try:
+            mf = check_motion(entry.path, min_frames, num_joints, num_bodies)
+        except MotionFileError as e:
+            row["error"] = str(e)
+            continue
+        m = mf.motion
+        row.update(frames=m.num_frames, fps=m.fps, duration=m.duration, valid=True,
+                   terrain_shape="x".join(str(s) for s in mf.terrain.shape),  # type: ignore[union-attr]
+                   warnings="; ".join(mf.warnings) or None)
+    return rows
+
+
+def write_manifest(path: str | Path, rows: list[dict]) -> None:
+    write_tsv(path, rows, MANIFEST_COLUMNS)
+
+
+def read_manifest(path: str | Path) -> list[dict[str, str]]:
+    return read_tsv_records(path)

@@ -1,0 +1,145 @@
+"""Merge: the recorded motions of all batches, one manifest, a summary, the next dataset YAML.
+
+Weights in the next dataset: entries of the base dataset keep theirs; a recorded motion
+gets its source's weight scaled by the fraction of the source it covers (PARC weighs
+motions by duration, so a motion recorded from 40 % on counts for 60 % of it), times
+``merge.recorded_weight_scale``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from physrec.atomic import atomic_write_text
+from physrec.dataset_yaml import DatasetEntry, motion_name, read_dataset, write_dataset
+from physrec.indexing import display_path, read_manifest
+from physrec.batch_plan import read_plan
+from physrec.tables import read_tsv_records, write_tsv
+
+MERGED_COLUMNS = ["name", "class", "batch", "status", "valid", "error", "source_path", "source_sha256",
+                  "source_duration", "attempts", "start_fraction", "start_time", "end_time",
+                  "recorded_duration", "recorded_path", "recorded_sha256", "weight", "fail_reason"]
+RECORDED_STATUSES = ("recorded", "recorded_later_start")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard link keeps the file's mtime, so the next iteration does not redo unchanged motions."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def merged_rows(manifest: list[dict[str, str]], plan: list[dict[str, str]],
+                selected: dict[str, dict[str, str]], out_dir: Path, weight_scale: float) -> list[dict]:
+    batch_of = {r["name"]: r["batch"] for r in plan}
+    rows = []
+    for m in manifest:
+        s = selected.get(m["name"], {}) if m["valid"] == "true" else {}
+        status = s.get("status") or ("invalid" if m["valid"] != "true" else "not_recorded")
+        row = {c: None for c in MERGED_COLUMNS}
+        row.update(name=m["name"], **{"class": m["class"]}, batch=batch_of.get(m["name"]), status=status,
+                   valid=m["valid"] == "true", error=m["error"] or None, source_path=m["path"],
+                   source_sha256=m["sha256"] or None, source_duration=float(m["duration"]) if m["duration"] else None)
+        if s:
+            row.update(attempts=int(s["attempts"]), fail_reason=s["fail_reason"] or None)
+        if status in RECORDED_STATUSES:
+            rec_dur = float(s["recorded_duration"])
+            src_dur = float(m["duration"])
+            row.update(start_fraction=float(s["start_fraction"]), start_time=float(s["start_time"]),
+                       end_time=float(s["end_time"]), recorded_duration=rec_dur,
+                       recorded_path=display_path(out_dir / "recorded_motions" / s["recorded_file"]),
+                       recorded_sha256=s["recorded_sha256"],
+                       weight=float(m["weight"]) * (rec_dur / src_dur if src_dur > 0 else 1.0) * weight_scale)
+        rows.append(row)
+    return rows
+
+
+def summarize(iteration: str, rows: list[dict], attempts: list[dict[str, str]]) -> dict:
+    status = Counter(r["status"] for r in rows)
+    valid = sum(1 for r in rows if r["valid"])
+    recorded = status["recorded"] + status["recorded_later_start"]
+    per_class: dict[str, dict] = defaultdict(lambda: {"valid": 0, "recorded": 0})
+    for r in rows:
+        if r["valid"]:
+            c = per_class[r["class"] or "(none)"]
+            c["valid"] += 1
+            c["recorded"] += r["status"] in RECORDED_STATUSES
+    per_start: dict[str, dict] = defaultdict(lambda: {"attempts": 0, "successes": 0})
+    for a in attempts:
+        p = per_start[f"{float(a['start_fraction']):.2f}"]
+        p["attempts"] += 1
+        p["successes"] += a["success"] == "true"
+    return {
+        "iteration": iteration,
+        "motions": {"total": len(rows), "valid": valid, "invalid": len(rows) - valid, "recorded": recorded,
+                    "recorded_full_length": status["recorded"], "recorded_later_start": status["recorded_later_start"],
+                    "failed": status["failed"], "rejected": status["rejected"]},
+        "success_rate": recorded / valid if valid else 0.0,
+        "per_class": {k: {**v, "rate": v["recorded"] / v["valid"]} for k, v in sorted(per_class.items())},
+        "per_start_fraction": {k: {**v, "rate": v["successes"] / v["attempts"]} for k, v in sorted(per_start.items())},
+        "source_seconds": sum(r["source_duration"] or 0.0 for r in rows if r["valid"]),
+        "recorded_seconds": sum(r["recorded_duration"] or 0.0 for r in rows),
+        "fail_reasons": dict(sorted(Counter((r["fail_reason"] or "").split(":")[0] for r in rows
+                                            if r["status"] in ("failed", "rejected")).items())),
+        "invalid": [{"name": r["name"], "error": r["error"]} for r in rows if not r["valid"]],
+    }
+
+
+def summary_markdown(s: dict) -> str:
+    m = s["motions"]
+    lines = [f"# physrec summary: {s['iteration']}", "",
+             f"{m['recorded']} of {m['valid']} valid motions recorded ({s['success_rate']:.0%}): "
+             f"{m['recorded_full_length']} full length, {m['recorded_later_start']} from a later start; "
+             f"{m['failed']} failed, {m['rejected']} rejected by selection thresholds, {m['invalid']} invalid.",
+             f"Recorded {s['recorded_seconds']:.1f} s of {s['source_seconds']:.1f} s of valid source motion.", "",
+             "| start fraction | attempts | successes | rate |", "| --- | --- | --- | --- |"]
+    lines += [f"| {k} | {v['attempts']} | {v['successes']} | {v['rate']:.0%} |" for k, v in s["per_start_fraction"].items()]
+    lines += ["", "| class | valid | recorded | rate |", "| --- | --- | --- | --- |"]
+    lines += [f"| {k} | {v['valid']} | {v['recorded']} | {v['rate']:.0%} |" for k, v in s["per_class"].items()]
+    if s["fail_reasons"]:
+        lines += ["", "Failure reasons: " + ", ".join(f"{k or 'unknown'} ({v})" for k, v in s["fail_reasons"].items())]
+    if s["invalid"]:
+        lines += ["", "## Invalid motions", ""] + [f"- `{r['name']}`: {r['error']}" for r in s["invalid"]]
+    return "\n".join(lines) + "\n"
+
+
+def run_merge(iteration: str, manifest: str | Path, plan: str | Path, select_dirs: list[Path],
+              record_dirs: list[Path], base_dataset: str | None, weight_scale: float, out_dir: str | Path) -> dict:
+    out = Path(out_dir)
+    selected: dict[str, dict[str, str]] = {}
+    for d in select_dirs:
+        for r in read_tsv_records(Path(d) / "selected.tsv"):
+            selected[r["motion"]] = {**r, "_dir": str(d)}
+    attempts = [a for d in record_dirs for a in read_tsv_records(Path(d) / "attempts.tsv")]
+    rows = merged_rows(read_manifest(manifest), read_plan(plan), selected, out, weight_scale)
+    rec_dir = out / "recorded_motions"
+    rec_dir.mkdir(parents=True, exist_ok=True)
+    base = read_dataset(base_dataset) if base_dataset else []
+    base_names = {motion_name(e.path) for e in base}
+    entries = list(base)
+    for r in rows:
+        if r["status"] not in RECORDED_STATUSES:
+            continue
+        s = selected[r["name"]]
+        dst = rec_dir / s["recorded_file"]
+        if motion_name(dst) in base_names:
+            r.update(status="name_clash", error=f"recorded name '{motion_name(dst)}' is already in the base dataset "
+                                                 f"{base_dataset}", recorded_path=None, weight=None)
+            continue
+        _link_or_copy(Path(s["_dir"]) / "motions" / s["recorded_file"], dst)
+        entries.append(DatasetEntry(file=str(dst.resolve()), path=dst.resolve(), weight=r["weight"], extra={}))
+    write_tsv(out / "manifest.tsv", rows, MERGED_COLUMNS)
+    summary = summarize(iteration, rows, attempts)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out / "summary.md", summary_markdown(summary))
+    write_dataset(out / "dataset.yaml", [DatasetEntry(file=str(e.path), path=e.path, weight=e.weight, extra={})
+                                         for e in entries])
+    return summary

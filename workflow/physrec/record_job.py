@@ -1,0 +1,124 @@
+"""The record job of one batch: load its motions, simulate, write every artifact of the batch."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Callable
+
+import mujoco
+import numpy as np
+import yaml
+
+from physrec import __version__, config
+from physrec.atomic import atomic_write_text
+from physrec.batch_plan import batch_rows
+from physrec.character import Character
+from physrec.hashing import sha256_file, stable_hash
+from physrec.indexing import check_motion
+from physrec.recording import BatchMotion, BatchRecording, record_batch
+from physrec.rollouts import write_h5, write_json
+from physrec.safe_pickle import parc_dumps
+from physrec.atomic import atomic_write_bytes
+from physrec.tables import write_tsv
+from physrec.terrain import boxes_mesh
+from physrec.termination import ERROR_COLUMNS
+
+ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_time", "steps", "success",
+                   "fail_reason", "max_root_pos_error", "max_root_rot_error", "mean_body_pos_error"]
+
+
+class RecordError(RuntimeError):
+    pass
+
+
+def episode_seed(seed: int, name: str, fraction: float) -> int:
+    """Per-episode seed derived from the run seed, stable under batch changes."""
+    return int(stable_hash([seed, name, round(fraction, 9)])[:8], 16)
+
+
+def load_batch(plan: str | Path, batch: str, rec: dict, character: Character) -> tuple[list[BatchMotion], list[dict]]:
+    rows = batch_rows(plan, batch)
+    motions = []
+    for r in rows:
+        actual = sha256_file(r["path"]) if Path(r["path"]).is_file() else "missing"
+        if actual != r["sha256"]:
+            raise RecordError(f"{r['path']}: file changed since it was indexed (sha256 {actual[:12]}, "
+                              f"indexed {r['sha256'][:12]}); rerun the workflow to re-index")
+        mf = check_motion(Path(r["path"]), rec["min_frames"], character.num_joints, character.num_bodies)
+        motions.append(BatchMotion(r["name"], mf.motion, mf.terrain))  # type: ignore[arg-type]
+    return motions, rows
+
+
+def write_terrain(path: Path, recording: BatchRecording) -> None:
+    """PARC's terrain.pkl: the batch's combined heightfield plus motion offsets and its mesh."""
+    world = recording.tiled.world
+    verts, tris = boxes_mesh(recording.boxes)
+    terrain = {"hf": world.hf.astype(np.float32),
+               "hf_maxmin": np.stack([world.hf + 1.0, world.hf - 1.0], axis=-1).astype(np.float32),
+               "min_point": world.min_point.astype(np.float32), "dx": float(world.dx)}
+    misc = {"terrains_per_motion": 1,
+            "motion_offsets": recording.tiled.offsets.astype(np.float32)[:, None, :],
+            "motion_names": [m.name for m in recording.motions],
+            "all_terrain_verts": verts, "all_terrain_tris": tris}
+    atomic_write_bytes(path, parc_dumps({"motion_data": None, "terrain_data": parc_dumps(terrain),
+                                         "misc_data": parc_dumps(misc)}))
+
+
+def run_record(plan: str | Path, batch: str, rec: dict, tracker: dict, character_spec: str, seed: int,
+               threads: int, out_dir: str | Path, argv: list[str],
+               progress: Callable[[str], None] = print) -> BatchRecording:
+    out = Path(out_dir)
+    character = Character.load(character_spec)
+    settings = config.record_settings(rec)
+    if len(settings.termination.body_offset_limits) != character.num_joints:
+        raise RecordError(f"record.termination.body_offset_limits_m has {len(settings.termination.body_offset_limits)} "
+                          f"values; the character has {character.num_joints} non-root bodies")
+    motions, rows = load_batch(plan, batch, rec, character)
+    progress(f"[{batch}] recording {len(motions)} motions with tracker '{tracker['kind']}' on {threads} thread(s)")
+    recording = record_batch(motions, character, tracker, settings, threads, progress, batch)
+    source_type = f"tracker:{tracker['kind']}"
+    h5_eps, json_eps, attempt_rows = [], [], []
+    for i, a in enumerate(recording.attempts):
+        row = rows[a.motion]
+        h5_eps.append({"actions": a.actions, "qpos": a.qpos, "qvel": a.qvel, "contacts": a.contacts,
+                       "errors": a.errors, "ref_time": a.ref_time, "terminated": a.terminated, "success": a.success})
+        err_max = a.errors.max(axis=0) if a.steps else np.zeros(len(ERROR_COLUMNS))
+        json_eps.append({
+            "episode_id": i, "episode_seed": episode_seed(seed, row["name"], a.start_fraction),
+            "control_mode": "pd_joint_pos", "elapsed_steps": a.steps,
+            "reset_kwargs": {"motion": row["name"], "start_time": a.start_time},
+            "motion": row["name"], "motion_index": a.motion, "source_path": row["path"],
+            "source_sha256": row["sha256"], "start_fraction": a.start_fraction, "start_time": a.start_time,
+            "end_time": a.end_time, "success": a.success, "fail_reason": a.fail_reason,
+            "world_offset": [float(v) for v in recording.tiled.offsets[a.motion]],
+            "source_type": source_type, "source_desc": recording.tracker_desc,
+        })
+        attempt_rows.append({
+            "attempt": f"traj_{i}", "motion": row["name"], "start_fraction": a.start_fraction,
+            "start_time": round(a.start_time, 9), "end_time": round(a.end_time, 9), "steps": a.steps,
+            "success": a.success, "fail_reason": a.fail_reason or None,
+            "max_root_pos_error": float(err_max[0]), "max_root_rot_error": float(err_max[1]),
+            "mean_body_pos_error": float(a.errors[:, 3].mean()) if a.steps else 0.0})
+    env_info = {
+        "max_episode_steps": max((a.steps for a in recording.attempts), default=0),
+        "env_kwargs": {"batch": batch, "backend": "mujoco", "mujoco_version": mujoco.__version__,
+                       "physrec_version": __version__, "character": character_spec, "tracker": tracker,
+                       "seed": seed, "record": config.record_physics_keys(rec),
+                       "config_hash": stable_hash({"record": config.record_physics_keys(rec), "tracker": tracker,
+                                                   "character": character_spec, "seed": seed}),
+                       "qpos_layout": "MuJoCo qpos (free joint: pos, quat w,x,y,z; ball joints: quat w,x,y,z)",
+                       "body_names": list(character.body_names)},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_terrain(out / "terrain.pkl", recording)
+    atomic_write_text(out / "record_env.yaml", yaml.safe_dump({
+        **env_info["env_kwargs"], "control_hz": settings.physics.control_hz,
+        "physics_hz": settings.physics.physics_hz, "terrain_layout": "square",
+        "motions": [{"name": m.name, "offset": [float(v) for v in off]}
+                    for m, off in zip(recording.motions, recording.tiled.offsets)]}, sort_keys=False))
+    atomic_write_text(out / "record_args.txt", shlex.join(argv) + "\n")
+    write_tsv(out / "attempts.tsv", attempt_rows, ATTEMPT_COLUMNS)
+    write_h5(out / "rollouts.h5", h5_eps)
+    write_json(out / "rollouts.json", env_info, json_eps)
+    return recording

@@ -1,0 +1,118 @@
+"""Selection: per motion, which attempt becomes the recorded motion, written as a PARC file.
+
+Full length first; otherwise the earliest later start that succeeded. An attempt
+succeeded when no termination fired before the motion's end (minus PARC's tolerance);
+the optional quality thresholds can still reject it. Cheap, so it reruns alone when
+only thresholds change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from physrec import __version__
+from physrec.character import Character
+from physrec.hashing import sha256_file, stable_hash
+from physrec.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
+from physrec.quat import positive_w
+from physrec.rollouts import read_episode, read_json
+from physrec.tables import read_tsv_records, write_tsv
+from physrec.terrain import crop_around_path
+
+RECORDED_SUFFIX = "_rec"
+SELECTED_COLUMNS = ["motion", "status", "attempt", "start_fraction", "start_time", "end_time",
+                    "recorded_duration", "attempts", "fail_reason", "recorded_file", "recorded_sha256",
+                    "mean_body_pos_error", "max_root_pos_error"]
+# Per-frame extras of the source that no longer line up with a recorded motion's frames.
+_PER_FRAME_MISC = ("hf_mask_inds", "obs", "obs_shapes")
+
+
+def rejection(attempt: dict[str, str], sel: dict) -> str:
+    """Why a successful attempt fails the quality thresholds ("" if it passes)."""
+    checks = [("mean_body_pos_error", sel.get("max_mean_body_pos_error_m")),
+              ("max_root_pos_error", sel.get("max_root_pos_error_m"))]
+    for column, limit in checks:
+        if limit is not None and float(attempt[column]) > limit:
+            return f"{column} {float(attempt[column]):.3f} > {limit}"
+    duration = float(attempt["end_time"]) - float(attempt["start_time"])
+    if duration < sel.get("min_duration_s", 0.0):
+        return f"recorded duration {duration:.2f} s < {sel['min_duration_s']} s"
+    return ""
+
+
+def choose(attempts: list[dict[str, str]], sel: dict) -> tuple[str, dict[str, str] | None, str]:
+    """(status, chosen attempt, reason) for one motion's attempts."""
+    ordered = sorted(attempts, key=lambda a: float(a["start_fraction"]))
+    rejected = ""
+    for a in ordered:
+        if a["success"] != "true":
+            continue
+        why = rejection(a, sel)
+        if not why:
+            status = "recorded" if float(a["start_fraction"]) == 0.0 else "recorded_later_start"
+            return status, a, ""
+        rejected = rejected or why
+    if rejected:
+        return "rejected", None, rejected
+    return "failed", None, ordered[-1]["fail_reason"] if ordered else "no attempt"
+
+
+def recorded_motion(character: Character, episode_qpos: np.ndarray, contacts: np.ndarray, offset: np.ndarray,
+                    fps: int) -> MotionData:
+    """Simulated states -> PARC motion data in the source motion's own coordinates."""
+    root_pos, root_rot, joint_rot = character.qpos_to_pose(episode_qpos)
+    root_pos = root_pos - np.array([offset[0], offset[1], 0.0])
+    return MotionData(root_pos=root_pos.astype(np.float32), root_rot=positive_w(root_rot).astype(np.float32),
+                      joint_rot=positive_w(joint_rot).astype(np.float32),
+                      body_contacts=contacts.astype(np.float32), fps=int(fps), loop_mode="CLAMP")
+
+
+def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path) -> list[dict]:
+    record_dir, out = Path(record_dir), Path(out_dir)
+    info = read_json(record_dir / "rollouts.json")
+    env = info["env_info"]["env_kwargs"]
+    episodes = info["episodes"]
+    attempts = read_tsv_records(record_dir / "attempts.tsv")
+    character = Character.load(env["character"])
+    fps = int(env["record"]["control_hz"])
+    config_hash = env["config_hash"]
+    by_motion: dict[str, list[dict[str, str]]] = {}
+    for a in attempts:
+        by_motion.setdefault(a["motion"], []).append(a)
+    rows = []
+    (out / "motions").mkdir(parents=True, exist_ok=True)
+    for name, tries in by_motion.items():
+        status, chosen, reason = choose(tries, sel)
+        row = {c: None for c in SELECTED_COLUMNS}
+        row.update(motion=name, status=status, attempts=len(tries), fail_reason=reason or None)
+        if chosen is not None:
+            index = int(chosen["attempt"].removeprefix("traj_"))
+            ep_info = episodes[index]
+            ep = read_episode(record_dir / "rollouts.h5", index)
+            source = read_motion_file(ep_info["source_path"])
+            data = recorded_motion(character, ep.qpos, ep.contacts, np.asarray(ep_info["world_offset"]), fps)
+            terrain = crop_around_path(source.terrain, data.root_pos[:, :2].astype(np.float64),  # type: ignore[arg-type]
+                                       sel.get("terrain_padding_m", 3.2))
+            misc = {k: v for k, v in (source.misc or {}).items() if k not in _PER_FRAME_MISC}
+            misc.update({
+                "physrec:source_name": name, "physrec:source_path": ep_info["source_path"],
+                "physrec:source_sha256": ep_info["source_sha256"],
+                "physrec:start_time": float(chosen["start_time"]), "physrec:start_fraction": float(chosen["start_fraction"]),
+                "physrec:end_time": float(chosen["end_time"]), "physrec:tracker": ep_info["source_type"],
+                "physrec:tracker_desc": ep_info["source_desc"],
+                "physrec:backend": f"mujoco {env['mujoco_version']}", "physrec:config_hash": config_hash,
+                "physrec:selection_hash": stable_hash(sel), "physrec:physrec_version": __version__,
+                "physrec:seed": int(ep_info["episode_seed"]), "physrec:batch": env["batch"],
+                "physrec:attempt": chosen["attempt"]})
+            path = out / "motions" / f"{name}{RECORDED_SUFFIX}.pkl"
+            write_motion_file(path, MotionFile(motion=data, terrain=terrain, misc=misc))
+            row.update(attempt=chosen["attempt"], start_fraction=float(chosen["start_fraction"]),
+                       start_time=float(chosen["start_time"]), end_time=float(chosen["end_time"]),
+                       recorded_duration=data.duration, recorded_file=path.name, recorded_sha256=sha256_file(path),
+                       mean_body_pos_error=float(chosen["mean_body_pos_error"]),
+                       max_root_pos_error=float(chosen["max_root_pos_error"]))
+        rows.append(row)
+    write_tsv(out / "selected.tsv", rows, SELECTED_COLUMNS)
+    return rows

@@ -1,0 +1,71 @@
+"""What the Snakefile asks of the package: paths and inputs. Wiring helpers only, no stage logic."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from physrec import config as cfgmod
+from physrec.batch_plan import batch_digest, batch_ids, batch_rows
+from physrec.dataset_yaml import DatasetError, read_dataset
+from physrec.demo import DEMO_NAMES
+
+__all__ = ["batch_digest", "batch_ids", "DEMO_NAMES"]
+
+
+def demo_dir(results: str) -> str:
+    return f"{results}/builtin_demo"
+
+
+def dataset_yaml(spec: str, results: str) -> str:
+    return f"{demo_dir(results)}/dataset.yaml" if spec == cfgmod.DEMO else spec
+
+
+def dataset_inputs(spec: str, results: str) -> list[str]:
+    """The dataset YAML and its motion files that exist (the indexer reports missing ones)."""
+    if spec == cfgmod.DEMO:
+        return [dataset_yaml(spec, results)] + [f"{demo_dir(results)}/motions/{n}.pkl" for n in DEMO_NAMES]
+    try:
+        entries = read_dataset(spec)
+    except DatasetError:
+        return [spec]  # the index job reports the problem
+    return [spec] + sorted({os.path.relpath(e.path) if not os.path.relpath(e.path).startswith("..") else str(e.path)
+                            for e in entries if e.path.is_file()})
+
+
+def base_dataset(cfg: dict, iteration: str) -> str:
+    """Dataset carried into this iteration's merged dataset: configured, else the previous iteration's."""
+    names = [it["name"] for it in cfg["iterations"]]
+    i = names.index(iteration)
+    explicit = cfg["iterations"][i].get("base_dataset")
+    if explicit:
+        return explicit
+    return f"{cfg['results_dir']}/{names[i - 1]}/dataset.yaml" if i > 0 else ""
+
+
+def batch_sources(plan: str, batch: str) -> list[str]:
+    return [r["path"] for r in batch_rows(plan, batch)]
+
+
+def record_threads(cfg: dict, cores: int | None) -> int:
+    """Threads of a record job: the configured number, or every core Snakemake was given (0)."""
+    wanted = cfg["record"]["threads"]
+    return max(1, wanted if wanted > 0 else (cores or os.cpu_count() or 1))
+
+
+def record_json(cfg: dict) -> str:
+    return json.dumps(cfgmod.record_physics_keys(cfg["record"]), sort_keys=True)
+
+
+def character_inputs(cfg: dict) -> list[str]:
+    spec = cfg["character"]
+    return [] if spec.startswith("builtin") else [spec]
+
+
+def json_arg(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def iteration_dir(cfg: dict, iteration: str) -> Path:
+    return Path(cfg["results_dir"]) / iteration

@@ -1,0 +1,47 @@
+# Dataset preparation: the built-in demo, the index (manifest) and the batch plan.
+
+
+rule demo_dataset:
+    output:
+        yaml=f"{api.demo_dir(R)}/dataset.yaml",
+        motions=[f"{api.demo_dir(R)}/motions/{n}.pkl" for n in api.DEMO_NAMES],
+    params:
+        out=api.demo_dir(R),
+    log:
+        "logs/demo_dataset.log",
+    shell:
+        "physrec --log {log} demo --out {params.out:q}"
+
+
+rule index:
+    input:
+        lambda wc: api.dataset_inputs(ITERATIONS[wc.it]["dataset"], R),
+        api.character_inputs(CFG),
+    output:
+        f"{R}/{{it}}/dataset/manifest.tsv",
+    params:
+        dataset=lambda wc: api.dataset_yaml(ITERATIONS[wc.it]["dataset"], R),
+        character=CFG["character"],
+        min_frames=CFG["record"]["min_frames"],
+    log:
+        "logs/{it}/index.log",
+    benchmark:
+        "benchmarks/{it}/index.tsv"
+    shell:
+        "physrec --log {log} index --dataset {params.dataset:q} --character {params.character:q}"
+        " --min-frames {params.min_frames} --out {output:q}"
+
+
+checkpoint split:
+    input:
+        f"{R}/{{it}}/dataset/manifest.tsv",
+    output:
+        f"{R}/{{it}}/batches/plan.tsv",
+    params:
+        batch_size=CFG["batch_size"],
+    log:
+        "logs/{it}/split.log",
+    benchmark:
+        "benchmarks/{it}/split.tsv"
+    shell:
+        "physrec --log {log} split --manifest {input:q} --batch-size {params.batch_size} --out {output:q}"

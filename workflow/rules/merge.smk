@@ -1,0 +1,39 @@
+# Merge all batches of an iteration into its recorded motions, manifest, summary and next dataset.
+
+
+def batches_of(wc):
+    return api.batch_ids(checkpoints.split.get(it=wc.it).output[0])
+
+
+def base_dataset_inputs(wc):
+    base = api.base_dataset(CFG, wc.it)
+    return [base] if base else []
+
+
+rule merge:
+    input:
+        manifest=f"{R}/{{it}}/dataset/manifest.tsv",
+        plan=f"{R}/{{it}}/batches/plan.tsv",
+        selected=lambda wc: expand(f"{R}/{wc.it}/select/{{b}}/selected.tsv", b=batches_of(wc)),
+        attempts=lambda wc: expand(f"{R}/{wc.it}/record/{{b}}/attempts.tsv", b=batches_of(wc)),
+        base=base_dataset_inputs,
+    output:
+        motions=directory(f"{R}/{{it}}/recorded_motions"),
+        manifest=f"{R}/{{it}}/manifest.tsv",
+        summary=f"{R}/{{it}}/summary.json",
+        summary_md=f"{R}/{{it}}/summary.md",
+        dataset=f"{R}/{{it}}/dataset.yaml",
+    params:
+        select_dirs=lambda wc: [f"{R}/{wc.it}/select/{b}" for b in batches_of(wc)],
+        record_dirs=lambda wc: [f"{R}/{wc.it}/record/{b}" for b in batches_of(wc)],
+        base=lambda wc: api.base_dataset(CFG, wc.it),
+        scale=CFG["merge"]["recorded_weight_scale"],
+        out=f"{R}/{{it}}",
+    log:
+        "logs/{it}/merge.log",
+    benchmark:
+        "benchmarks/{it}/merge.tsv"
+    shell:
+        "physrec --log {log} merge --iteration {wildcards.it} --manifest {input.manifest:q} --plan {input.plan:q}"
+        " --select-dirs {params.select_dirs:q} --record-dirs {params.record_dirs:q} --base-dataset={params.base:q}"
+        " --weight-scale {params.scale} --out-dir {params.out:q}"

@@ -1,0 +1,66 @@
+# Per batch: simulate every motion (record), then choose the kept attempt per motion (select).
+# A record job's inputs are its motions' files, and its params carry the batch's content
+# digest and the settings, so adding motions elsewhere never re-records this batch.
+
+
+def plan_of(wc):
+    return checkpoints.split.get(it=wc.it).output[0]
+
+
+def batch_sources(wc):
+    return api.batch_sources(plan_of(wc), wc.batch)
+
+
+rule record:
+    input:
+        batch_sources,
+        api.character_inputs(CFG),
+    output:
+        h5=f"{R}/{{it}}/record/{{batch}}/rollouts.h5",
+        json=f"{R}/{{it}}/record/{{batch}}/rollouts.json",
+        attempts=f"{R}/{{it}}/record/{{batch}}/attempts.tsv",
+        terrain=f"{R}/{{it}}/record/{{batch}}/terrain.pkl",
+        env=f"{R}/{{it}}/record/{{batch}}/record_env.yaml",
+        args=f"{R}/{{it}}/record/{{batch}}/record_args.txt",
+    params:
+        plan=plan_of,
+        digest=lambda wc: api.batch_digest(plan_of(wc), wc.batch),
+        record=api.record_json(CFG),
+        tracker=lambda wc: api.json_arg(ITERATIONS[wc.it]["tracker"]),
+        character=CFG["character"],
+        seed=CFG["seed"],
+        out=f"{R}/{{it}}/record/{{batch}}",
+    threads: api.record_threads(CFG, workflow.cores)
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    log:
+        "logs/{it}/record/{batch}.log",
+    benchmark:
+        "benchmarks/{it}/record/{batch}.tsv"
+    shell:
+        "physrec --log {log} record --plan {params.plan:q} --batch {wildcards.batch}"
+        " --record {params.record:q} --tracker {params.tracker:q} --character {params.character:q}"
+        " --seed {params.seed} --threads {threads} --out-dir {params.out:q}"
+
+
+rule select:
+    input:
+        rollouts=rules.record.output.h5,
+        json=rules.record.output.json,
+        attempts=rules.record.output.attempts,
+        sources=batch_sources,
+    output:
+        selected=f"{R}/{{it}}/select/{{batch}}/selected.tsv",
+        motions=directory(f"{R}/{{it}}/select/{{batch}}/motions"),
+    params:
+        selection=api.json_arg(CFG["selection"]),
+        record_dir=f"{R}/{{it}}/record/{{batch}}",
+        out=f"{R}/{{it}}/select/{{batch}}",
+    log:
+        "logs/{it}/select/{batch}.log",
+    benchmark:
+        "benchmarks/{it}/select/{batch}.tsv"
+    shell:
+        "physrec --log {log} select --record-dir {params.record_dir:q} --selection {params.selection:q}"
+        " --out-dir {params.out:q}"
