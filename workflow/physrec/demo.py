@@ -93,7 +93,10 @@ def _glide(start: tuple[float, float], end: tuple[float, float], seconds: float)
     return (1.0 - s) * np.asarray(start) + s * np.asarray(end)
 
 
-DEMO_NAMES = ("stand_flat", "stand_step_top", "wave_flat", "climb_step", "ramp_descent_then_stand")
+# Motion name -> class (PARC's class is the first-level folder of a motion file).
+DEMO_CLASSES = {"stand_flat": "flat", "stand_step_top": "step", "wave_flat": "flat", "climb_step": "step",
+                "ramp_descent_then_stand": "ramp"}
+DEMO_NAMES = tuple(DEMO_CLASSES)
 
 
 def demo_motions() -> dict[str, MotionFile]:
@@ -109,13 +112,19 @@ def demo_motions() -> dict[str, MotionFile]:
     }
 
 
+def demo_motion_path(name: str) -> str:
+    """Path of a demo motion relative to the demo folder."""
+    return f"{DEMO_CLASSES[name]}/{name}.pkl"
+
+
 def write_demo(out_dir: str | Path) -> Path:
     """Write the demo motions and their dataset YAML; returns the YAML's path."""
     out = Path(out_dir)
     entries = []
     for name, mf in demo_motions().items():
-        write_motion_file(out / "motions" / f"{name}.pkl", mf)
-        entries.append((f"motions/{name}.pkl", float(mf.motion.duration)))
+        rel = demo_motion_path(name)
+        write_motion_file(out / rel, mf)
+        entries.append((rel, float(mf.motion.duration)))
     yaml_path = out / "dataset.yaml"
     write_dataset(yaml_path, entries)
     return yaml_path

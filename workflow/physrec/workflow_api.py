@@ -9,13 +9,17 @@ from pathlib import Path
 from physrec import config as cfgmod
 from physrec.batch_plan import batch_digest, batch_ids, batch_rows
 from physrec.dataset_yaml import DatasetError, read_dataset
-from physrec.demo import DEMO_NAMES
+from physrec.demo import DEMO_NAMES, demo_motion_path
 
 __all__ = ["batch_digest", "batch_ids", "DEMO_NAMES"]
 
 
 def demo_dir(results: str) -> str:
     return f"{results}/builtin_demo"
+
+
+def demo_outputs(results: str) -> list[str]:
+    return [f"{demo_dir(results)}/{demo_motion_path(n)}" for n in DEMO_NAMES]
 
 
 def dataset_yaml(spec: str, results: str) -> str:
@@ -25,7 +29,7 @@ def dataset_yaml(spec: str, results: str) -> str:
 def dataset_inputs(spec: str, results: str) -> list[str]:
     """The dataset YAML and its motion files that exist (the indexer reports missing ones)."""
     if spec == cfgmod.DEMO:
-        return [dataset_yaml(spec, results)] + [f"{demo_dir(results)}/motions/{n}.pkl" for n in DEMO_NAMES]
+        return [dataset_yaml(spec, results)] + demo_outputs(results)
     try:
         entries = read_dataset(spec)
     except DatasetError:

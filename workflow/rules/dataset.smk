@@ -4,7 +4,7 @@
 rule demo_dataset:
     output:
         yaml=f"{api.demo_dir(R)}/dataset.yaml",
-        motions=[f"{api.demo_dir(R)}/motions/{n}.pkl" for n in api.DEMO_NAMES],
+        motions=api.demo_outputs(R),
     params:
         out=api.demo_dir(R),
     log:
