@@ -31,6 +31,7 @@ rule all:
         ),
 
 
+include: "workflow/rules/common.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/record.smk"
 include: "workflow/rules/merge.smk"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
 from pathlib import Path
 
 from physrec.hashing import stable_hash
@@ -27,6 +29,13 @@ def write_plan(path: str | Path, rows: list[dict]) -> None:
 
 
 def read_plan(path: str | Path) -> list[dict[str, str]]:
+    st = os.stat(path)
+    return _read_plan_cached(os.path.abspath(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=8)
+def _read_plan_cached(path: str, mtime_ns: int, size: int) -> list[dict[str, str]]:
+    """Snakemake asks for every batch's inputs while building the DAG: read each plan once."""
     return read_tsv_records(path)
 
 

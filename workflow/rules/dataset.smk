@@ -6,7 +6,7 @@ rule demo_dataset:
         yaml=f"{api.demo_dir(R)}/dataset.yaml",
         motions=api.demo_outputs(R),
     params:
-        out=api.demo_dir(R),
+        out=folder_of("yaml"),
     log:
         "logs/demo_dataset.log",
     shell:

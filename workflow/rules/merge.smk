@@ -1,15 +1,6 @@
 # Merge all batches of an iteration into its recorded motions, manifest, summary and next dataset.
 
 
-def batches_of(wc):
-    return api.batch_ids(checkpoints.split.get(it=wc.it).output[0])
-
-
-def base_dataset_inputs(wc):
-    base = api.base_dataset(CFG, wc.it)
-    return [base] if base else []
-
-
 rule merge:
     input:
         manifest=f"{R}/{{it}}/dataset/manifest.tsv",
@@ -28,7 +19,7 @@ rule merge:
         record_dirs=lambda wc: [f"{R}/{wc.it}/record/{b}" for b in batches_of(wc)],
         base=lambda wc: api.base_dataset(CFG, wc.it),
         scale=CFG["merge"]["recorded_weight_scale"],
-        out=f"{R}/{{it}}",
+        out=folder_of("summary"),
     log:
         "logs/{it}/merge.log",
     benchmark:

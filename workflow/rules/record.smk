@@ -3,14 +3,6 @@
 # digest and the settings, so adding motions elsewhere never re-records this batch.
 
 
-def plan_of(wc):
-    return checkpoints.split.get(it=wc.it).output[0]
-
-
-def batch_sources(wc):
-    return api.batch_sources(plan_of(wc), wc.batch)
-
-
 rule record:
     input:
         batch_sources,
@@ -29,7 +21,7 @@ rule record:
         tracker=lambda wc: api.json_arg(ITERATIONS[wc.it]["tracker"]),
         character=CFG["character"],
         seed=CFG["seed"],
-        out=f"{R}/{{it}}/record/{{batch}}",
+        out=folder_of("h5"),
     threads: api.record_threads(CFG, workflow.cores)
     resources:
         mem_mb=4000,
@@ -55,8 +47,8 @@ rule select:
         motions=directory(f"{R}/{{it}}/select/{{batch}}/motions"),
     params:
         selection=api.json_arg(CFG["selection"]),
-        record_dir=f"{R}/{{it}}/record/{{batch}}",
-        out=f"{R}/{{it}}/select/{{batch}}",
+        record_dir=lambda wc, input: os.path.dirname(input.rollouts),
+        out=folder_of("selected"),
     log:
         "logs/{it}/select/{batch}.log",
     benchmark:
