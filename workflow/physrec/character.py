@@ -329,15 +329,24 @@ class Character:
                            joint_rot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """World body positions [..., B, 3] and rotations [..., B, 4] (PARC's FK)."""
         lead = root_pos.shape[:-1]
-        pos = np.zeros(lead + (self.num_bodies, 3))
+        pos = self.body_positions(root_pos, root_rot, joint_rot)
         rot = np.zeros(lead + (self.num_bodies, 4))
-        pos[..., 0, :] = root_pos
         rot[..., 0, :] = root_rot
         for b in range(1, self.num_bodies):
-            p = self.parents[b]
-            pos[..., b, :] = pos[..., p, :] + quat.rotate(rot[..., p, :], np.broadcast_to(self.offsets[b], lead + (3,)))
-            rot[..., b, :] = quat.mul(rot[..., p, :], joint_rot[..., b - 1, :])
+            rot[..., b, :] = quat.mul(rot[..., self.parents[b], :], joint_rot[..., b - 1, :])
         return pos, rot
+
+    def body_positions(self, root_pos: np.ndarray, root_rot: np.ndarray, joint_rot: np.ndarray) -> np.ndarray:
+        """World body positions [..., B, 3]: FK with rotation matrices, the per-step hot path."""
+        local = quat.to_matrix(joint_rot)
+        mats = [quat.to_matrix(root_rot)]
+        pos = np.zeros(root_pos.shape[:-1] + (self.num_bodies, 3))
+        pos[..., 0, :] = root_pos
+        for b in range(1, self.num_bodies):
+            p = self.parents[b]
+            pos[..., b, :] = pos[..., p, :] + mats[p] @ self.offsets[b]
+            mats.append(mats[p] @ local[..., b - 1, :, :])
+        return pos
 
     def clip_action(self, action: np.ndarray) -> np.ndarray:
         return np.clip(action, self.action_low, self.action_high)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -83,6 +84,11 @@ def cmd_merge(a: argparse.Namespace) -> None:
              m["failed"], m["rejected"], m["invalid"])
 
 
+def cmd_bench(a: argparse.Namespace) -> None:
+    from physrec.bench import main as bench_main
+    bench_main(["--envs", str(a.envs), "--threads", str(a.threads), "--repeats", str(a.repeats)])
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="physrec", description=__doc__)
     p.add_argument("--version", action="version", version=f"physrec {__version__}")
@@ -137,6 +143,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--weight-scale", type=float, default=1.0)
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_merge)
+
+    s = sub.add_parser("bench", help="recorder throughput against the raw simulator, in one run")
+    s.add_argument("--envs", type=int, default=48)
+    s.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    s.add_argument("--repeats", type=int, default=5)
+    s.set_defaults(func=cmd_bench)
     return p
 
 

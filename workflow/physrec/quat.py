@@ -41,11 +41,18 @@ def conj(q: np.ndarray) -> np.ndarray:
     return np.concatenate([-q[..., :3], q[..., 3:4]], axis=-1)
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.cross without its axis bookkeeping, which dominates on the small arrays used here."""
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
+    return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
+
+
 def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamilton product a*b (apply b first, then a)."""
     av, aw = a[..., :3], a[..., 3:4]
     bv, bw = b[..., :3], b[..., 3:4]
-    v = aw * bv + bw * av + np.cross(av, bv)
+    v = aw * bv + bw * av + _cross(av, bv)
     w = aw * bw - np.sum(av * bv, axis=-1, keepdims=True)
     return np.concatenate([v, w], axis=-1)
 
@@ -53,8 +60,18 @@ def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Rotate vectors v by unit quaternions q."""
     qv, qw = q[..., :3], q[..., 3:4]
-    t = 2.0 * np.cross(qv, v)
-    return v + qw * t + np.cross(qv, t)
+    t = 2.0 * _cross(qv, v)
+    return v + qw * t + _cross(qv, t)
+
+
+def to_matrix(q: np.ndarray) -> np.ndarray:
+    """Unit quaternions [..., 4] -> rotation matrices [..., 3, 3]."""
+    x, y, z, w = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], axis=-1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], axis=-1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1),
+    ], axis=-2)
 
 
 def from_axis_angle(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:

@@ -111,6 +111,19 @@ class _Pass:
         self.t0 = fraction * ref.length[motion]
         self.steps = np.maximum(1, np.ceil((ref.length[motion] - self.t0) / self.dt - 1e-6).astype(np.int64))
 
+    def _reference_table(self, K: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Reference at every control step of the pass, in one vectorised lookup.
+
+        Returns body positions [n, K+1, B, 3], root rotations [n, K+1, 4] and DOF [n, K+1, D].
+        """
+        n = len(self.motion)
+        motion = np.repeat(self.motion, K + 1)
+        times = (self.t0[:, None] + np.arange(K + 1)[None, :] * self.dt).reshape(-1)
+        pose = self.ref.pose(motion, times)
+        body = self.ref.body_pos(pose).reshape(n, K + 1, self.ch.num_bodies, 3)
+        dof = self.ch.joint_rot_to_dof(pose.joint_rot).reshape(n, K + 1, self.ch.num_dof)
+        return body, pose.root_rot.reshape(n, K + 1, 4), dof
+
     def run(self, tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
         ch, sim, n, K = self.ch, self.sim, len(self.motion), int(self.steps.max())
         pose = self.ref.pose(self.motion, self.t0)
@@ -118,6 +131,7 @@ class _Pass:
         qpos0 = ch.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot)
         qvel0 = ch.velocities_to_qvel(pose.root_rot, vel.root_lin_vel, vel.root_ang_vel, vel.dof_vel)
         states, contacts0 = sim.make_states(qpos0, qvel0)
+        ref_body, ref_root_rot, ref_dof = self._reference_table(K)
         Q = np.zeros((n, K + 1, ch.nq)); V = np.zeros((n, K + 1, ch.nv))
         C = np.zeros((n, K + 1, ch.num_bodies), dtype=bool)
         A = np.zeros((n, K, ch.num_dof)); E = np.zeros((n, K, len(termination.ERROR_COLUMNS)))
@@ -129,17 +143,15 @@ class _Pass:
             idx = np.flatnonzero(active)
             if len(idx) == 0:
                 break
-            t = self.t0[idx] + k * self.dt
             st = states[idx]
-            targets = ch.clip_action(tracker.act(TrackingInput(sim.qpos(st), sim.qvel(st), self.motion[idx], t, self.dt)))
+            obs = TrackingInput(sim.qpos(st), sim.qvel(st), self.motion[idx], self.t0[idx] + k * self.dt, self.dt,
+                                ref_dof[idx, k + 1])
+            targets = ch.clip_action(tracker.act(obs))
             st, contacts = sim.step(st, targets)
             states[idx] = st
-            t1 = self.t0[idx] + (k + 1) * self.dt
             root_pos, root_rot, joint_rot = ch.qpos_to_pose(sim.qpos(st))
-            body_pos = ch.forward_kinematics(root_pos, root_rot, joint_rot)[0]
-            ref_pose = self.ref.pose(self.motion[idx], t1)
-            chk = termination.check(body_pos, root_rot, self.ref.body_pos(ref_pose), ref_pose.root_rot,
-                                    self.settings.termination)
+            chk = termination.check(ch.body_positions(root_pos, root_rot, joint_rot), root_rot,
+                                    ref_body[idx, k + 1], ref_root_rot[idx, k + 1], self.settings.termination)
             Q[idx, k + 1], V[idx, k + 1], C[idx, k + 1] = sim.qpos(st), sim.qvel(st), contacts
             A[idx, k], E[idx, k] = targets, chk.errors
             failed = chk.code != termination.OK

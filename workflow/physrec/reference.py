@@ -74,4 +74,4 @@ class ReferenceSet:
         return ReferenceVelocity(np.where(same, 0.0, lin), np.where(same, 0.0, ang), np.where(same, 0.0, dof))
 
     def body_pos(self, pose: ReferencePose) -> np.ndarray:
-        return self.character.forward_kinematics(pose.root_pos, pose.root_rot, pose.joint_rot)[0]
+        return self.character.body_positions(pose.root_pos, pose.root_rot, pose.joint_rot)

@@ -26,6 +26,7 @@ class TrackingInput:
     motion: np.ndarray  # [N] index into the reference set
     time: np.ndarray  # [N] current motion time, seconds
     control_dt: float
+    ref_next_dof: np.ndarray  # [N, D] reference DOF (PARC coordinates) at time + control_dt
 
 
 class Tracker(Protocol):
@@ -57,8 +58,7 @@ class PDTracker:
         return "pd: PD targets = reference pose at t + control_dt"
 
     def act(self, obs: TrackingInput) -> np.ndarray:
-        pose = self.reference.pose(obs.motion, obs.time + obs.control_dt)
-        return self.character.joint_rot_to_dof(pose.joint_rot)
+        return obs.ref_next_dof
 
 
 TRACKERS: dict[str, Callable[..., Tracker]] = {"pd": PDTracker}
