@@ -96,7 +96,7 @@ def canonical_mjcf(path: Path) -> str:
         root = ET.fromstring(Path(path).read_text())
     except FileNotFoundError as e:
         raise CharacterError(f"{path}: character file not found") from e
-    except ET.ParseError as e:
+    except (ET.ParseError, UnicodeDecodeError) as e:
         raise CharacterError(f"{path}: not valid XML ({e})") from e
     if root.tag != "mujoco" or root.find("worldbody") is None:
         raise CharacterError(f"{path}: not an MJCF file (no <mujoco><worldbody>)")

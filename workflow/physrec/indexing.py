@@ -6,6 +6,7 @@ A bad motion becomes a row with valid=false and a clear error; it never stops th
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 from physrec.dataset_yaml import motion_class, motion_name, read_dataset
@@ -46,6 +47,7 @@ def index_dataset(dataset: str | Path, *, min_frames: int = 2, num_joints: int =
     root = Path(os.path.abspath(dataset)).parent
     rows: list[dict] = []
     first_by_name: dict[str, str] = {}
+    cell_size: dict[int, float] = {}
     for entry in entries:
         name = motion_name(entry.path)
         row = _row(name, entry.path, entry.weight, motion_class(entry.path, root))
@@ -65,7 +67,25 @@ def index_dataset(dataset: str | Path, *, min_frames: int = 2, num_joints: int =
         row.update(frames=m.num_frames, fps=m.fps, duration=m.duration, valid=True,
                    terrain_shape="x".join(str(s) for s in mf.terrain.shape),  # type: ignore[union-attr]
                    warnings="; ".join(mf.warnings) or None)
+        cell_size[id(row)] = float(mf.terrain.dx)  # type: ignore[union-attr]
+    _reject_odd_cell_sizes(rows, cell_size)
     return rows
+
+
+def _reject_odd_cell_sizes(rows: list[dict], cell_size: dict[int, float]) -> None:
+    """Terrains of one batch are tiled into one grid, so a dataset shares one cell size (PARC: 0.4 m).
+
+    The most common size wins (ties: the smaller); motions with another size are invalid.
+    """
+    if not cell_size:
+        return
+    counts = Counter(round(dx, 6) for dx in cell_size.values())
+    common = min(counts, key=lambda dx: (-counts[dx], dx))
+    for row in rows:
+        dx = cell_size.get(id(row))
+        if dx is not None and round(dx, 6) != common:
+            row.update(valid=False, error=f"{row['path']}: terrain cell size dx {dx:g} differs from the dataset's "
+                                          f"{common:g} (a batch's terrains are tiled into one grid)")
 
 
 def write_manifest(path: str | Path, rows: list[dict]) -> None:

@@ -1,0 +1,149 @@
+"""Workflow configuration: the shipped config loads; a bad one is refused in one line naming the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from physrec import config
+from physrec.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "config" / "config.yaml"
+
+
+def _write(tmp_path, doc, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
+    return path
+
+
+def _base():
+    return yaml.safe_load(SHIPPED.read_text())
+
+
+def _error(tmp_path, doc):
+    with pytest.raises(ConfigError) as e:
+        config.load(_write(tmp_path, doc))
+    msg = str(e.value)
+    assert "\n" not in msg.strip(), f"message is not one line: {msg!r}"
+    assert msg.strip() == msg
+    return msg
+
+
+def test_shipped_config_loads():
+    cfg = config.load(SHIPPED)
+    assert [it["name"] for it in cfg["iterations"]] == ["iter0"]
+    assert cfg["iterations"][0]["dataset"] == "builtin:demo"
+    assert cfg["record"]["control_hz"] == 30 and cfg["record"]["physics_hz"] == 120
+    # Defaults are filled in (PARC's values).
+    term = cfg["record"]["termination"]
+    assert term["body_offset_limits_m"] == [0.7, 1.0, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 1.0, 1.2, 10.0, 1.0, 1.2, 10.0]
+    assert term["root_pos_error_m"] == 0.6 and term["root_rot_error_deg"] == 75
+    assert cfg["selection"]["terrain_padding_m"] >= 0
+    settings = config.record_settings(cfg["record"])
+    assert settings.physics.substeps == 4
+    assert settings.termination.root_rot_error == pytest.approx(1.3089969, abs=1e-6)
+    assert settings.start_fractions == (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def test_minimal_config_gets_defaults(tmp_path):
+    cfg = config.load(_write(tmp_path, {"iterations": [{"name": "a", "dataset": "d.yaml"}]}))
+    assert cfg["results_dir"] == "results" and cfg["batch_size"] == 16 and cfg["seed"] == 0
+    assert cfg["iterations"][0]["tracker"] == {"kind": "pd"}
+    assert cfg["record"]["threads"] == 0
+
+
+def test_validate_does_not_modify_its_input():
+    raw = {"iterations": [{"name": "a", "dataset": "d.yaml"}]}
+    config.validate(raw)
+    assert raw == {"iterations": [{"name": "a", "dataset": "d.yaml"}]}
+
+
+def test_unknown_top_level_key(tmp_path):
+    doc = _base()
+    doc["batchsize"] = 4
+    msg = _error(tmp_path, doc)
+    assert "batchsize" in msg
+    assert str(tmp_path / "config.yaml") in msg
+
+
+def test_unknown_nested_key(tmp_path):
+    doc = _base()
+    doc["record"]["termination"]["root_pos_err"] = 0.5
+    msg = _error(tmp_path, doc)
+    assert "root_pos_err" in msg and "record.termination" in msg
+
+
+def test_missing_iterations(tmp_path):
+    doc = _base()
+    del doc["iterations"]
+    assert "iterations" in _error(tmp_path, doc)
+
+
+def test_iteration_missing_dataset(tmp_path):
+    doc = _base()
+    doc["iterations"] = [{"name": "iter0"}]
+    msg = _error(tmp_path, doc)
+    assert "dataset" in msg and "iterations" in msg
+
+
+@pytest.mark.parametrize("path, value, key", [
+    (("batch_size",), "ten", "batch_size"),
+    (("seed",), 1.5, "seed"),
+    (("record", "physics_hz"), "fast", "record.physics_hz"),
+    (("record", "start_fractions"), 0.1, "record.start_fractions"),
+    (("selection", "min_duration_s"), [1], "selection.min_duration_s"),
+    (("iterations",), {"name": "x"}, "iterations"),
+])
+def test_wrong_type(tmp_path, path, value, key):
+    doc = _base()
+    d = doc
+    for k in path[:-1]:
+        d = d[k]
+    d[path[-1]] = value
+    assert key in _error(tmp_path, doc)
+
+
+def test_out_of_range_value(tmp_path):
+    doc = _base()
+    doc["record"]["start_fractions"] = [0.1, 1.5]
+    assert "record.start_fractions" in _error(tmp_path, doc)
+
+
+def test_physics_hz_not_a_multiple_of_control_hz(tmp_path):
+    doc = _base()
+    doc["record"]["physics_hz"] = 100
+    msg = _error(tmp_path, doc)
+    assert "record.physics_hz" in msg and "record.control_hz" in msg
+
+
+def test_duplicate_iteration_names(tmp_path):
+    doc = _base()
+    doc["iterations"] = [{"name": "a", "dataset": "x.yaml"}, {"name": "a", "dataset": "y.yaml"}]
+    msg = _error(tmp_path, doc)
+    assert "iterations" in msg and "a" in msg
+
+
+def test_unknown_tracker_kind(tmp_path):
+    doc = _base()
+    doc["iterations"][0]["tracker"] = {"kind": "ppo"}
+    assert "iterations.0.tracker.kind" in _error(tmp_path, doc)
+
+
+def test_several_errors_still_one_line(tmp_path):
+    doc = _base()
+    doc["foo"] = 1
+    doc["batch_size"] = "x"
+    doc["record"]["bar"] = 2
+    msg = _error(tmp_path, doc)
+    assert "more" in msg
+
+
+def test_not_yaml_and_not_a_mapping_and_missing(tmp_path):
+    msg = _error(tmp_path, "iterations: [unclosed\n  - : : :\n")
+    assert str(tmp_path / "config.yaml") in msg
+    assert "mapping" in _error(tmp_path, "- just\n- a list\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(tmp_path / "absent.yaml")
+    assert "absent.yaml" in str(e.value) and "\n" not in str(e.value)

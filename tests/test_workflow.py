@@ -1,0 +1,548 @@
+"""The workflow end to end: real Snakemake (a subprocess) on tiny inputs in temporary project folders.
+
+Each project folder gets copies of the repo's Snakefile, workflow/rules, workflow/schemas and
+config/ (the package itself is installed) plus a config file written here and passed with
+--configfile. Snakemake runs are the expensive part (seconds each), so projects are built once
+per module and the assertions are grouped.
+"""
+
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+import yaml
+
+from bad_motions import build_bad_dataset
+from physrec.dataset_yaml import motion_name, read_dataset, write_dataset
+from physrec.demo import demo_motions, write_demo
+from physrec.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
+from physrec.tables import read_tsv_records
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+IT = "iter0"
+CONFIG = "test_config.yaml"
+
+
+# -- project folders and Snakemake ------------------------------------------------------------------
+def make_project(dest: Path, cfg: dict) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
+    (dest / "workflow").mkdir(exist_ok=True)
+    for sub in ("rules", "schemas"):
+        shutil.copytree(REPO / "workflow" / sub, dest / "workflow" / sub)
+    shutil.copytree(REPO / "config", dest / "config")
+    includes = re.findall(r'^include:\s*["\']([^"\']+)["\']', (dest / "Snakefile").read_text(), re.M)
+    assert includes, "the Snakefile includes no rule files"
+    for inc in includes:
+        assert (dest / inc).is_file(), f"Snakefile include {inc} does not resolve in the copied project"
+    write_config(dest, cfg)
+    return dest
+
+
+def write_config(project: Path, cfg: dict) -> None:
+    (project / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def snakemake(project: Path, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", CONFIG, *args]
+    r = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed with {r.returncode} in {project}:\n"
+                    f"{r.stdout[-4000:]}\n{r.stderr[-8000:]}")
+    return r
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table Snakemake prints before running (or in a dry run); {} if there is none."""
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+(\d+)", output, re.S)
+    if not m:
+        return {}
+    counts = {}
+    for line in m.group(1).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def jobs_run(output: str, rule: str) -> int:
+    """How many jobs of `rule` a real run started (one 'rule X:' block each; works across checkpoints)."""
+    return len(re.findall(rf"^\s*(?:local)?(?:rule|checkpoint) {rule}:$", output, re.M))
+
+
+def plan_members(project: Path, results: str = "results") -> dict[str, list[str]]:
+    plan = {}
+    for r in read_tsv_records(project / results / IT / "batches" / "plan.tsv"):
+        plan.setdefault(r["batch"], []).append(r["name"])
+    return {b: sorted(v) for b, v in plan.items()}
+
+
+def h5_mtimes(project: Path, results: str = "results") -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns
+            for p in (project / results / IT / "record").glob("*/rollouts.h5")}
+
+
+def base_config(dataset: str, **extra) -> dict:
+    cfg = {"results_dir": "results", "iterations": [{"name": IT, "dataset": dataset, "tracker": {"kind": "pd"}}],
+           "batch_size": 16, "seed": 0, "record": {"threads": 1}}
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    return cfg
+
+
+def _short(mf: MotionFile, seconds: float) -> MotionFile:
+    n = int(round(seconds * mf.motion.fps)) + 1
+    m = mf.motion
+    return MotionFile(MotionData(m.root_pos[:n], m.root_rot[:n], m.joint_rot[:n], m.body_contacts[:n], m.fps,
+                                 m.loop_mode), mf.terrain, mf.misc)
+
+
+def write_demo_copies(root: Path, copies: int) -> Path:
+    """The demo dataset (write_demo) plus `copies` extra copies of every demo motion under other names."""
+    yaml_path = write_demo(root)
+    entries = [(e.file, e.weight) for e in read_dataset(yaml_path)]
+    for k in range(1, copies + 1):
+        for name, mf in demo_motions().items():
+            rel = f"copies{k}/{name}_copy{k}.pkl"
+            write_motion_file(root / rel, mf)
+            entries.append((rel, mf.motion.duration))
+    write_dataset(yaml_path, entries)
+    return yaml_path
+
+
+# ======================================================================================================
+# 1, 2, 4, 8: the built-in demo
+# ======================================================================================================
+@pytest.fixture(scope="module")
+def demo_project(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("wf") / "demo", base_config("builtin:demo"))
+    r = snakemake(project)
+    return project, r
+
+
+def test_demo_run_writes_every_artifact(demo_project):
+    project, _ = demo_project
+    res = project / "results" / IT
+    assert (res / "dataset" / "manifest.tsv").is_file()
+    assert (res / "batches" / "plan.tsv").is_file()
+    batches = sorted(plan_members(project))
+    assert batches
+    for b in batches:
+        for f in ("rollouts.h5", "rollouts.json", "attempts.tsv", "terrain.pkl", "record_env.yaml", "record_args.txt"):
+            assert (res / "record" / b / f).is_file(), f"record/{b}/{f}"
+            assert (res / "record" / b / f).stat().st_size > 0
+        assert (res / "select" / b / "selected.tsv").is_file()
+        assert (project / "logs" / IT / "record" / f"{b}.log").is_file()
+        assert (project / "logs" / IT / "select" / f"{b}.log").is_file()
+        assert (project / "benchmarks" / IT / "record" / f"{b}.tsv").is_file()
+        assert (project / "benchmarks" / IT / "select" / f"{b}.tsv").is_file()
+    for f in ("manifest.tsv", "summary.json", "summary.md", "dataset.yaml"):
+        assert (res / f).is_file(), f
+    for job in ("index", "split", "merge"):
+        assert (project / "logs" / IT / f"{job}.log").is_file(), job
+        bench = (project / "benchmarks" / IT / f"{job}.tsv").read_text().splitlines()
+        assert bench[0].split("\t")[0] == "s" and len(bench) == 2, job
+    assert (project / "logs" / "demo_dataset.log").is_file()
+    record_log = (project / "logs" / IT / "record" / f"{batches[0]}.log").read_text()
+    assert "recording" in record_log and "finished" in record_log
+    # Nothing is left behind by atomic writes.
+    leftovers = [p for p in (project / "results").rglob("*") if p.is_file() and (".tmp" in p.name or "~" in p.name)]
+    assert not leftovers, leftovers
+
+
+def test_demo_summary_and_motions(demo_project):
+    project, _ = demo_project
+    res = project / "results" / IT
+    summary = json.loads((res / "summary.json").read_text())
+    m = summary["motions"]
+    assert m["total"] == m["valid"] == 5 and m["invalid"] == 0
+    assert m["recorded_full_length"] >= 1
+    assert m["failed"] >= 1
+    assert m["recorded_later_start"] >= 1
+    assert m["recorded"] == m["recorded_full_length"] + m["recorded_later_start"]
+    assert "summary" in (res / "summary.md").read_text().lower()
+    manifest = read_tsv_records(res / "manifest.tsv")
+    assert len(manifest) == 5
+    recorded = {r["name"] for r in manifest if r["status"].startswith("recorded")}
+    files = sorted(p.name for p in (res / "recorded_motions").glob("*.pkl"))
+    assert files == sorted(f"{n}_rec.pkl" for n in recorded)
+    for f in files:
+        mf = read_motion_file(res / "recorded_motions" / f)
+        assert mf.motion.fps == 30 and mf.terrain is not None
+        assert mf.misc["physrec:tracker"] == "tracker:pd"
+    # The next dataset lists the recorded motions with their weights and loads with physrec's reader.
+    entries = read_dataset(res / "dataset.yaml")
+    assert sorted(motion_name(e.path) for e in entries) == sorted(f"{n}_rec" for n in recorded)
+    weights = {r["name"]: float(r["weight"]) for r in manifest if r["name"] in recorded}
+    for e in entries:
+        assert e.path.is_file()
+        assert e.weight == pytest.approx(weights[motion_name(e.path).removesuffix("_rec")])
+        assert e.weight > 0
+
+
+def test_demo_trajectory_files(demo_project):
+    project, _ = demo_project
+    res = project / "results" / IT
+    source_sha = {r["name"]: r["sha256"] for r in read_tsv_records(res / "dataset" / "manifest.tsv")}
+    for b in plan_members(project):
+        rec = res / "record" / b
+        info = json.loads((rec / "rollouts.json").read_text())
+        attempts = read_tsv_records(rec / "attempts.tsv")
+        episodes = info["episodes"]
+        assert "env_info" in info and info["env_info"]["env_kwargs"]["batch"] == b
+        assert len(episodes) == len(attempts) > 0
+        with h5py.File(rec / "rollouts.h5", "r") as f:
+            assert sorted(f.keys(), key=lambda k: int(k.split("_")[1])) == [f"traj_{i}" for i in range(len(episodes))]
+            for i, ep in enumerate(episodes):
+                g = f[f"traj_{i}"]
+                for key in ("actions", "env_states/qpos", "terminated", "truncated", "success", "fail",
+                            "tracking_errors"):
+                    assert key in g, f"traj_{i}/{key}"
+                T = ep["elapsed_steps"]
+                assert g["actions"].shape == (T, 28)
+                assert g["env_states/qpos"].shape[0] == T + 1
+                assert g["tracking_errors"].shape == (T, 4)
+                done = g["terminated"][()] | g["truncated"][()]
+                assert done[-1] and not done[:-1].any()
+                assert bool(g["success"][-1]) == ep["success"] and bool(g["fail"][-1]) == (not ep["success"])
+                assert bool(g["terminated"][-1]) == bool(ep["fail_reason"])
+                for key in ("motion", "source_sha256", "start_time", "episode_seed", "elapsed_steps", "success",
+                            "fail_reason", "source_type"):
+                    assert key in ep, key
+                assert ep["source_type"] == "tracker:pd"
+                assert ep["source_sha256"] == source_sha[ep["motion"]]
+                assert attempts[i]["motion"] == ep["motion"] and attempts[i]["attempt"] == f"traj_{i}"
+                assert isinstance(ep["episode_seed"], int)
+        # PARC's companions.
+        terrain = pickle.loads((rec / "terrain.pkl").read_bytes())
+        assert terrain["motion_data"] is None
+        td, misc = pickle.loads(terrain["terrain_data"]), pickle.loads(terrain["misc_data"])
+        assert td["hf"].ndim == 2 and td["dx"] == pytest.approx(0.4)
+        n = len({ep["motion"] for ep in episodes})
+        assert misc["motion_offsets"].shape == (n, 1, 2)
+        env = yaml.safe_load((rec / "record_env.yaml").read_text())
+        assert env["control_hz"] == 30 and env["physics_hz"] == 120
+        args = (rec / "record_args.txt").read_text()
+        assert "record" in args and b in args
+
+
+def test_dry_run_after_complete_run_has_nothing_to_do(demo_project):
+    project, _ = demo_project
+    r = snakemake(project, "-n")
+    out = r.stdout + r.stderr
+    assert "Nothing to be done" in out or job_counts(out).get("total", -1) == 0, out[-3000:]
+    # Threads change how fast, not what is simulated: more threads and cores do not re-record.
+    original = (project / CONFIG).read_text()
+    cfg = yaml.safe_load(original)
+    cfg["record"]["threads"] = 3
+    try:
+        write_config(project, cfg)
+        r = snakemake(project, "-n", "--cores", "3")
+    finally:
+        (project / CONFIG).write_text(original)
+    out = r.stdout + r.stderr
+    assert "Nothing to be done" in out, out[-3000:]
+
+
+def test_threshold_change_reruns_select_and_merge_only(demo_project, tmp_path):
+    src, _ = demo_project
+    project = tmp_path / "demo_copy"
+    shutil.copytree(src, project, symlinks=True)
+    before = h5_mtimes(project)
+    assert before
+    cfg = yaml.safe_load((project / CONFIG).read_text())
+    cfg["selection"] = {"min_duration_s": 2.3}
+    write_config(project, cfg)
+    dry = snakemake(project, "-n")
+    counts = job_counts(dry.stdout + dry.stderr)
+    assert counts.get("select") == len(before), dry.stdout[-3000:]
+    assert counts.get("merge") == 1
+    assert "record" not in counts and "index" not in counts, counts
+    snakemake(project)
+    assert h5_mtimes(project) == before
+    summary = json.loads((project / "results" / IT / "summary.json").read_text())
+    # The later-start recording of the demo covers about 2.04 s: now too short.
+    assert summary["motions"]["rejected"] >= 1
+    rows = {r["name"]: r for r in read_tsv_records(project / "results" / IT / "manifest.tsv")}
+    rejected = [r for r in rows.values() if r["status"] == "rejected"]
+    assert all("duration" in r["fail_reason"] for r in rejected)
+    assert not (project / "results" / IT / "recorded_motions" / f"{rejected[0]['name']}_rec.pkl").exists()
+
+
+def test_bad_config_is_refused_naming_the_key(tmp_path):
+    project = make_project(tmp_path / "badcfg", {**base_config("builtin:demo"), "batchsize": 4})
+    r = snakemake(project, "-n", check=False)
+    assert r.returncode != 0
+    assert "batchsize" in r.stdout + r.stderr
+    cfg = base_config("builtin:demo", record={"physics_hz": 100})
+    write_config(project, cfg)
+    r = snakemake(project, "-n", check=False)
+    assert r.returncode != 0
+    assert "record.physics_hz" in r.stdout + r.stderr
+    assert not (project / "results").exists()
+
+
+# ======================================================================================================
+# 3: reruns redo exactly the batches that changed
+# ======================================================================================================
+RERUN_NAMES = [f"motion_{i:02d}" for i in range(12)]
+
+
+def _motion_to_add(names: list[str], batch_size: int) -> str:
+    """A new name that changes some batches and leaves at least two alone, preferring one that splits a batch.
+
+    Only picks the scenario; the test checks what the workflow did against the plan files it wrote.
+    """
+    from physrec.splitting import plan_batches
+    old = plan_batches(names, batch_size)
+    fallback = None
+    for i in range(200):
+        name = f"added_{i:02d}"
+        new = plan_batches(names + [name], batch_size)
+        unchanged = sum(1 for b in new if old.get(b) == new[b])
+        if unchanged >= 2 and len(new) > len(old) and any(b in old for b in new if old.get(b) != new[b]):
+            return name  # splits an existing batch: one keeps its id with fewer members, one is new
+        fallback = fallback or (name if unchanged >= 2 else None)
+    assert fallback, "no name leaves two batches unchanged"
+    return fallback
+
+
+def test_rerun_records_only_changed_batches(tmp_path):
+    project = make_project(tmp_path / "rerun", base_config("data/dataset.yaml", batch_size=3))
+    demo = demo_motions()
+    kinds = [demo["stand_flat"], demo["wave_flat"], demo["stand_step_top"]]
+    added = _motion_to_add(RERUN_NAMES, 3)
+    entries = []
+    for i, name in enumerate(RERUN_NAMES + [added]):
+        rel = f"motions/{name}.pkl"
+        write_motion_file(project / "data" / rel, _short(kinds[i % 3], 1.0))
+        entries.append((rel, 1.0))
+    write_dataset(project / "data" / "dataset.yaml", entries[:-1])
+    first = snakemake(project)
+    old_plan = plan_members(project)
+    assert len(old_plan) >= 3, old_plan
+    assert jobs_run(first.stdout + first.stderr, "record") == len(old_plan)
+    old_mtimes = h5_mtimes(project)
+    assert set(old_mtimes) == set(old_plan)
+    time.sleep(0.05)  # distinct mtimes even on coarse clocks
+
+    write_dataset(project / "data" / "dataset.yaml", entries)
+    second = snakemake(project)
+    new_plan = plan_members(project)
+    changed = {b for b in new_plan if old_plan.get(b) != new_plan[b]}
+    unchanged = set(new_plan) - changed
+    assert changed and len(unchanged) >= 2, (old_plan, new_plan)
+    assert jobs_run(second.stdout + second.stderr, "record") == len(changed)
+    new_mtimes = h5_mtimes(project)
+    for b in unchanged:
+        assert new_mtimes[b] == old_mtimes[b], f"unchanged batch {b} was re-recorded"
+    for b in changed:
+        assert b in new_mtimes and new_mtimes[b] != old_mtimes.get(b), f"changed batch {b} was not re-recorded"
+    merged = {r["name"]: r for r in read_tsv_records(project / "results" / IT / "manifest.tsv")}
+    assert set(merged) == set(RERUN_NAMES + [added])
+    assert merged[added]["status"] == "recorded"
+    assert all(r["status"] == "recorded" for r in merged.values())
+    assert {motion_name(e.path) for e in read_dataset(project / "results" / IT / "dataset.yaml")} == \
+           {f"{n}_rec" for n in merged}
+    # Nothing left to do.
+    dry = snakemake(project, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    # A motion file whose content changes (same name): only its batch is recorded again.
+    victim_batch = sorted(unchanged)[0]
+    victim = new_plan[victim_batch][0]
+    time.sleep(0.05)
+    write_motion_file(project / "data" / "motions" / f"{victim}.pkl", _short(demo["wave_flat"], 1.2))
+    third = snakemake(project)
+    assert plan_members(project) == new_plan
+    assert jobs_run(third.stdout + third.stderr, "record") == 1
+    after = h5_mtimes(project)
+    assert after[victim_batch] != new_mtimes[victim_batch]
+    assert {b: t for b, t in after.items() if b != victim_batch} == \
+           {b: t for b, t in new_mtimes.items() if b != victim_batch}
+    rec = read_motion_file(project / "results" / IT / "recorded_motions" / f"{victim}_rec.pkl")
+    assert rec.motion.num_frames == 37  # the new 1.2 s content, not the old 1.0 s
+
+
+# ======================================================================================================
+# 5, 7: determinism, and a killed record job
+# ======================================================================================================
+# The demo motions three times over, simulated at 1200 Hz: a record job takes a few seconds, long
+# enough to be killed while it runs.
+SLOW = {"physics_hz": 1200}
+
+
+def _det_project(path: Path, results: str) -> Path:
+    project = make_project(path, {**base_config("data/dataset.yaml", record=SLOW), "results_dir": results})
+    write_demo_copies(project / "data", copies=2)
+    return project
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    project = _det_project(tmp_path_factory.mktemp("wf") / "clean", "results")
+    snakemake(project)
+    return project
+
+
+def _files(project: Path, results: str, pattern: str) -> dict[str, bytes]:
+    base = project / results / IT
+    return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.glob(pattern))}
+
+
+def test_two_runs_give_identical_outputs(clean_run, tmp_path):
+    other = _det_project(tmp_path / "elsewhere" / "project", "out/results_b")
+    snakemake(other)
+    a, b = clean_run, other
+    summary = json.loads((a / "results" / IT / "summary.json").read_text())
+    assert summary["motions"]["valid"] == 15 and summary["motions"]["recorded"] >= 3
+    for pattern in ("recorded_motions/*.pkl", "select/*/selected.tsv", "dataset/manifest.tsv", "batches/plan.tsv",
+                    "record/*/rollouts.h5", "record/*/attempts.tsv", "record/*/rollouts.json",
+                    "record/*/terrain.pkl", "summary.json"):
+        fa, fb = _files(a, "results", pattern), _files(b, "out/results_b", pattern)
+        assert fa, pattern
+        assert fa.keys() == fb.keys(), pattern
+        for k in fa:
+            assert fa[k] == fb[k], f"{k} differs between two runs"
+    # The merged manifest names where the recorded files are, so only its results folder may differ.
+    ma = (a / "results" / IT / "manifest.tsv").read_text()
+    mb = (b / "out/results_b" / IT / "manifest.tsv").read_text()
+    assert "out/results_b/" in mb
+    assert mb.replace("out/results_b/", "results/") == ma
+
+
+def test_killed_record_job_leaves_nothing_trusted(clean_run, tmp_path):
+    project = _det_project(tmp_path / "killed", "results")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = open(project / "killed_run.txt", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", CONFIG],
+                            cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    record_logs = project / "logs" / IT / "record"
+    try:
+        deadline = time.monotonic() + 120
+        # Wait until a record job has loaded its batch and started simulating (its log says "recording").
+        while not (record_logs.is_dir() and any("recording" in p.read_text() for p in record_logs.glob("*.log"))):
+            assert proc.poll() is None, "snakemake ended before any record job started:\n" + \
+                (project / "killed_run.txt").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no record job started within 120 s"
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        out.close()
+    started = sorted(p.stem for p in record_logs.glob("*.log"))
+    res = project / "results" / IT
+    for b in started:
+        assert not (res / "record" / b / "rollouts.json").exists(), \
+            f"record job {b} finished before it was killed; make it slower"
+        assert not (res / "select" / b / "selected.tsv").exists()
+    # Every process of the killed run is gone before the rerun.
+    for _ in range(200):
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+
+    # Snakemake will not trust what the killed job left: it plans to run it again.
+    dry = snakemake(project, "-n", check=False)
+    text = dry.stdout + dry.stderr
+    if dry.returncode == 0:
+        assert job_counts(text).get("record", 0) >= len(started), text[-3000:]
+    else:
+        assert "incomplete" in text.lower(), text[-3000:]
+    dry = snakemake(project, "-n", "--rerun-incomplete")
+    assert job_counts(dry.stdout + dry.stderr).get("record", 0) >= len(started), dry.stdout[-3000:]
+
+    snakemake(project, "--unlock")
+    snakemake(project, "--rerun-incomplete")
+    for pattern in ("select/*/selected.tsv", "record/*/rollouts.h5", "recorded_motions/*.pkl"):
+        fa, fb = _files(clean_run, "results", pattern), _files(project, "results", pattern)
+        assert fa.keys() == fb.keys(), pattern
+        for k in fa:
+            assert fa[k] == fb[k], f"{k}: rerun after the kill differs from a clean run"
+
+
+# ======================================================================================================
+# 6: bad input motions
+# ======================================================================================================
+def test_bad_inputs_do_not_stop_the_run(tmp_path):
+    project = make_project(tmp_path / "bad", base_config("data/dataset.yaml"))
+    marker = tmp_path / "PWNED"
+    files = build_bad_dataset(project / "data", marker)
+    snakemake(project)  # exits 0
+    assert not marker.exists(), "a malicious pickle ran code"
+    res = project / "results" / IT
+    summary = json.loads((res / "summary.json").read_text())
+    bad = [k for k in files if not k.startswith("good")] + ["good_dup"]
+    bad = sorted(set(bad))
+    assert summary["motions"]["invalid"] == len(bad)
+    assert summary["motions"]["valid"] == 2
+    assert summary["motions"]["recorded"] == 2
+    errors = [r["error"] for r in summary["invalid"]]
+    assert len(errors) == len(bad)
+    for key in bad:
+        rel = str(files[key].relative_to(files[key].parents[1]))
+        assert any(rel in (e or "") for e in errors), f"no error names {rel}: {errors}"
+    manifest = {(r["name"], r["source_path"]): r for r in read_tsv_records(res / "manifest.tsv")}
+    good = [r for r in manifest.values() if r["status"] == "recorded"]
+    assert sorted(r["name"] for r in good) == ["good", "good_wave"]
+    assert all(r["source_path"].endswith(("a/good.pkl", "a/good_wave.pkl")) for r in good)
+    invalid = [r for r in manifest.values() if r["status"] == "invalid"]
+    assert len(invalid) == len(bad) and all(r["error"] for r in invalid)
+    assert sorted(motion_name(e.path) for e in read_dataset(res / "dataset.yaml")) == ["good_rec", "good_wave_rec"]
+    # The index log says which motions are invalid and why.
+    log = (project / "logs" / IT / "index.log").read_text()
+    assert "nan_frame" in log and "invalid" in log
+
+
+def test_dataset_with_no_valid_motion_still_completes(tmp_path):
+    project = make_project(tmp_path / "allbad", base_config("data/dataset.yaml"))
+    (project / "data").mkdir()
+    (project / "data" / "trunc.pkl").write_bytes(b"\x80\x04garbage")
+    write_dataset(project / "data" / "dataset.yaml", [("missing.pkl", 1.0), ("trunc.pkl", 1.0)])
+    snakemake(project)
+    res = project / "results" / IT
+    summary = json.loads((res / "summary.json").read_text())
+    assert summary["motions"]["invalid"] == 2 and summary["motions"]["valid"] == 0
+    assert read_tsv_records(res / "batches" / "plan.tsv") == []
+    assert read_dataset(res / "dataset.yaml") == []
+    assert not list((res / "recorded_motions").glob("*.pkl"))
+
+
+# ======================================================================================================
+# Iterations chain: iteration k's merged dataset is the base of iteration k+1's
+# ======================================================================================================
+def test_iterations_chain(tmp_path):
+    cfg = base_config("builtin:demo")
+    cfg["iterations"].append({"name": "iter1", "dataset": "new/dataset.yaml", "tracker": {"kind": "pd"}})
+    project = make_project(tmp_path / "chain", cfg)
+    demo = demo_motions()
+    write_motion_file(project / "new" / "stand_again.pkl", _short(demo["stand_flat"], 1.0))
+    write_motion_file(project / "new" / "stand_flat.pkl", _short(demo["stand_flat"], 1.0))  # name of an iter0 motion
+    write_dataset(project / "new" / "dataset.yaml", [("stand_again.pkl", 2.0), ("stand_flat.pkl", 1.0)])
+    snakemake(project)
+    it0 = read_dataset(project / "results" / IT / "dataset.yaml")
+    it1 = read_dataset(project / "results" / "iter1" / "dataset.yaml")
+    assert it0 and [e.path for e in it1[:len(it0)]] == [e.path for e in it0]
+    assert [e.weight for e in it1[:len(it0)]] == [e.weight for e in it0]
+    assert [motion_name(e.path) for e in it1[len(it0):]] == ["stand_again_rec"]
+    assert it1[-1].weight == pytest.approx(2.0)
+    rows = {r["name"]: r for r in read_tsv_records(project / "results" / "iter1" / "manifest.tsv")}
+    assert rows["stand_again"]["status"] == "recorded"
+    # Recording it again would shadow iteration 0's stand_flat_rec: reported, not written into the dataset.
+    assert rows["stand_flat"]["status"] == "name_clash" and "stand_flat_rec" in rows["stand_flat"]["error"]
