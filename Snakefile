@@ -1,5 +1,5 @@
 # physrec: record physics-based versions of kinematic motions (stage 4 of the PARC loop).
-# Wiring only: every rule calls the `physrec` command line; the logic lives in workflow/physrec.
+# Wiring only: every rule calls the physrec command line (python -m physrec); the logic lives in workflow/physrec.
 from physrec import config as physrec_config
 from physrec import workflow_api as api
 from snakemake.exceptions import WorkflowError
@@ -14,6 +14,8 @@ except physrec_config.ConfigError as e:
     raise WorkflowError(str(e))
 
 R = CFG["results_dir"]
+api.export_package_source(f"{workflow.basedir}/workflow")
+ENV_CPU = "../../envs/record-cpu.yaml"
 ITERATIONS = {it["name"]: it for it in CFG["iterations"]}
 
 

@@ -41,6 +41,7 @@ def make_project(dest: Path, cfg: dict) -> Path:
     for sub in ("rules", "schemas"):
         shutil.copytree(REPO / "workflow" / sub, dest / "workflow" / sub)
     shutil.copytree(REPO / "config", dest / "config")
+    shutil.copytree(REPO / "envs", dest / "envs")  # rules declare conda envs; Snakemake records them
     includes = re.findall(r'^include:\s*["\']([^"\']+)["\']', (dest / "Snakefile").read_text(), re.M)
     assert includes, "the Snakefile includes no rule files"
     for inc in includes:

@@ -40,8 +40,12 @@ def builtin_path() -> Path:
     return Path(str(resources.files("physrec") / "assets" / "humanoid.xml"))
 
 
+def is_builtin(spec: str) -> bool:
+    return spec in ("", BUILTIN, "builtin")
+
+
 def resolve_character_path(spec: str) -> Path:
-    return builtin_path() if spec in ("", BUILTIN, "builtin") else Path(spec)
+    return builtin_path() if is_builtin(spec) else Path(spec)
 
 
 def _hinge_triplets(body: ET.Element) -> list[ET.Element]:

@@ -65,7 +65,7 @@ def merged_rows(manifest: list[dict[str, str]], plan: list[dict[str, str]],
 def summarize(iteration: str, rows: list[dict], attempts: list[dict[str, str]]) -> dict:
     status = Counter(r["status"] for r in rows)
     valid = sum(1 for r in rows if r["valid"])
-    recorded = status["recorded"] + status["recorded_later_start"]
+    recorded = status["recorded"] + status["recorded_later_start"]  # merged into the next dataset
     per_class: dict[str, dict] = defaultdict(lambda: {"valid": 0, "recorded": 0})
     for r in rows:
         if r["valid"]:
@@ -81,7 +81,7 @@ def summarize(iteration: str, rows: list[dict], attempts: list[dict[str, str]]) 
         "iteration": iteration,
         "motions": {"total": len(rows), "valid": valid, "invalid": len(rows) - valid, "recorded": recorded,
                     "recorded_full_length": status["recorded"], "recorded_later_start": status["recorded_later_start"],
-                    "failed": status["failed"], "rejected": status["rejected"]},
+                    "failed": status["failed"], "rejected": status["rejected"], "name_clash": status["name_clash"]},
         "success_rate": recorded / valid if valid else 0.0,
         "per_class": {k: {**v, "rate": v["recorded"] / v["valid"]} for k, v in sorted(per_class.items())},
         "per_start_fraction": {k: {**v, "rate": v["successes"] / v["attempts"]} for k, v in sorted(per_start.items())},
@@ -98,7 +98,8 @@ def summary_markdown(s: dict) -> str:
     lines = [f"# physrec summary: {s['iteration']}", "",
              f"{m['recorded']} of {m['valid']} valid motions recorded ({s['success_rate']:.0%}): "
              f"{m['recorded_full_length']} full length, {m['recorded_later_start']} from a later start; "
-             f"{m['failed']} failed, {m['rejected']} rejected by selection thresholds, {m['invalid']} invalid.",
+             f"{m['failed']} failed, {m['rejected']} rejected by selection thresholds, {m['invalid']} invalid"
+             + (f", {m['name_clash']} not merged (name already in the base dataset)." if m["name_clash"] else "."),
              f"Recorded {s['recorded_seconds']:.1f} s of {s['source_seconds']:.1f} s of valid source motion.", "",
              "| start fraction | attempts | successes | rate |", "| --- | --- | --- | --- |"]
     lines += [f"| {k} | {v['attempts']} | {v['successes']} | {v['rate']:.0%} |" for k, v in s["per_start_fraction"].items()]
@@ -132,7 +133,8 @@ def run_merge(iteration: str, manifest: str | Path, plan: str | Path, select_dir
         dst = rec_dir / s["recorded_file"]
         if motion_name(dst) in base_names:
             r.update(status="name_clash", error=f"recorded name '{motion_name(dst)}' is already in the base dataset "
-                                                 f"{base_dataset}", recorded_path=None, weight=None)
+                                                 f"{base_dataset}", recorded_path=None, recorded_sha256=None,
+                     recorded_duration=None, weight=None)
             continue
         _link_or_copy(Path(s["_dir"]) / "motions" / s["recorded_file"], dst)
         entries.append(DatasetEntry(file=str(dst.resolve()), path=dst.resolve(), weight=r["weight"], extra={}))

@@ -48,11 +48,12 @@ def write_h5(path: str | Path, episodes: list[dict]) -> None:
                 last = np.zeros(T, dtype=bool)
                 if T:
                     last[-1] = True
+                terminated, success = bool(ep["terminated"]), bool(ep["success"])
                 _dataset(g, "actions", ep["actions"].astype(np.float32))
-                _dataset(g, "terminated", last & ep["terminated"])
-                _dataset(g, "truncated", last & ~ep["terminated"])
-                _dataset(g, "success", last & ep["success"])
-                _dataset(g, "fail", last & ~ep["success"])
+                _dataset(g, "terminated", last & terminated)
+                _dataset(g, "truncated", last & (not terminated))
+                _dataset(g, "success", last & success)
+                _dataset(g, "fail", last & (not success))
                 states = g.create_group("env_states", track_order=True)
                 _dataset(states, "qpos", ep["qpos"])
                 _dataset(states, "qvel", ep["qvel"])

@@ -69,6 +69,8 @@ class MujocoBatchSim:
         self.character = character
         self.settings = settings
         self.model = mujoco.MjModel.from_xml_string(world_mjcf(character, terrain_boxes, settings))
+        # MuJoCo uses the larger friction of two touching geoms: set it on all of them.
+        self.model.geom_friction[:, 0] = settings.friction
         self.threads = max(1, int(threads))
         self._datas = [mujoco.MjData(self.model) for _ in range(self.threads)]
         self._rollout = rollout.Rollout(nthread=self.threads if self.threads > 1 else 0)

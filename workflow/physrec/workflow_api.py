@@ -6,12 +6,21 @@ import json
 import os
 from pathlib import Path
 
+from physrec import __version__ as PHYSREC_VERSION
 from physrec import config as cfgmod
+from physrec.character import is_builtin
 from physrec.batch_plan import batch_digest, batch_ids, batch_rows
 from physrec.dataset_yaml import DatasetError, read_dataset
 from physrec.demo import DEMO_NAMES, demo_motion_path
 
-__all__ = ["batch_digest", "batch_ids", "DEMO_NAMES"]
+__all__ = ["batch_digest", "batch_ids", "DEMO_NAMES", "PHYSREC_VERSION"]
+
+
+def export_package_source(folder: str) -> None:
+    """Let jobs run `python -m physrec` from this checkout with whichever Python their
+    environment provides: the installed one, or a conda env from envs/ (--sdm conda)."""
+    paths = [folder] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != folder]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
 
 
 def demo_dir(results: str) -> str:
@@ -64,7 +73,7 @@ def record_json(cfg: dict) -> str:
 
 def character_inputs(cfg: dict) -> list[str]:
     spec = cfg["character"]
-    return [] if spec.startswith("builtin") else [spec]
+    return [] if is_builtin(spec) else [spec]
 
 
 def json_arg(value: object) -> str:

@@ -7,10 +7,12 @@ rule demo_dataset:
         motions=api.demo_outputs(R),
     params:
         out=folder_of("yaml"),
+    conda:
+        ENV_CPU
     log:
         "logs/demo_dataset.log",
     shell:
-        "physrec --log {log} demo --out {params.out:q}"
+        "python -m physrec --log {log} demo --out {params.out:q}"
 
 
 rule index:
@@ -23,12 +25,14 @@ rule index:
         dataset=lambda wc: api.dataset_yaml(ITERATIONS[wc.it]["dataset"], R),
         character=CFG["character"],
         min_frames=CFG["record"]["min_frames"],
+    conda:
+        ENV_CPU
     log:
         "logs/{it}/index.log",
     benchmark:
         "benchmarks/{it}/index.tsv"
     shell:
-        "physrec --log {log} index --dataset {params.dataset:q} --character {params.character:q}"
+        "python -m physrec --log {log} index --dataset {params.dataset:q} --character {params.character:q}"
         " --min-frames {params.min_frames} --out {output:q}"
 
 
@@ -39,9 +43,11 @@ checkpoint split:
         f"{R}/{{it}}/batches/plan.tsv",
     params:
         batch_size=CFG["batch_size"],
+    conda:
+        ENV_CPU
     log:
         "logs/{it}/split.log",
     benchmark:
         "benchmarks/{it}/split.tsv"
     shell:
-        "physrec --log {log} split --manifest {input:q} --batch-size {params.batch_size} --out {output:q}"
+        "python -m physrec --log {log} split --manifest {input:q} --batch-size {params.batch_size} --out {output:q}"

@@ -20,11 +20,13 @@ rule merge:
         base=lambda wc: api.base_dataset(CFG, wc.it),
         scale=CFG["merge"]["recorded_weight_scale"],
         out=folder_of("summary"),
+    conda:
+        ENV_CPU
     log:
         "logs/{it}/merge.log",
     benchmark:
         "benchmarks/{it}/merge.tsv"
     shell:
-        "physrec --log {log} merge --iteration {wildcards.it} --manifest {input.manifest:q} --plan {input.plan:q}"
+        "python -m physrec --log {log} merge --iteration {wildcards.it} --manifest {input.manifest:q} --plan {input.plan:q}"
         " --select-dirs {params.select_dirs:q} --record-dirs {params.record_dirs:q} --base-dataset={params.base:q}"
         " --weight-scale {params.scale} --out-dir {params.out:q}"

@@ -21,17 +21,20 @@ rule record:
         tracker=lambda wc: api.json_arg(ITERATIONS[wc.it]["tracker"]),
         character=CFG["character"],
         seed=CFG["seed"],
+        physrec_version=api.PHYSREC_VERSION,
         out=folder_of("h5"),
     threads: api.record_threads(CFG, workflow.cores)
     resources:
         mem_mb=4000,
         runtime=120,
+    conda:
+        ENV_CPU
     log:
         "logs/{it}/record/{batch}.log",
     benchmark:
         "benchmarks/{it}/record/{batch}.tsv"
     shell:
-        "physrec --log {log} record --plan {params.plan:q} --batch {wildcards.batch}"
+        "python -m physrec --log {log} record --plan {params.plan:q} --batch {wildcards.batch}"
         " --record {params.record:q} --tracker {params.tracker:q} --character {params.character:q}"
         " --seed {params.seed} --threads {threads} --out-dir {params.out:q}"
 
@@ -47,12 +50,15 @@ rule select:
         motions=directory(f"{R}/{{it}}/select/{{batch}}/motions"),
     params:
         selection=api.json_arg(CFG["selection"]),
+        physrec_version=api.PHYSREC_VERSION,
         record_dir=lambda wc, input: os.path.dirname(input.rollouts),
         out=folder_of("selected"),
+    conda:
+        ENV_CPU
     log:
         "logs/{it}/select/{batch}.log",
     benchmark:
         "benchmarks/{it}/select/{batch}.tsv"
     shell:
-        "physrec --log {log} select --record-dir {params.record_dir:q} --selection {params.selection:q}"
+        "python -m physrec --log {log} select --record-dir {params.record_dir:q} --selection {params.selection:q}"
         " --out-dir {params.out:q}"
