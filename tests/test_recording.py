@@ -236,3 +236,15 @@ def test_recording_is_deterministic(ch, demo_batch, demo_rec):
 def test_recording_does_not_depend_on_threads(ch, demo_batch, demo_rec):
     two = record_batch(demo_batch, ch, PD, RecordSettings(), threads=2)
     _assert_same_recording(demo_rec, two)
+
+
+def test_several_control_steps_per_call_change_no_outcome(ch, demo_batch, demo_rec):
+    """Open-loop trackers run up to max_steps_per_call control steps per simulator call; an
+    attempt that terminates mid-call is cut at its termination step, exactly as step by step."""
+    one = record_batch(demo_batch, ch, PD, RecordSettings(max_steps_per_call=1), threads=1)
+    assert [(a.motion, a.start_fraction, a.steps, a.success, a.fail_reason) for a in one.attempts] == \
+        [(a.motion, a.start_fraction, a.steps, a.success, a.fail_reason) for a in demo_rec.attempts]
+    for a, b in zip(one.attempts, demo_rec.attempts):
+        # Same physics; only the solver's warm start differs at call boundaries.
+        assert np.abs(a.qpos - b.qpos).max() < 1e-3
+        np.testing.assert_array_equal(a.actions, b.actions)

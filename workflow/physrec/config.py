@@ -85,6 +85,7 @@ def record_settings(rec: dict) -> RecordSettings:
             body_offset_limits=tuple(term["body_offset_limits_m"]), end_tolerance=term["end_tolerance_s"]),
         start_fractions=tuple(sorted(rec["start_fractions"])),
         min_remaining=rec["min_remaining_s"],
+        max_steps_per_call=rec["max_steps_per_call"],
     )
 
 

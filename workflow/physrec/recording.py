@@ -32,6 +32,9 @@ class RecordSettings:
     termination: termination.TerminationSettings = field(default_factory=termination.TerminationSettings)
     start_fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
     min_remaining: float = 2.0  # seconds a later start must leave
+    # Control steps simulated per call for open-loop trackers: an attempt that terminates
+    # mid-call wastes at most this many steps, and Python runs once per call, not per step.
+    max_steps_per_call: int = 8
 
 
 @dataclass(frozen=True)
@@ -139,30 +142,36 @@ class _Pass:
         end = self.steps.copy()
         reasons = [""] * n
         active = np.ones(n, dtype=bool)
-        for k in range(K):
+        k = 0
+        while k < K and active.any():
             idx = np.flatnonzero(active)
-            if len(idx) == 0:
-                break
             st = states[idx]
+            H = min(self.settings.max_steps_per_call, int(self.steps[idx].max()) - k)
             obs = TrackingInput(sim.qpos(st), sim.qvel(st), self.motion[idx], self.t0[idx] + k * self.dt, self.dt,
-                                ref_dof[idx, k + 1])
+                                ref_dof[idx, k + 1:k + 1 + H])
             targets = ch.clip_action(tracker.act(obs))
-            st, contacts = sim.step(st, targets)
-            states[idx] = st
-            root_pos, root_rot, joint_rot = ch.qpos_to_pose(sim.qpos(st))
-            chk = termination.check(ch.body_positions(root_pos, root_rot, joint_rot), root_rot,
-                                    ref_body[idx, k + 1], ref_root_rot[idx, k + 1], self.settings.termination)
-            Q[idx, k + 1], V[idx, k + 1], C[idx, k + 1] = sim.qpos(st), sim.qvel(st), contacts
-            A[idx, k], E[idx, k] = targets, chk.errors
-            failed = chk.code != termination.OK
-            done = failed | (k + 1 >= self.steps[idx])
-            for j in np.flatnonzero(done):
-                e = idx[j]
-                end[e] = k + 1
-                if failed[j]:
-                    reasons[e] = termination.reason(int(chk.code[j]), int(chk.body[j]), ch.body_names)
+            h = targets.shape[1]
+            seq, contacts = sim.step(st, targets)  # [m, h, nstate], [m, h, B]
+            qpos = sim.qpos(seq)
+            root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos)
+            m = len(idx)
+            chk = termination.check(
+                ch.body_positions(root_pos, root_rot, joint_rot).reshape(m * h, -1, 3), root_rot.reshape(m * h, 4),
+                ref_body[idx, k + 1:k + 1 + h].reshape(m * h, -1, 3), ref_root_rot[idx, k + 1:k + 1 + h].reshape(m * h, 4),
+                self.settings.termination)
+            window = slice(k + 1, k + 1 + h)
+            Q[idx, window], V[idx, window], C[idx, window] = qpos, sim.qvel(seq), contacts
+            A[idx, k:k + h], E[idx, k:k + h] = targets, chk.errors.reshape(m, h, -1)
+            states[idx] = seq[:, -1]
+            code, body = chk.code.reshape(m, h), chk.body.reshape(m, h)
+            done = (code != termination.OK) | (k + 1 + np.arange(h)[None, :] >= self.steps[idx, None])
+            for j in np.flatnonzero(done.any(axis=1)):
+                e, first = idx[j], int(np.argmax(done[j]))
+                end[e] = k + 1 + first
+                reasons[e] = termination.reason(int(code[j, first]), int(body[j, first]), ch.body_names)
                 active[e] = False
-                on_finish(e, self._success(e, k + 1, reasons[e]))
+                on_finish(e, self._success(e, int(end[e]), reasons[e]))
+            k += h
         return [self._attempt(e, int(end[e]), reasons[e], Q, V, C, A, E) for e in range(n)]
 
     def _end_time(self, e: int, steps: int) -> float:

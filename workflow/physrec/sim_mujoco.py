@@ -110,17 +110,21 @@ class MujocoBatchSim:
         return states, contacts
 
     def step(self, states: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One control step of every given env: PD targets held over the physics substeps.
+        """H control steps of every given env in one call: targets [N, H, nu], each held over
+        its physics substeps.
 
-        Returns the states after the step and each body's contact flag during the last
-        substep (what a simulator's contact-force buffer holds after a step).
+        Returns the state after each control step [N, H, nstate] and each body's contact
+        flag during that step's last substep [N, H, B] (what a simulator's contact-force
+        buffer holds after a step).
         """
-        n = states.shape[0]
+        n, h = targets.shape[0], targets.shape[1]
         if n == 0:
-            return states, np.zeros((0, self.nbody))
+            return np.zeros((0, h, self.nstate)), np.zeros((0, h, self.nbody), dtype=bool)
         sub = self.settings.substeps
+        controls = np.repeat(targets, sub, axis=1)
         # Few large chunks: per-chunk dispatch costs more than the small imbalance between envs.
         out_state, out_sens = self._rollout.rollout(
-            self.model, self._datas, states, targets[:, None, :], nstep=sub,
+            self.model, self._datas, states, controls, nstep=h * sub,
             initial_warmstart=np.zeros((n, self.model.nv)), chunk_size=max(1, n // (2 * self.threads)))
-        return out_state[:, -1], out_sens[:, -1, self._contact_adr] > 0
+        last = slice(sub - 1, None, sub)
+        return out_state[:, last], out_sens[:, last][..., self._contact_adr] > 0

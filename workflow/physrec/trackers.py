@@ -2,8 +2,11 @@
 
 A tracker sees every active environment of a batch at once and returns absolute PD
 targets in PARC's DOF coordinates (28 values, exponential map for 3-DoF joints); the
-recorder clips them to the action bounds. Model-based and learned trackers plug in by
-implementing :class:`Tracker` and registering in :data:`TRACKERS`.
+recorder clips them to the action bounds. It is offered the reference for the next H
+control steps and may commit to targets for any number 1..H of them: a feedback policy
+answers one step at a time, an open-loop tracker all H, which lets the simulator run H
+steps in one call. Model-based and learned trackers plug in by implementing
+:class:`Tracker` and registering in :data:`TRACKERS`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ class TrackingInput:
     motion: np.ndarray  # [N] index into the reference set
     time: np.ndarray  # [N] current motion time, seconds
     control_dt: float
-    ref_next_dof: np.ndarray  # [N, D] reference DOF (PARC coordinates) at time + control_dt
+    ref_dof: np.ndarray  # [N, H, D] reference DOF (PARC coordinates) at time + k * control_dt, k = 1..H
 
 
 class Tracker(Protocol):
@@ -37,7 +40,7 @@ class Tracker(Protocol):
         ...
 
     def act(self, obs: TrackingInput) -> np.ndarray:
-        """PD targets [N, D] for the next control step."""
+        """PD targets [N, h, D] for the next h control steps, 1 <= h <= H."""
         ...
 
 
@@ -58,7 +61,7 @@ class PDTracker:
         return "pd: PD targets = reference pose at t + control_dt"
 
     def act(self, obs: TrackingInput) -> np.ndarray:
-        return obs.ref_next_dof
+        return obs.ref_dof  # open loop: the whole offered horizon at once
 
 
 TRACKERS: dict[str, Callable[..., Tracker]] = {"pd": PDTracker}
