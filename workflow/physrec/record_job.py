@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 
 from physrec import __version__, config
-from physrec.atomic import atomic_write_text
+from physrec.atomic import atomic_write_bytes, atomic_write_text
 from physrec.batch_plan import batch_rows
 from physrec.character import Character
 from physrec.hashing import sha256_file, stable_hash
@@ -19,7 +19,6 @@ from physrec.indexing import check_motion
 from physrec.recording import BatchMotion, BatchRecording, record_batch
 from physrec.rollouts import write_h5, write_json
 from physrec.safe_pickle import parc_dumps
-from physrec.atomic import atomic_write_bytes
 from physrec.tables import write_tsv
 from physrec.terrain import boxes_mesh
 from physrec.termination import ERROR_COLUMNS

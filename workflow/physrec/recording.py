@@ -8,14 +8,13 @@ for the trajectory file; selection decides later which one becomes the recorded 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from physrec import quat, termination
+from physrec import termination
 from physrec.character import Character
 from physrec.motion_file import MotionData
 from physrec.reference import ReferenceSet
@@ -190,6 +189,23 @@ class _Pass:
             ref_time=np.minimum(self.t0[e] + np.arange(T + 1) * self.dt, self.ref.length[self.motion[e]]))
 
 
+class _PassProgress:
+    """Progress lines of one pass: at its end, and at most every `every` seconds before."""
+
+    def __init__(self, say: Callable[[str], None], label: str, total: int, every: float = 2.0) -> None:
+        self.say, self.label, self.total, self.every = say, label, total, every
+        self.done = self.succeeded = 0
+        self.last = time.perf_counter()
+
+    def __call__(self, env: int, success: bool) -> None:
+        self.done += 1
+        self.succeeded += success
+        now = time.perf_counter()
+        if self.done == self.total or now - self.last > self.every:
+            self.last = now
+            self.say(f"{self.label}: {self.done}/{self.total} done, {self.succeeded} succeeded")
+
+
 def record_batch(motions: list[BatchMotion], character: Character, tracker_spec: dict,
                  settings: RecordSettings, threads: int = 1,
                  progress: Callable[[str], None] = lambda s: None, batch: str = "") -> BatchRecording:
@@ -202,26 +218,14 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker_spec:
     pending = np.ones(n, dtype=bool)
     attempts: list[Attempt] = []
     fractions = (0.0,) + tuple(settings.start_fractions)
-    last_report = [0.0]
     with MujocoBatchSim(character, boxes, settings.physics, threads) as sim:
         for p, fraction in enumerate(fractions):
             todo = np.flatnonzero(start_plan(ref.length, fraction, pending, settings.min_remaining))
             if len(todo) == 0:
                 continue
-            run = _Pass(sim, ref, settings, todo, fraction)
-            finished = [0, 0]
-
-            def on_finish(e: int, ok: bool) -> None:
-                finished[0] += 1
-                finished[1] += ok
-                now = time.perf_counter()
-                if finished[0] == len(todo) or now - last_report[0] > 2.0:
-                    last_report[0] = now
-                    progress(f"[{batch}] pass {p + 1}/{len(fractions)} (start {fraction:.0%}): "
-                             f"{finished[0]}/{len(todo)} done, {finished[1]} succeeded, "
-                             f"{int((~pending).sum())} motions recorded before this pass")
-
-            for a in run.run(tracker, on_finish):
+            label = (f"[{batch}] pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
+                     f"{n - int(pending.sum())}/{n} motions recorded before it)")
+            for a in _Pass(sim, ref, settings, todo, fraction).run(tracker, _PassProgress(progress, label, len(todo))):
                 attempts.append(a)
                 if a.success:
                     pending[a.motion] = False
