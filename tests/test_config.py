@@ -147,3 +147,16 @@ def test_not_yaml_and_not_a_mapping_and_missing(tmp_path):
     with pytest.raises(ConfigError) as e:
         config.load(tmp_path / "absent.yaml")
     assert "absent.yaml" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_paths_in_the_config_expand_environment_variables(monkeypatch):
+    monkeypatch.setenv("PARC_DATA", "/data/parc")
+    cfg = config.validate({"iterations": [{"name": "a", "dataset": "$PARC_DATA/iter1/dataset.yaml",
+                                           "base_dataset": "${PARC_DATA}/train.yaml"}],
+                           "character": "$PARC_DATA/humanoid.xml"})
+    assert cfg["iterations"][0]["dataset"] == "/data/parc/iter1/dataset.yaml"
+    assert cfg["iterations"][0]["base_dataset"] == "/data/parc/train.yaml"
+    assert cfg["character"] == "/data/parc/humanoid.xml"
+    monkeypatch.delenv("PARC_DATA")
+    with pytest.raises(config.ConfigError, match=r"iterations\.0\.dataset: environment variable \$PARC_DATA is not set"):
+        config.validate({"iterations": [{"name": "a", "dataset": "$PARC_DATA/x.yaml"}]})

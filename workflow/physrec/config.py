@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from physrec.dataset_yaml import expand_env
 from physrec.recording import RecordSettings
 from physrec.sim_mujoco import PhysicsSettings
 from physrec.termination import TerminationSettings
@@ -55,11 +56,24 @@ def validate(config: dict, source: str = "config") -> dict:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"{source}: iterations: duplicate iteration name(s) {', '.join(dup)}")
+    _expand_paths(cfg, source)
     rec = cfg["record"]
     if rec["physics_hz"] % rec["control_hz"]:
         raise ConfigError(f"{source}: record.physics_hz ({rec['physics_hz']}) must be a multiple of "
                           f"record.control_hz ({rec['control_hz']})")
     return cfg
+
+
+def _expand_paths(cfg: dict, source: str) -> None:
+    """$VARS in the config's paths come from the environment, like those in dataset YAMLs."""
+    places = [(cfg, "character", "character")] + [
+        (it, key, f"iterations.{i}.{key}") for i, it in enumerate(cfg["iterations"]) for key in ("dataset", "base_dataset")]
+    for holder, key, where in places:
+        if holder.get(key):
+            try:
+                holder[key] = expand_env(holder[key])
+            except KeyError as e:
+                raise ConfigError(f"{source}: {where}: environment variable ${e.args[0]} is not set") from None
 
 
 def load(path: str | Path) -> dict:

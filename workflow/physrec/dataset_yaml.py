@@ -124,11 +124,24 @@ def _check_weight(path: str | os.PathLike[str], where: str, weight: Any) -> floa
     return float(weight)
 
 
-def _expand_vars(yaml_path: Path, where: str, text: str) -> str:
+def expand_env(text: str) -> str:
+    """Substitute $VAR and ${VAR} from the environment, as PARC does with $DATA_DIR.
+
+    An unset variable raises KeyError with its name (a silent empty string would point
+    the path somewhere else).
+    """
+
     def substitute(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(2)
         if name not in os.environ:
-            raise DatasetError(yaml_path, f"{where}: environment variable ${name} is not set (in {text!r})")
+            raise KeyError(name)
         return os.environ[name]
 
     return _ENV_VAR.sub(substitute, text)
+
+
+def _expand_vars(yaml_path: Path, where: str, text: str) -> str:
+    try:
+        return expand_env(text)
+    except KeyError as e:
+        raise DatasetError(yaml_path, f"{where}: environment variable ${e.args[0]} is not set (in {text!r})") from None

@@ -61,10 +61,11 @@ def batch_sources(plan: str, batch: str) -> list[str]:
     return [r["path"] for r in batch_rows(plan, batch)]
 
 
-def record_threads(cfg: dict, cores: int | None) -> int:
-    """Threads of a record job: the configured number, or every core Snakemake was given (0)."""
+def record_threads(cfg: dict, cores: int | None, envs: int) -> int:
+    """Threads of a record job: the configured number, or (0) every core Snakemake was given,
+    but never more than the batch has environments, so small batches leave cores to others."""
     wanted = cfg["record"]["threads"]
-    return max(1, wanted if wanted > 0 else (cores or os.cpu_count() or 1))
+    return max(1, min(envs, wanted if wanted > 0 else (cores or os.cpu_count() or 1)))
 
 
 def record_json(cfg: dict) -> str:

@@ -23,7 +23,7 @@ rule record:
         seed=CFG["seed"],
         physrec_version=api.PHYSREC_VERSION,
         out=folder_of("h5"),
-    threads: api.record_threads(CFG, workflow.cores)
+    threads: lambda wc: api.record_threads(CFG, workflow.cores, len(batch_sources(wc)))
     resources:
         mem_mb=4000,
         runtime=120,
