@@ -299,36 +299,20 @@ def test_missing_character_file_names_it(tmp_path):
     assert "not found" in str(e.value)
 
 
-def test_non_xml_text_character_file_names_it(tmp_path):
+@pytest.mark.parametrize("content, says", [
+    ("this is not xml at all <<<", "XML"),
+    (b"\x80\x04this is a pickle, not xml", "XML"),
+    ("<robot name='urdf'><link name='a'/></robot>", "MJCF"),
+    ("<mujoco><worldbody><body name='pelvis'><freejoint/>"
+     "<geom type='sphere' size='0.1' density='not-a-number'/></body></worldbody></mujoco>", "MuJoCo"),
+], ids=["text", "binary", "not-mjcf", "mujoco-refuses"])
+def test_bad_character_file_names_it(tmp_path, content, says):
     path = tmp_path / "char.xml"
-    path.write_text("this is not xml at all <<<")
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
     with pytest.raises(CharacterError) as e:
         Character.load(str(path))
     assert str(path) in str(e.value)
-    assert "XML" in str(e.value)
-
-
-def test_binary_character_file_names_it(tmp_path):
-    path = tmp_path / "char.xml"
-    path.write_bytes(b"\x80\x04this is a pickle, not xml")
-    with pytest.raises(CharacterError) as e:
-        Character.load(str(path))
-    assert str(path) in str(e.value)
-    assert "XML" in str(e.value)
-
-
-def test_xml_that_is_not_mjcf_names_it(tmp_path):
-    path = tmp_path / "char.xml"
-    path.write_text("<robot name='urdf'><link name='a'/></robot>")
-    with pytest.raises(CharacterError) as e:
-        Character.load(str(path))
-    assert str(path) in str(e.value)
-
-
-def test_mjcf_mujoco_refuses_names_it(tmp_path):
-    path = tmp_path / "broken.xml"
-    path.write_text("<mujoco><worldbody><body name='pelvis'><freejoint/>"
-                    "<geom type='sphere' size='0.1' density='not-a-number'/></body></worldbody></mujoco>")
-    with pytest.raises(CharacterError) as e:
-        Character.load(str(path))
-    assert str(path) in str(e.value)
+    assert says in str(e.value)
