@@ -12,9 +12,9 @@ and MuJoCo's ``qpos``/``qvel``.
 
 from __future__ import annotations
 
-import copy
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -82,6 +82,10 @@ def _body_classes(root: ET.Element) -> dict[int, str | None]:
     return out
 
 
+def _joint_attr(defaults: dict[str, str], joint: ET.Element, key: str, fallback: str) -> str:
+    return joint.get(key, defaults.get(key, fallback))
+
+
 def _fmt(x: float) -> str:
     return repr(float(x))
 
@@ -104,7 +108,6 @@ def canonical_mjcf(path: Path) -> str:
         raise CharacterError(f"{path}: not valid XML ({e})") from e
     if root.tag != "mujoco" or root.find("worldbody") is None:
         raise CharacterError(f"{path}: not an MJCF file (no <mujoco><worldbody>)")
-    root = copy.deepcopy(root)
     world = root.find("worldbody")
     assert world is not None
     for g in list(world.findall("geom")):  # floors and other world geoms: terrain comes from the motion
@@ -122,9 +125,7 @@ def canonical_mjcf(path: Path) -> str:
     for body in world.iter("body"):
         joints = body.findall("joint")
         defaults = _joint_defaults(root, joints[0].get("class", classes.get(id(body)))) if joints else {}
-
-        def attr(j: ET.Element, key: str, fallback: str) -> str:
-            return j.get(key, defaults.get(key, fallback))
+        attr = partial(_joint_attr, defaults)
 
         if len(joints) == 3:
             limits = np.deg2rad([[float(v) for v in attr(j, "range", "0 0").split()] for j in joints])
@@ -153,7 +154,7 @@ def canonical_mjcf(path: Path) -> str:
             servos.append(ET.Element("position", {
                 "name": j.get("name", body.get("name", "hinge")), "joint": j.get("name", ""), "kp": kp, "kv": kd,
                 "ctrlrange": f"{_fmt(mid - half)} {_fmt(mid + half)}"}))
-        elif len(joints) not in (0,) and not (len(joints) == 1 and joints[0].tag == "freejoint"):
+        elif joints and not (len(joints) == 1 and attr(joints[0], "type", "hinge") == "free"):
             raise CharacterError(f"{path}: body '{body.get('name')}' has {len(joints)} joints; "
                                  "expected none, one hinge or an x/y/z hinge triplet")
     for el in list(root.findall("actuator")):
