@@ -49,9 +49,12 @@ class MotionData:
 
 @dataclass(eq=False)
 class MotionFile:
-    """A motion with its terrain and PARC's free-form extras; ``warnings`` lists what was dropped."""
+    """A motion with its terrain and PARC's free-form extras; ``warnings`` lists what was dropped.
 
-    motion: MotionData
+    ``motion`` is None only in files that carry a terrain alone (a batch's terrain.pkl).
+    """
+
+    motion: MotionData | None
     terrain: Heightfield | None = None
     misc: dict | None = None
     warnings: list[str] = field(default_factory=list)
@@ -106,10 +109,13 @@ def write_motion_file(path: str | os.PathLike[str], mf: MotionFile) -> None:
     single-frame motion can be written).
     """
     p = Path(path)
-    joint_rot, body_contacts = mf.motion.joint_rot, mf.motion.body_contacts
-    num_joints = np.shape(joint_rot)[1] if np.ndim(joint_rot) == 3 else 14
-    num_bodies = np.shape(body_contacts)[1] if np.ndim(body_contacts) == 2 else 15
-    motion = _parse_motion(p, _motion_fields(mf.motion), num_joints, num_bodies, min_frames=1)
+    motion_bytes = None
+    if mf.motion is not None:
+        joint_rot, body_contacts = mf.motion.joint_rot, mf.motion.body_contacts
+        num_joints = np.shape(joint_rot)[1] if np.ndim(joint_rot) == 3 else 14
+        num_bodies = np.shape(body_contacts)[1] if np.ndim(body_contacts) == 2 else 15
+        motion = _parse_motion(p, _motion_fields(mf.motion), num_joints, num_bodies, min_frames=1)
+        motion_bytes = parc_dumps(_motion_fields(motion))
     terrain_bytes = None
     if mf.terrain is not None:
         t = mf.terrain
@@ -123,7 +129,7 @@ def write_motion_file(path: str | os.PathLike[str], mf: MotionFile) -> None:
             {"hf": terrain.hf, "hf_maxmin": hf_maxmin, "min_point": terrain.min_point, "dx": terrain.dx}
         )
     outer = {
-        "motion_data": parc_dumps(_motion_fields(motion)),
+        "motion_data": motion_bytes,
         "terrain_data": terrain_bytes,
         "misc_data": None if mf.misc is None else parc_dumps(mf.misc),
     }

@@ -11,14 +11,14 @@ import numpy as np
 import yaml
 
 from physrec import __version__, config
-from physrec.atomic import atomic_write_bytes, atomic_write_text
+from physrec.atomic import atomic_write_text
 from physrec.batch_plan import batch_rows
 from physrec.character import Character
 from physrec.hashing import sha256_file, stable_hash
 from physrec.indexing import check_motion
+from physrec.motion_file import MotionFile, write_motion_file
 from physrec.recording import BatchMotion, BatchRecording, record_batch
 from physrec.rollouts import write_h5, write_json
-from physrec.safe_pickle import parc_dumps
 from physrec.tables import write_tsv
 from physrec.terrain import boxes_mesh
 from physrec.termination import ERROR_COLUMNS
@@ -51,17 +51,12 @@ def load_batch(plan: str | Path, batch: str, rec: dict, character: Character) ->
 
 def write_terrain(path: Path, recording: BatchRecording) -> None:
     """PARC's terrain.pkl: the batch's combined heightfield plus motion offsets and its mesh."""
-    world = recording.tiled.world
     verts, tris = boxes_mesh(recording.boxes)
-    terrain = {"hf": world.hf.astype(np.float32),
-               "hf_maxmin": np.stack([world.hf + 1.0, world.hf - 1.0], axis=-1).astype(np.float32),
-               "min_point": world.min_point.astype(np.float32), "dx": float(world.dx)}
     misc = {"terrains_per_motion": 1,
             "motion_offsets": recording.tiled.offsets.astype(np.float32)[:, None, :],
             "motion_names": [m.name for m in recording.motions],
             "all_terrain_verts": verts, "all_terrain_tris": tris}
-    atomic_write_bytes(path, parc_dumps({"motion_data": None, "terrain_data": parc_dumps(terrain),
-                                         "misc_data": parc_dumps(misc)}))
+    write_motion_file(path, MotionFile(motion=None, terrain=recording.tiled.world, misc=misc))
 
 
 def run_record(plan: str | Path, batch: str, rec: dict, tracker: dict, character_spec: str, seed: int,
