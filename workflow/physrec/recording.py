@@ -113,18 +113,18 @@ class _Pass:
         self.t0 = fraction * ref.length[motion]
         self.steps = np.maximum(1, np.ceil((ref.length[motion] - self.t0) / self.dt - 1e-6).astype(np.int64))
 
-    def _reference_table(self, K: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Reference at every control step of the pass, in one vectorised lookup.
+    def _reference_window(self, idx: np.ndarray, k: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Reference at control steps k+1 .. k+h of environments `idx`, in one vectorised lookup.
 
-        Returns body positions [n, K+1, B, 3], root rotations [n, K+1, 4] and DOF [n, K+1, D].
+        Returns body positions [m, h, B, 3], root rotations [m, h, 4] and DOF [m, h, D].
         """
-        n = len(self.motion)
-        motion = np.repeat(self.motion, K + 1)
-        times = (self.t0[:, None] + np.arange(K + 1)[None, :] * self.dt).reshape(-1)
+        m = len(idx)
+        motion = np.repeat(self.motion[idx], h)
+        times = (self.t0[idx, None] + (k + 1 + np.arange(h))[None, :] * self.dt).reshape(-1)
         pose = self.ref.pose(motion, times)
-        body = self.ref.body_pos(pose).reshape(n, K + 1, self.ch.num_bodies, 3)
-        dof = self.ch.joint_rot_to_dof(pose.joint_rot).reshape(n, K + 1, self.ch.num_dof)
-        return body, pose.root_rot.reshape(n, K + 1, 4), dof
+        body = self.ref.body_pos(pose).reshape(m, h, self.ch.num_bodies, 3)
+        dof = self.ch.joint_rot_to_dof(pose.joint_rot).reshape(m, h, self.ch.num_dof)
+        return body, pose.root_rot.reshape(m, h, 4), dof
 
     def run(self, tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
         ch, sim, n, K = self.ch, self.sim, len(self.motion), int(self.steps.max())
@@ -133,7 +133,6 @@ class _Pass:
         qpos0 = ch.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot)
         qvel0 = ch.velocities_to_qvel(pose.root_rot, vel.root_lin_vel, vel.root_ang_vel, vel.dof_vel)
         states, contacts0 = sim.make_states(qpos0, qvel0)
-        ref_body, ref_root_rot, ref_dof = self._reference_table(K)
         Q = np.zeros((n, K + 1, ch.nq)); V = np.zeros((n, K + 1, ch.nv))
         C = np.zeros((n, K + 1, ch.num_bodies), dtype=bool)
         A = np.zeros((n, K, ch.num_dof)); E = np.zeros((n, K, len(termination.ERROR_COLUMNS)))
@@ -146,8 +145,9 @@ class _Pass:
             idx = np.flatnonzero(active)
             st = states[idx]
             H = min(self.settings.max_steps_per_call, int(self.steps[idx].max()) - k)
+            ref_body, ref_root_rot, ref_dof = self._reference_window(idx, k, H)
             obs = TrackingInput(sim.qpos(st), sim.qvel(st), self.motion[idx], self.t0[idx] + k * self.dt, self.dt,
-                                ref_dof[idx, k + 1:k + 1 + H])
+                                ref_dof)
             targets = ch.clip_action(tracker.act(obs))
             h = targets.shape[1]
             seq, contacts = sim.step(st, targets)  # [m, h, nstate], [m, h, B]
@@ -156,7 +156,7 @@ class _Pass:
             m = len(idx)
             chk = termination.check(
                 ch.body_positions(root_pos, root_rot, joint_rot).reshape(m * h, -1, 3), root_rot.reshape(m * h, 4),
-                ref_body[idx, k + 1:k + 1 + h].reshape(m * h, -1, 3), ref_root_rot[idx, k + 1:k + 1 + h].reshape(m * h, 4),
+                ref_body[:, :h].reshape(m * h, -1, 3), ref_root_rot[:, :h].reshape(m * h, 4),
                 self.settings.termination)
             window = slice(k + 1, k + 1 + h)
             Q[idx, window], V[idx, window], C[idx, window] = qpos, sim.qvel(seq), contacts
