@@ -91,6 +91,9 @@ def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path) -> list[d
             index = int(chosen["attempt"].removeprefix("traj_"))
             ep_info = episodes[index]
             ep = read_episode(record_dir / "rollouts.h5", index)
+            if sha256_file(ep_info["source_path"]) != ep_info["source_sha256"]:
+                raise ValueError(f"{ep_info['source_path']}: changed since batch {env['batch']} was recorded; "
+                                 "record it again")
             source = read_motion_file(ep_info["source_path"])
             data = recorded_motion(character, ep.qpos, ep.contacts, np.asarray(ep_info["world_offset"]), fps)
             terrain = crop_around_path(source.terrain, data.root_pos[:, :2].astype(np.float64),  # type: ignore[arg-type]
