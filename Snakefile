@@ -21,7 +21,7 @@ ITERATIONS = {it["name"]: it for it in CFG["iterations"]}
 
 wildcard_constraints:
     it="|".join(ITERATIONS),
-    batch=r"b[0-9a-f]{10}(-[0-9]{2})?",
+    batch=r"b[0-9a-f]{10}",
 
 
 rule all:

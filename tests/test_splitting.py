@@ -2,7 +2,7 @@ import bisect
 
 import pytest
 
-from physrec.splitting import name_key, plan_batches
+from physrec.splitting import MAX_FACTOR, _runs, name_key, plan_batches
 
 
 def _names(n, prefix="motion"):
@@ -41,20 +41,29 @@ def test_adding_a_motion_keeps_other_batches():
     assert len(same) >= 0.9 * len(old)
 
 
-@pytest.mark.parametrize("batch_size", [3, 8, 20])
-def test_only_the_run_receiving_the_new_motion_changes(batch_size):
-    """Batches whose run (id before '-') holds no neighbour of the new motion are unchanged."""
-    names = _names(200)
+def _receiving_run(names, batch_size, new_name):
+    """Members of the top-level run a new motion joins: the run of its successor in key order."""
+    keyed = sorted((name_key(n), n) for n in names)
+    successor = next((n for k, n in keyed if (k, n) > (name_key(new_name), new_name)), keyed[0][1])
+    return next({n for _, n in run} for _, run in _runs(keyed, batch_size, 0) if successor in {n for _, n in run})
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 8, 20])
+def test_only_motions_of_the_receiving_run_change_batch(batch_size):
+    """Adding a motion leaves every batch outside the one run it joins exactly as it was, also
+    when that run is long enough to be cut again (small batch sizes make such runs common)."""
+    names = _names(400)
     old = plan_batches(names, batch_size)
     for j in range(60):
         new_name = f"added_{j}"
         new = plan_batches(names + [new_name], batch_size)
         _check_partition(new, names + [new_name])
-        touched = _neighbours(names, new_name)
-        touched_runs = {bid.split("-")[0] for bid, batch in old.items() if touched & set(batch)}
+        run = _receiving_run(names, batch_size, new_name)
         for bid, members in old.items():
-            if bid.split("-")[0] not in touched_runs:
+            if not set(members) & run:
                 assert new.get(bid) == members, (new_name, bid)
+            else:
+                assert set(members) <= run  # batches never straddle runs
 
 
 def test_mean_batch_size_for_large_dataset():
@@ -80,12 +89,12 @@ def test_batch_size_one_gives_singletons():
     assert all(bid == "b" + name_key(b[0])[:10] for bid, b in plan.items())
 
 
-def test_long_runs_are_split_into_pieces():
+def test_long_runs_are_cut_again():
     names = _names(3000)
+    keyed = sorted((name_key(n), n) for n in names)
+    assert any(len(run) > MAX_FACTOR * 4 for _, run in _runs(keyed, 4, 0)), "expected a long top-level run"
     plan = plan_batches(names, 4)
-    pieces = [bid for bid in plan if "-" in bid]
-    assert pieces, "expected at least one run longer than 4 * batch_size in 3000 names"
-    assert all(len(plan[bid]) <= 2 * 4 for bid in pieces)
+    assert max(len(b) for b in plan.values()) <= MAX_FACTOR * 4
     _check_partition(plan, names)
 
 

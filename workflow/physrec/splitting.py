@@ -1,24 +1,60 @@
 """Stable batch assignment: content-defined chunking of motion names.
 
 Motions are ordered by the hash of their name; a motion whose hash passes a 1-in-``batch_size``
-test ends a batch. Whether a motion is a cut point depends only on its own name, so adding a
-motion changes only the batch it lands in (and splits that one batch if it is itself a cut
-point): every other batch keeps its members and id, and its recordings can be reused.
+test ends a batch (a "run"). Whether a motion is a cut point depends only on its own name, so
+adding a motion changes only the run it lands in (or cuts that run in two): every other batch
+keeps its members and id, and its recordings are reused. A run longer than
+``MAX_FACTOR * batch_size`` is cut again the same way with a differently salted hash, which
+depends on that run's members alone, so the guarantee holds at every level.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import Counter
 
 MAX_FACTOR = 4
+MAX_LEVELS = 8  # a run still too long after this many levels stays whole (odds below e^-32)
 _NO_CUT_ID = "b0000000000"
 
+Keyed = list[tuple[str, str]]  # (key, name), sorted by key
 
-def name_key(name: str) -> str:
-    """Hex SHA-256 of the motion name: its position in the batching order."""
-    return hashlib.sha256(name.encode("utf-8")).hexdigest()
+
+def name_key(name: str, level: int = 0) -> str:
+    """Hex SHA-256 of the motion name (salted by level for the cuts of long runs)."""
+    text = name if level == 0 else f"physrec-split-{level}:{name}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _is_cut(name: str, key: str, level: int, batch_size: int) -> bool:
+    k = key if level == 0 else name_key(name, level)
+    return int(k[16:32], 16) % batch_size == 0
+
+
+def _runs(members: Keyed, batch_size: int, level: int) -> list[tuple[str, Keyed]]:
+    """Split key-ordered members after each cut point; ids come from the run's last member."""
+    cuts = [i for i, (key, name) in enumerate(members) if _is_cut(name, key, level, batch_size)]
+    if level == 0:
+        if not cuts:
+            return [(_NO_CUT_ID, members)] if members else []
+        # Circular: the run ending at the first cut point starts after the last cut point.
+        starts = [cuts[-1] + 1 - len(members)] + [c + 1 for c in cuts[:-1]]
+        return [("b" + members[end][0][:10], [members[i] for i in range(start, end + 1)])
+                for start, end in zip(starts, cuts, strict=True)]
+    ends = cuts if cuts and cuts[-1] == len(members) - 1 else cuts + [len(members) - 1]
+    starts = [0] + [e + 1 for e in ends[:-1]]
+    return [("b" + name_key(members[end][1], level)[:10], members[start:end + 1])
+            for start, end in zip(starts, ends, strict=True)]
+
+
+def _batches(members: Keyed, batch_size: int, level: int) -> list[tuple[str, Keyed]]:
+    out = []
+    for run_id, run in _runs(members, batch_size, level):
+        if len(run) > MAX_FACTOR * batch_size and level + 1 < MAX_LEVELS:
+            out += _batches(run, batch_size, level + 1)
+        else:
+            out.append((run_id, run))
+    return out
 
 
 def plan_batches(names: list[str], batch_size: int) -> dict[str, list[str]]:
@@ -29,39 +65,10 @@ def plan_batches(names: list[str], batch_size: int) -> dict[str, list[str]]:
     if dupes:
         raise ValueError(f"duplicate motion names: {', '.join(dupes[:10])}")
     keyed = sorted((name_key(n), n) for n in names)
-    cuts = [i for i, (key, _) in enumerate(keyed) if int(key[16:32], 16) % batch_size == 0]
-
-    runs: list[tuple[str, list[tuple[str, str]]]] = []
-    if not cuts:
-        if keyed:
-            runs.append((_NO_CUT_ID, keyed))
-    else:
-        # Circular: the run ending at the first cut point starts after the last cut point.
-        starts = [cuts[-1] + 1 - len(keyed)] + [c + 1 for c in cuts[:-1]]
-        for start, end in zip(starts, cuts):
-            members = [keyed[i] for i in range(start, end + 1)]  # negative indices wrap around
-            runs.append(("b" + keyed[end][0][:10], members))
-
     batches: dict[str, list[str]] = {}
-    for run_id, members in runs:
-        for batch_id, piece in _split_long_run(run_id, members, batch_size):
-            if batch_id in batches:
-                raise ValueError(f"batch id collision on {batch_id}; use a different batch_size")
-            batches[batch_id] = [name for _, name in sorted(piece)]
+    for batch_id, members in _batches(keyed, batch_size, 0):
+        if batch_id in batches:
+            raise ValueError(f"batch id collision on {batch_id}; use a different batch_size")
+        batches[batch_id] = [name for _, name in sorted(members)]
     return dict(sorted(batches.items()))
 
-
-def _split_long_run(
-    run_id: str, members: list[tuple[str, str]], batch_size: int
-) -> list[tuple[str, list[tuple[str, str]]]]:
-    """Cut an unusually long run into near-equal consecutive pieces (depends on the run alone)."""
-    if len(members) <= MAX_FACTOR * batch_size:
-        return [(run_id, members)]
-    count = math.ceil(len(members) / (2 * batch_size))
-    size, extra = divmod(len(members), count)
-    pieces, start = [], 0
-    for i in range(count):
-        end = start + size + (1 if i < extra else 0)
-        pieces.append((f"{run_id}-{i:02d}", members[start:end]))
-        start = end
-    return pieces
