@@ -36,8 +36,8 @@ ARMS_DOWN = np.deg2rad(75.0)
 
 def _terrain(heights: np.ndarray, min_point: tuple[float, float]) -> Heightfield:
     hf = heights.astype(np.float32)
-    return Heightfield(hf=hf, min_point=np.asarray(min_point, dtype=np.float32), dx=DX,
-                       hf_maxmin=np.stack([hf + 1.0, hf - 1.0], axis=-1).astype(np.float32))
+    # hf_maxmin left unset: the writer stores PARC's default bounds (hf + 1, hf - 1).
+    return Heightfield(hf=hf, min_point=np.asarray(min_point, dtype=np.float32), dx=DX)
 
 
 def flat_terrain() -> Heightfield:

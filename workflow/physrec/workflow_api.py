@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from physrec import __version__ as PHYSREC_VERSION
 from physrec import config as cfgmod
 from physrec.character import is_builtin
 from physrec.batch_plan import batch_digest, batch_ids, batch_rows
 from physrec.dataset_yaml import DatasetError, read_dataset
+from physrec.indexing import display_path
 from physrec.demo import DEMO_NAMES, demo_motion_path
 
 __all__ = ["batch_digest", "batch_ids", "DEMO_NAMES", "PHYSREC_VERSION"]
@@ -43,8 +43,7 @@ def dataset_inputs(spec: str, results: str) -> list[str]:
         entries = read_dataset(spec)
     except DatasetError:
         return [spec]  # the index job reports the problem
-    return [spec] + sorted({os.path.relpath(e.path) if not os.path.relpath(e.path).startswith("..") else str(e.path)
-                            for e in entries if e.path.is_file()})
+    return [spec] + sorted({display_path(e.path) for e in entries if e.path.is_file()})
 
 
 def base_dataset(cfg: dict, iteration: str) -> str:
@@ -68,10 +67,6 @@ def record_threads(cfg: dict, cores: int | None, envs: int) -> int:
     return max(1, min(envs, wanted if wanted > 0 else (cores or os.cpu_count() or 1)))
 
 
-def record_json(cfg: dict) -> str:
-    return json.dumps(cfgmod.record_physics_keys(cfg["record"]), sort_keys=True)
-
-
 def character_inputs(cfg: dict) -> list[str]:
     spec = cfg["character"]
     return [] if is_builtin(spec) else [spec]
@@ -79,7 +74,3 @@ def character_inputs(cfg: dict) -> list[str]:
 
 def json_arg(value: object) -> str:
     return json.dumps(value, sort_keys=True)
-
-
-def iteration_dir(cfg: dict, iteration: str) -> Path:
-    return Path(cfg["results_dir"]) / iteration

@@ -17,7 +17,7 @@ rule record:
     params:
         plan=plan_of,
         digest=lambda wc: api.batch_digest(plan_of(wc), wc.batch),
-        record=api.record_json(CFG),
+        record=api.json_arg(physrec_config.record_physics_keys(CFG["record"])),
         tracker=lambda wc: api.json_arg(ITERATIONS[wc.it]["tracker"]),
         character=CFG["character"],
         seed=CFG["seed"],
