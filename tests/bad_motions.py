@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from physrec.dataset_yaml import write_dataset
+from physrec.formats.dataset_yaml import write_dataset
 from physrec.demo import demo_motions
-from physrec.motion_file import MotionData, MotionFile, write_motion_file
-from physrec.safe_pickle import parc_dumps
+from physrec.formats.motion_file import MotionData, MotionFile, write_motion_file
+from physrec.formats.safe_pickle import parc_dumps
 
 
 class _Exploit:

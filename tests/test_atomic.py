@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from physrec.atomic import atomic_output, atomic_write_bytes, atomic_write_text
-from physrec.hashing import sha256_bytes, sha256_file, stable_hash
+from physrec.formats.atomic import atomic_output, atomic_write_bytes, atomic_write_text
+from physrec.formats.hashing import sha256_bytes, sha256_file, stable_hash
 
 
 def test_write_bytes_and_text_create_parents(tmp_path):

@@ -10,8 +10,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from physrec import quat
-from physrec.character import BALL, FIXED, HINGE, Character, CharacterError
+from physrec.motion import quat
+from physrec.motion.character import BALL, FIXED, HINGE, Character, CharacterError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "parc_samples"
 PARC_XML = SHARED / "humanoid.xml"

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from physrec.dataset_yaml import (
+from physrec.formats.dataset_yaml import (
     DatasetEntry,
     DatasetError,
     motion_class,

@@ -5,8 +5,8 @@ import pickle
 import pytest
 
 from bad_motions import _Exploit, build_bad_dataset
-from physrec.hashing import sha256_file
-from physrec.indexing import MANIFEST_COLUMNS, index_dataset, read_manifest, write_manifest
+from physrec.formats.hashing import sha256_file
+from physrec.stages.index import MANIFEST_COLUMNS, index_dataset, read_manifest, write_manifest
 
 
 EXPECTED_PROBLEMS = {
@@ -98,7 +98,7 @@ def test_manifest_round_trip(indexed, tmp_path):
 
 
 def test_missing_dataset_yaml_raises(tmp_path):
-    from physrec.dataset_yaml import DatasetError
+    from physrec.formats.dataset_yaml import DatasetError
     with pytest.raises(DatasetError) as e:
         index_dataset(tmp_path / "nope.yaml")
     assert "nope.yaml" in str(e.value)

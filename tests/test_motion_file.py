@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from physrec.motion_file import MotionData, MotionFile, MotionFileError, read_motion_file, write_motion_file
-from physrec.safe_pickle import parc_dumps
-from physrec.terrain import Heightfield
+from physrec.formats.motion_file import MotionData, MotionFile, MotionFileError, read_motion_file, write_motion_file
+from physrec.formats.safe_pickle import parc_dumps
+from physrec.motion.terrain import Heightfield
 
 SAMPLES = Path(__file__).parents[2] / "shared" / "parc_samples"
 EXPECTED = {"TEASER_TERRAIN": (58, (102, 102)), "civilization": (254, (50, 50)), "sfu": (15, (32, 32))}

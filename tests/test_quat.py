@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from physrec import quat
+from physrec.motion import quat
 
 
 def _random_unit_quats(rng, n):

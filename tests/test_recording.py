@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from physrec import quat
-from physrec.character import Character
+from physrec.motion import quat
+from physrec.motion.character import Character
 from physrec.demo import FPS, STAND_HEIGHT, demo_motions
-from physrec.motion_file import MotionData
+from physrec.formats.motion_file import MotionData
 from physrec.recording import BatchMotion, RecordSettings, record_batch, start_plan
-from physrec.terrain import Heightfield, height_at
+from physrec.motion.terrain import Heightfield, height_at
 
 PD = {"kind": "pd"}
 

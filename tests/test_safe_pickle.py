@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from physrec.safe_pickle import CorruptPickleError, UnsafePickleError, parc_dumps, safe_loads
+from physrec.formats.safe_pickle import CorruptPickleError, UnsafePickleError, parc_dumps, safe_loads
 
 
 class _Exploit:

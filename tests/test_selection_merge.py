@@ -10,17 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from physrec import config, quat
-from physrec.batch_plan import batch_ids, make_plan, write_plan
-from physrec.dataset_yaml import motion_name, read_dataset
+from physrec import config
+from physrec.motion import quat
+from physrec.stages.batch_plan import batch_ids, make_plan, write_plan
+from physrec.formats.dataset_yaml import motion_name, read_dataset
 from physrec.demo import write_demo
-from physrec.indexing import index_dataset, read_manifest, write_manifest
-from physrec.merge import run_merge
-from physrec.motion_file import read_motion_file
-from physrec.record_job import run_record
-from physrec.selection import SELECTED_COLUMNS, choose, run_select
-from physrec.tables import read_tsv_records
-from physrec.terrain import height_at
+from physrec.stages.index import index_dataset, read_manifest, write_manifest
+from physrec.stages.merge import run_merge
+from physrec.formats.motion_file import read_motion_file
+from physrec.stages.record import run_record
+from physrec.stages.select import SELECTED_COLUMNS, choose, run_select
+from physrec.formats.tables import read_tsv_records
+from physrec.motion.terrain import height_at
 
 PROVENANCE = ("physrec:source_sha256", "physrec:start_time", "physrec:tracker", "physrec:backend",
               "physrec:config_hash", "physrec:physrec_version")
@@ -169,7 +170,7 @@ def test_recorded_file_in_parc_layout(pipeline):
 
 
 def test_provenance_points_at_the_source(pipeline):
-    from physrec.hashing import sha256_file
+    from physrec.formats.hashing import sha256_file
     for name in ("stand_flat", "ramp_descent_then_stand"):
         misc = read_motion_file(_recorded_path(pipeline, name)).misc
         assert misc["physrec:source_sha256"] == sha256_file(_source_path(pipeline, name))
@@ -241,7 +242,7 @@ def parc_pipeline(tmp_path_factory):
     missing = [n for n in (*[f"{s}.pkl" for s in PARC_SAMPLES], "humanoid.xml") if not (SHARED / n).is_file()]
     if missing:
         pytest.skip(f"PARC samples absent from {SHARED} (../shared not mounted): {', '.join(missing)}")
-    from physrec.dataset_yaml import write_dataset
+    from physrec.formats.dataset_yaml import write_dataset
     root = tmp_path_factory.mktemp("parc")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
@@ -297,10 +298,10 @@ def test_parc_samples_recorded_in_their_own_coordinates(parc_pipeline):
 
 # -- a motion whose terrain has another cell size ------------------------------------------------------------
 def test_odd_terrain_cell_size_does_not_break_the_batch(tmp_path, monkeypatch):
-    from physrec.dataset_yaml import write_dataset
+    from physrec.formats.dataset_yaml import write_dataset
     from physrec.demo import demo_motions
-    from physrec.motion_file import MotionFile, write_motion_file
-    from physrec.terrain import Heightfield
+    from physrec.formats.motion_file import MotionFile, write_motion_file
+    from physrec.motion.terrain import Heightfield
 
     monkeypatch.chdir(tmp_path)
     cfg = config.validate({"iterations": [{"name": "it0", "dataset": "d.yaml"}]})

@@ -2,7 +2,7 @@ import bisect
 
 import pytest
 
-from physrec.splitting import MAX_FACTOR, _runs, name_key, plan_batches
+from physrec.stages.splitting import MAX_FACTOR, _runs, name_key, plan_batches
 
 
 def _names(n, prefix="motion"):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from physrec.tables import read_tsv, read_tsv_records, write_tsv
+from physrec.formats.tables import read_tsv, read_tsv_records, write_tsv
 
 COLUMNS = ["name", "frames", "weight", "ok", "note"]
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from physrec import quat, termination
-from physrec.character import Character
-from physrec.termination import (BODY_OFFSET, OK, PARC_BODY_OFFSET_LIMITS, ROOT_POSITION, ROOT_ROTATION,
+from physrec.motion import quat, termination
+from physrec.motion.character import Character
+from physrec.motion.termination import (BODY_OFFSET, OK, PARC_BODY_OFFSET_LIMITS, ROOT_POSITION, ROOT_ROTATION,
                                  TerminationSettings, check, reason)
 
 

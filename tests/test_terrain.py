@@ -1,4 +1,4 @@
-"""Tests for physrec.terrain: lookup, padding, square tiling, box voxelisation, cropping, meshing."""
+"""Tests for physrec.motion.terrain: lookup, padding, square tiling, box voxelisation, cropping, meshing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from physrec.terrain import (
+from physrec.motion.terrain import (
     Heightfield,
     boxes_mesh,
     crop_around_path,

@@ -1,4 +1,4 @@
-"""MuJoCo check of physrec.terrain_mjcf: box terrain gives flat cells and vertical step walls."""
+"""MuJoCo check of physrec.sim.terrain_mjcf: box terrain gives flat cells and vertical step walls."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from physrec.terrain import Heightfield, heightfield_boxes
-from physrec.terrain_mjcf import terrain_geoms_xml
+from physrec.motion.terrain import Heightfield, heightfield_boxes
+from physrec.sim.terrain_mjcf import terrain_geoms_xml
 
 DX = 0.4
 LOW, HIGH, RADIUS = 0.0, 0.5, 0.1

@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from bad_motions import build_bad_dataset
-from physrec.dataset_yaml import motion_name, read_dataset, write_dataset
+from physrec.formats.dataset_yaml import motion_name, read_dataset, write_dataset
 from physrec.demo import demo_motions, write_demo
-from physrec.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
-from physrec.tables import read_tsv_records
+from physrec.formats.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
+from physrec.formats.tables import read_tsv_records
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -308,7 +308,7 @@ def _motion_to_add(names: list[str], batch_size: int) -> str:
 
     Only picks the scenario; the test checks what the workflow did against the plan files it wrote.
     """
-    from physrec.splitting import plan_batches
+    from physrec.stages.splitting import plan_batches
     old = plan_batches(names, batch_size)
     fallback = None
     for i in range(200):

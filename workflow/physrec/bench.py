@@ -17,10 +17,10 @@ import time
 import mujoco
 import numpy as np
 
-from physrec.character import Character
+from physrec.motion.character import Character
 from physrec.demo import demo_motions
 from physrec.recording import BatchMotion, RecordSettings, build_reference, build_world, record_batch
-from physrec.sim_mujoco import MujocoBatchSim
+from physrec.sim.mujoco import MujocoBatchSim
 
 
 def bench_motions(envs: int) -> list[BatchMotion]:

@@ -37,8 +37,8 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 
 def cmd_index(a: argparse.Namespace) -> None:
-    from physrec.character import Character
-    from physrec.indexing import index_dataset, write_manifest
+    from physrec.motion.character import Character
+    from physrec.stages.index import index_dataset, write_manifest
     ch = Character.load(a.character)
     rows = index_dataset(a.dataset, min_frames=a.min_frames, num_joints=ch.num_joints, num_bodies=ch.num_bodies)
     write_manifest(a.out, rows)
@@ -49,15 +49,15 @@ def cmd_index(a: argparse.Namespace) -> None:
 
 
 def cmd_split(a: argparse.Namespace) -> None:
-    from physrec.batch_plan import make_plan, write_plan
-    from physrec.indexing import read_manifest
+    from physrec.stages.batch_plan import make_plan, write_plan
+    from physrec.stages.index import read_manifest
     rows = make_plan(read_manifest(a.manifest), a.batch_size)
     write_plan(a.out, rows)
     log.info("planned %d motions in %d batch(es)", len(rows), len({r["batch"] for r in rows}))
 
 
 def cmd_record(a: argparse.Namespace) -> None:
-    from physrec.record_job import run_record
+    from physrec.stages.record import run_record
     start = time.perf_counter()
     rec = run_record(a.plan, a.batch, json.loads(a.record), json.loads(a.tracker), a.character, a.seed,
                      a.threads, a.out_dir, ["physrec"] + sys.argv[1:], progress=log.info)
@@ -68,14 +68,14 @@ def cmd_record(a: argparse.Namespace) -> None:
 
 
 def cmd_select(a: argparse.Namespace) -> None:
-    from physrec.selection import run_select
+    from physrec.stages.select import run_select
     rows = run_select(a.record_dir, json.loads(a.selection), a.out_dir)
     kept = sum(r["status"].startswith("recorded") for r in rows)
     log.info("selected %d of %d motions from %s", kept, len(rows), a.record_dir)
 
 
 def cmd_merge(a: argparse.Namespace) -> None:
-    from physrec.merge import run_merge
+    from physrec.stages.merge import run_merge
     s = run_merge(a.iteration, a.manifest, a.plan, [Path(p) for p in a.select_dirs], [Path(p) for p in a.record_dirs],
                   a.base_dataset or None, a.weight_scale, a.out_dir)
     m = s["motions"]

@@ -11,10 +11,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from physrec.dataset_yaml import expand_env
+from physrec.formats.dataset_yaml import expand_env
 from physrec.recording import RecordSettings
-from physrec.sim_mujoco import PhysicsSettings
-from physrec.termination import TerminationSettings
+from physrec.sim.mujoco import PhysicsSettings
+from physrec.motion.termination import TerminationSettings
 
 DEMO = "builtin:demo"
 

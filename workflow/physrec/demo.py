@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from physrec import quat
-from physrec.dataset_yaml import write_dataset
-from physrec.motion_file import MotionData, MotionFile, write_motion_file
-from physrec.terrain import Heightfield, height_at
+from physrec.motion import quat
+from physrec.formats.dataset_yaml import write_dataset
+from physrec.formats.motion_file import MotionData, MotionFile, write_motion_file
+from physrec.motion.terrain import Heightfield, height_at
 
 FPS = 30
 DX = 0.4

@@ -14,13 +14,13 @@ from typing import Callable
 
 import numpy as np
 
-from physrec import termination
-from physrec.character import Character
-from physrec.motion_file import MotionData
-from physrec.reference import ReferenceSet
-from physrec.sim_mujoco import MujocoBatchSim, PhysicsSettings
-from physrec.terrain import Heightfield, TiledTerrain, heightfield_boxes, tile_square
-from physrec.trackers import TrackingInput, make_tracker
+from physrec.motion import termination
+from physrec.motion.character import Character
+from physrec.formats.motion_file import MotionData
+from physrec.motion.reference import ReferenceSet
+from physrec.sim.mujoco import MujocoBatchSim, PhysicsSettings
+from physrec.motion.terrain import Heightfield, TiledTerrain, heightfield_boxes, tile_square
+from physrec.trackers.base import TrackingInput, make_tracker
 
 TERRAIN_DEPTH = 1.0  # metres of solid ground below the lowest cell
 

@@ -7,10 +7,10 @@ import os
 
 from physrec import __version__ as PHYSREC_VERSION
 from physrec import config as cfgmod
-from physrec.character import is_builtin
-from physrec.batch_plan import batch_digest, batch_ids, batch_rows
-from physrec.dataset_yaml import DatasetError, read_dataset
-from physrec.indexing import display_path
+from physrec.motion.character import is_builtin
+from physrec.stages.batch_plan import batch_digest, batch_ids, batch_rows
+from physrec.formats.dataset_yaml import DatasetError, read_dataset
+from physrec.stages.index import display_path
 from physrec.demo import DEMO_NAMES, demo_motion_path
 
 __all__ = ["batch_digest", "batch_ids", "DEMO_NAMES", "PHYSREC_VERSION"]

@@ -14,11 +14,11 @@ import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from physrec.atomic import atomic_write_text
-from physrec.dataset_yaml import DatasetEntry, motion_name, read_dataset, write_dataset
-from physrec.indexing import display_path, read_manifest
-from physrec.batch_plan import read_plan
-from physrec.tables import read_tsv_records, write_tsv
+from physrec.formats.atomic import atomic_write_text
+from physrec.formats.dataset_yaml import DatasetEntry, motion_name, read_dataset, write_dataset
+from physrec.stages.index import display_path, read_manifest
+from physrec.stages.batch_plan import read_plan
+from physrec.formats.tables import read_tsv_records, write_tsv
 
 MERGED_COLUMNS = ["name", "class", "batch", "status", "valid", "error", "source_path", "source_sha256",
                   "source_duration", "attempts", "start_fraction", "start_time", "end_time",

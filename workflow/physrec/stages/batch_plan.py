@@ -6,9 +6,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from physrec.hashing import stable_hash
-from physrec.splitting import plan_batches
-from physrec.tables import read_tsv_records, write_tsv
+from physrec.formats.hashing import stable_hash
+from physrec.stages.splitting import plan_batches
+from physrec.formats.tables import read_tsv_records, write_tsv
 
 PLAN_COLUMNS = ["batch", "name", "path", "sha256", "duration"]
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from physrec import quat
-from physrec.character import Character
+from physrec.motion import quat
+from physrec.motion.character import Character
 
 
 @dataclass(frozen=True)

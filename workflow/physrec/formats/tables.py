@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from physrec.atomic import atomic_write_text
+from physrec.formats.atomic import atomic_write_text
 
 
 def write_tsv(

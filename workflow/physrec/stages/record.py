@@ -11,17 +11,17 @@ import numpy as np
 import yaml
 
 from physrec import __version__, config
-from physrec.atomic import atomic_write_text
-from physrec.batch_plan import batch_rows
-from physrec.character import Character
-from physrec.hashing import sha256_file, stable_hash
-from physrec.indexing import check_motion
-from physrec.motion_file import MotionFile, write_motion_file
+from physrec.formats.atomic import atomic_write_text
+from physrec.stages.batch_plan import batch_rows
+from physrec.motion.character import Character
+from physrec.formats.hashing import sha256_file, stable_hash
+from physrec.stages.index import check_motion
+from physrec.formats.motion_file import MotionFile, write_motion_file
 from physrec.recording import BatchMotion, BatchRecording, record_batch
-from physrec.rollouts import write_h5, write_json
-from physrec.tables import write_tsv
-from physrec.terrain import boxes_mesh
-from physrec.termination import ERROR_COLUMNS
+from physrec.formats.rollouts import write_h5, write_json
+from physrec.formats.tables import write_tsv
+from physrec.motion.terrain import boxes_mesh
+from physrec.motion.termination import ERROR_COLUMNS
 
 ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_time", "steps", "success",
                    "fail_reason", "max_root_pos_error", "max_root_rot_error", "mean_body_pos_error"]

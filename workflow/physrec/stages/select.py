@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from physrec import __version__
-from physrec.character import Character
-from physrec.hashing import sha256_file, stable_hash
-from physrec.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
-from physrec.quat import positive_w
-from physrec.rollouts import read_episode, read_json
-from physrec.tables import read_tsv_records, write_tsv
-from physrec.terrain import crop_around_path
+from physrec.motion.character import Character
+from physrec.formats.hashing import sha256_file, stable_hash
+from physrec.formats.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
+from physrec.motion.quat import positive_w
+from physrec.formats.rollouts import read_episode, read_json
+from physrec.formats.tables import read_tsv_records, write_tsv
+from physrec.motion.terrain import crop_around_path
 
 RECORDED_SUFFIX = "_rec"
 SELECTED_COLUMNS = ["motion", "status", "attempt", "start_fraction", "start_time", "end_time",

@@ -21,7 +21,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from physrec import quat
+from physrec.motion import quat
 
 BUILTIN = "builtin:humanoid"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from physrec.atomic import atomic_write_text
+from physrec.formats.atomic import atomic_write_text
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 _ENV_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")

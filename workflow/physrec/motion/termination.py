@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from physrec import quat
+from physrec.motion import quat
 
 # PARC's pose_termination_dist for bodies 1..14 (torso ... left_foot), metres.
 PARC_BODY_OFFSET_LIMITS = (0.7, 1.0, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 1.0, 1.2, 10.0, 1.0, 1.2, 10.0)

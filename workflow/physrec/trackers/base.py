@@ -16,8 +16,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from physrec.character import Character
-from physrec.reference import ReferenceSet
+from physrec.motion.character import Character
+from physrec.motion.reference import ReferenceSet
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from physrec.atomic import atomic_output, atomic_write_text
-from physrec.termination import ERROR_COLUMNS
+from physrec.formats.atomic import atomic_output, atomic_write_text
+from physrec.motion.termination import ERROR_COLUMNS
 
 ENV_ID = "physrec/TrackMotion-v0"
 

@@ -9,10 +9,10 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from physrec.dataset_yaml import motion_class, motion_name, read_dataset
-from physrec.hashing import sha256_file
-from physrec.motion_file import MotionFile, MotionFileError, read_motion_file
-from physrec.tables import read_tsv_records, write_tsv
+from physrec.formats.dataset_yaml import motion_class, motion_name, read_dataset
+from physrec.formats.hashing import sha256_file
+from physrec.formats.motion_file import MotionFile, MotionFileError, read_motion_file
+from physrec.formats.tables import read_tsv_records, write_tsv
 
 MANIFEST_COLUMNS = ["name", "path", "sha256", "frames", "fps", "duration", "weight", "class",
                     "terrain_shape", "valid", "error", "warnings"]

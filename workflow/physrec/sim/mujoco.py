@@ -15,8 +15,8 @@ import mujoco
 import numpy as np
 from mujoco import rollout
 
-from physrec.character import Character
-from physrec.terrain_mjcf import terrain_geoms_xml
+from physrec.motion.character import Character
+from physrec.sim.terrain_mjcf import terrain_geoms_xml
 
 _STATE = mujoco.mjtState.mjSTATE_FULLPHYSICS
 

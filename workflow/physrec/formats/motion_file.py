@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from physrec.atomic import atomic_write_bytes
-from physrec.safe_pickle import PickleLoadError, UnsafePickleError, parc_dumps, safe_loads
-from physrec.terrain import Heightfield
+from physrec.formats.atomic import atomic_write_bytes
+from physrec.formats.safe_pickle import PickleLoadError, UnsafePickleError, parc_dumps, safe_loads
+from physrec.motion.terrain import Heightfield
 
 LOOP_MODES = ("CLAMP", "WRAP")
 _MOTION_ARRAYS = ("root_pos", "root_rot", "joint_rot", "body_contacts")

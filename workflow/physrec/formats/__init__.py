@@ -1,0 +1,1 @@
+"""Files on disk: PARC motion files, dataset YAMLs, tables, trajectories, atomic writes."""

@@ -1,0 +1,1 @@
+"""The domain every layer uses: the character, references, terrains, termination, quaternions."""

@@ -1,0 +1,1 @@
+"""One module per workflow step: index, split, record, select, merge."""

@@ -1,0 +1,1 @@
+"""Tracking controllers: what drives the simulated character along its reference."""
