@@ -219,7 +219,7 @@ def test_too_few_frames_and_missing_keys(tmp_path):
         read_motion_file(_write_raw(tmp_path / "nofps.pkl", d))
 
 
-def test_lenient_fields_are_normalised(tmp_path):
+def test_lenient_fields_are_normalised_quaternions_kept_as_written(tmp_path):
     d = _motion_dict(fps=np.float64(30.0), root_pos=np.zeros((4, 3), np.float64))
     del d["loop_mode"]
     d["root_rot"] = d["root_rot"] * np.float32(1.005)
@@ -227,8 +227,13 @@ def test_lenient_fields_are_normalised(tmp_path):
     mf = read_motion_file(_write_raw(tmp_path / "m.pkl", d, terrain=terrain))
     assert mf.motion.fps == 30 and type(mf.motion.fps) is int and mf.motion.loop_mode == "CLAMP"
     assert mf.motion.root_pos.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(mf.motion.root_rot, axis=-1), 1, atol=1e-6)
+    # PARC's MotionLib keeps non-unit quaternions (a policy sees them scaled); so does reading,
+    np.testing.assert_array_equal(mf.motion.root_rot, d["root_rot"])
     assert mf.terrain.hf_maxmin is None and type(mf.terrain.dx) is float
+    # while writing normalises them.
+    write_motion_file(tmp_path / "w.pkl", mf)
+    again = read_motion_file(tmp_path / "w.pkl").motion
+    np.testing.assert_allclose(np.linalg.norm(again.root_rot, axis=-1), 1, atol=1e-6)
 
 
 def test_invalid_terrain(tmp_path):

@@ -8,9 +8,10 @@ from physrec.motion.character import Character
 from physrec.demo import FPS, STAND_HEIGHT, demo_motions
 from physrec.formats.motion_file import MotionData
 from physrec.recording import BatchMotion, RecordSettings, record_batch, start_plan
+from physrec.trackers.pd import PDTracker
 from physrec.motion.terrain import Heightfield, height_at
 
-PD = {"kind": "pd"}
+PD = PDTracker()
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from physrec.motion.character import Character
 from physrec.demo import demo_motions
 from physrec.recording import BatchMotion, RecordSettings, build_reference, build_world, record_batch
 from physrec.sim.mujoco import MujocoBatchSim
+from physrec.trackers.pd import PDTracker
 
 
 def bench_motions(envs: int) -> list[BatchMotion]:
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     raw, best = 0.0, None
     for _ in range(a.repeats):  # interleaved, best of each: the machine's noise hits both alike
         raw = max(raw, raw_rate(character, motions, settings, a.threads, horizon))
-        rec = record_batch(motions, character, {"kind": "pd"}, settings, a.threads)
+        rec = record_batch(motions, character, PDTracker(), settings, a.threads)
         if best is None or rec.wall_seconds < best.wall_seconds:
             best = rec
     assert best is not None

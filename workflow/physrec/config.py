@@ -56,6 +56,8 @@ def validate(config: dict, source: str = "config") -> dict:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"{source}: iterations: duplicate iteration name(s) {', '.join(dup)}")
+    for i, it in enumerate(cfg["iterations"]):
+        _check_tracker(it["tracker"], f"{source}: iterations.{i}.tracker")
     _expand_paths(cfg, source)
     rec = cfg["record"]
     if rec["physics_hz"] % rec["control_hz"]:
@@ -64,10 +66,26 @@ def validate(config: dict, source: str = "config") -> dict:
     return cfg
 
 
+# The keys each tracker kind takes besides `kind`, and which of them it needs.
+TRACKER_KEYS = {"pd": ((), ()), "parc": (("model",), ("model",)),
+                "exported": (("model", "observation"), ("model", "observation"))}
+
+
+def _check_tracker(spec: dict, where: str) -> None:
+    allowed, required = TRACKER_KEYS[spec["kind"]]
+    for key in spec:
+        if key != "kind" and key not in allowed:
+            raise ConfigError(f"{where}: kind '{spec['kind']}' takes no '{key}'")
+    for key in required:
+        if key not in spec:
+            raise ConfigError(f"{where}: kind '{spec['kind']}' needs '{key}'")
+
+
 def _expand_paths(cfg: dict, source: str) -> None:
     """$VARS in the config's paths come from the environment, like those in dataset YAMLs."""
     places = [(cfg, "character", "character")] + [
-        (it, key, f"iterations.{i}.{key}") for i, it in enumerate(cfg["iterations"]) for key in ("dataset", "base_dataset")]
+        (it, key, f"iterations.{i}.{key}") for i, it in enumerate(cfg["iterations"]) for key in ("dataset", "base_dataset")
+    ] + [(it["tracker"], "model", f"iterations.{i}.tracker.model") for i, it in enumerate(cfg["iterations"])]
     for holder, key, where in places:
         if holder.get(key):
             try:
@@ -100,6 +118,7 @@ def record_settings(rec: dict) -> RecordSettings:
         start_fractions=tuple(sorted(rec["start_fractions"])),
         min_remaining=rec["min_remaining_s"],
         max_steps_per_call=rec["max_steps_per_call"],
+        save_obs=rec["save_obs"],
     )
 
 

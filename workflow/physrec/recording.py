@@ -20,7 +20,7 @@ from physrec.formats.motion_file import MotionData
 from physrec.motion.reference import ReferenceSet
 from physrec.sim.mujoco import MujocoBatchSim, PhysicsSettings
 from physrec.motion.terrain import Heightfield, TiledTerrain, heightfield_boxes, tile_square
-from physrec.trackers.base import TrackingInput, make_tracker
+from physrec.trackers.base import Tracker, TrackingInput
 
 TERRAIN_DEPTH = 1.0  # metres of solid ground below the lowest cell
 
@@ -34,6 +34,7 @@ class RecordSettings:
     # Control steps simulated per call for open-loop trackers: an attempt that terminates
     # mid-call wastes at most this many steps, and Python runs once per call, not per step.
     max_steps_per_call: int = 8
+    save_obs: bool = True  # keep the observations a learned tracker saw, per attempt
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class Attempt:
     contacts: np.ndarray  # [T+1, B] bool
     errors: np.ndarray  # [T, 4] termination.ERROR_COLUMNS
     ref_time: np.ndarray  # [T+1] motion time of each frame
+    obs: np.ndarray | None = None  # [T+1, O] float32: the tracker's observation at each frame
+
+    @property
+    def kept_steps(self) -> int:
+        """Steps whose frames may go into a recorded motion: none at or past a termination."""
+        return self.steps - 1 if self.terminated else self.steps
 
     @property
     def steps(self) -> int:
@@ -104,8 +111,8 @@ class _Pass:
     """Environments of one start fraction, stepped together until each ends."""
 
     def __init__(self, sim: MujocoBatchSim, ref: ReferenceSet, settings: RecordSettings,
-                 motion: np.ndarray, fraction: float) -> None:
-        self.sim, self.ref, self.settings = sim, ref, settings
+                 motion: np.ndarray, fraction: float, observer: "Observer | None" = None) -> None:
+        self.sim, self.ref, self.settings, self.observer = sim, ref, settings, observer
         self.ch = ref.character
         self.dt = 1.0 / settings.physics.control_hz
         self.motion = motion
@@ -126,8 +133,9 @@ class _Pass:
         dof = self.ch.joint_rot_to_dof(pose.joint_rot).reshape(m, h, self.ch.num_dof)
         return body, pose.root_rot.reshape(m, h, 4), dof
 
-    def run(self, tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
+    def run(self, tracker: Tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
         ch, sim, n, K = self.ch, self.sim, len(self.motion), int(self.steps.max())
+        horizon = min(self.settings.max_steps_per_call, tracker.max_horizon or self.settings.max_steps_per_call)
         pose = self.ref.pose(self.motion, self.t0)
         vel = self.ref.velocity(self.motion, self.t0)
         qpos0 = ch.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot)
@@ -137,6 +145,12 @@ class _Pass:
         C = np.zeros((n, K + 1, ch.num_bodies), dtype=bool)
         A = np.zeros((n, K, ch.num_dof)); E = np.zeros((n, K, len(termination.ERROR_COLUMNS)))
         Q[:, 0], V[:, 0], C[:, 0] = sim.qpos(states), sim.qvel(states), contacts0
+        obs, O = None, None
+        if self.observer is not None:
+            obs = self.observer(sim, states, contacts0, self.motion, self.fraction, np.zeros(n, dtype=np.int64))
+            if self.settings.save_obs:
+                O = np.zeros((n, K + 1, obs.shape[1]), dtype=np.float32)
+                O[:, 0] = obs.cpu().numpy()
         end = self.steps.copy()
         reasons = [""] * n
         active = np.ones(n, dtype=bool)
@@ -144,11 +158,11 @@ class _Pass:
         while k < K and active.any():
             idx = np.flatnonzero(active)
             st = states[idx]
-            H = min(self.settings.max_steps_per_call, int(self.steps[idx].max()) - k)
+            H = min(horizon, int(self.steps[idx].max()) - k)
             ref_body, ref_root_rot, ref_dof = self._reference_window(idx, k, H)
-            obs = TrackingInput(sim.qpos(st), sim.qvel(st), self.motion[idx], self.t0[idx] + k * self.dt, self.dt,
-                                ref_dof)
-            targets = ch.clip_action(tracker.act(obs))
+            inp = TrackingInput(sim.qpos(st), sim.qvel(st), self.motion[idx], self.t0[idx] + k * self.dt, self.dt,
+                                ref_dof, None if obs is None else obs[idx])
+            targets = ch.clip_action(tracker.act(inp))
             h = targets.shape[1]
             seq, contacts = sim.step(st, targets)  # [m, h, nstate], [m, h, B]
             qpos = sim.qpos(seq)
@@ -162,6 +176,12 @@ class _Pass:
             Q[idx, window], V[idx, window], C[idx, window] = qpos, sim.qvel(seq), contacts
             A[idx, k:k + h], E[idx, k:k + h] = targets, chk.errors.reshape(m, h, -1)
             states[idx] = seq[:, -1]
+            if obs is not None:
+                seen = self.observer(sim, seq[:, -1], contacts[:, -1], self.motion[idx], self.fraction,
+                                     np.full(m, k + h, dtype=np.int64))
+                obs[idx] = seen
+                if O is not None:
+                    O[idx, k + h] = seen.cpu().numpy()
             code, body = chk.code.reshape(m, h), chk.body.reshape(m, h)
             done = (code != termination.OK) | (k + 1 + np.arange(h)[None, :] >= self.steps[idx, None])
             for j in np.flatnonzero(done.any(axis=1)):
@@ -171,7 +191,7 @@ class _Pass:
                 active[e] = False
                 on_finish(e, self._success(e, int(end[e]), reasons[e]))
             k += h
-        return [self._attempt(e, int(end[e]), reasons[e], Q, V, C, A, E) for e in range(n)]
+        return [self._attempt(e, int(end[e]), reasons[e], Q, V, C, A, E, O) for e in range(n)]
 
     def _end_time(self, e: int, steps: int) -> float:
         return float(min(self.t0[e] + steps * self.dt, self.ref.length[self.motion[e]]))
@@ -180,13 +200,44 @@ class _Pass:
         length = self.ref.length[self.motion[e]]
         return not reason or self._end_time(e, steps) >= length - self.settings.termination.end_tolerance - 1e-9
 
-    def _attempt(self, e: int, T: int, reason: str, Q, V, C, A, E) -> Attempt:
+    def _attempt(self, e: int, T: int, reason: str, Q, V, C, A, E, O) -> Attempt:
         return Attempt(
             motion=int(self.motion[e]), start_fraction=float(self.fraction), start_time=float(self.t0[e]),
             end_time=self._end_time(e, T), success=bool(self._success(e, T, reason)), fail_reason=reason,
             actions=A[e, :T].astype(np.float32), qpos=Q[e, :T + 1].copy(), qvel=V[e, :T + 1].copy(),
             contacts=C[e, :T + 1].copy(), errors=E[e, :T].astype(np.float32),
-            ref_time=np.minimum(self.t0[e] + np.arange(T + 1) * self.dt, self.ref.length[self.motion[e]]))
+            ref_time=np.minimum(self.t0[e] + np.arange(T + 1) * self.dt, self.ref.length[self.motion[e]]),
+            obs=None if O is None else O[e, :T + 1].copy())
+
+
+class Observer:
+    """The tracker's observation of simulator states: MuJoCo state -> PARC quantities -> layout.
+
+    Positions are moved from the batch's world into each motion's own coordinates first,
+    where the observation's reference and terrain live. Motion time follows PARC's model:
+    float32 start time plus float32(control_dt) x steps since the reset.
+    """
+
+    def __init__(self, name: str, character: Character, motions: list[BatchMotion], offsets: np.ndarray,
+                 control_dt: float, device: str = "cpu") -> None:
+        import torch  # only trackers with an observation pay for torch
+
+        from physrec.observations import observation_module
+        from physrec.observations.parc import CharacterState
+        self._torch, self._state = torch, CharacterState
+        self.character, self.offsets, self.device = character, offsets, device
+        self.layout = observation_module(name).Observation(
+            character, [m.motion for m in motions], [m.terrain for m in motions], control_dt, device)
+
+    def __call__(self, sim: MujocoBatchSim, states: np.ndarray, contacts: np.ndarray, motion: np.ndarray,
+                 fraction: float, steps: np.ndarray):
+        torch = self._torch
+        arrays = self.character.parc_state(sim.qpos(states), sim.qvel(states))
+        arrays["root_pos"][:, :2] -= self.offsets[motion]
+        arrays["contacts"] = contacts
+        ids = torch.as_tensor(motion, device=self.device)
+        time = self.layout.motion_time(ids, fraction, torch.as_tensor(steps, dtype=torch.int32, device=self.device))
+        return self.layout.compute(self._state.from_arrays(arrays, self.device), ids, time)
 
 
 class _PassProgress:
@@ -206,14 +257,16 @@ class _PassProgress:
             self.say(f"{self.label}: {self.done}/{self.total} done, {self.succeeded} succeeded")
 
 
-def record_batch(motions: list[BatchMotion], character: Character, tracker_spec: dict,
+def record_batch(motions: list[BatchMotion], character: Character, tracker: Tracker,
                  settings: RecordSettings, threads: int = 1,
                  progress: Callable[[str], None] = lambda s: None, batch: str = "") -> BatchRecording:
     """Track every motion of a batch; return all attempts in pass order."""
     wall = time.perf_counter()
     tiled, boxes = build_world(motions)
     ref = build_reference(character, motions, tiled.offsets)
-    tracker = make_tracker(tracker_spec, character, ref)
+    observer = None
+    if tracker.observation:
+        observer = Observer(tracker.observation, character, motions, tiled.offsets, 1.0 / settings.physics.control_hz)
     n = len(motions)
     pending = np.ones(n, dtype=bool)
     attempts: list[Attempt] = []
@@ -225,7 +278,8 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker_spec:
                 continue
             label = (f"[{batch}] pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
                      f"{n - int(pending.sum())}/{n} motions recorded before it)")
-            for a in _Pass(sim, ref, settings, todo, fraction).run(tracker, _PassProgress(progress, label, len(todo))):
+            run = _Pass(sim, ref, settings, todo, fraction, observer)
+            for a in run.run(tracker, _PassProgress(progress, label, len(todo))):
                 attempts.append(a)
                 if a.success:
                     pending[a.motion] = False

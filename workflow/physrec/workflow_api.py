@@ -72,5 +72,10 @@ def character_inputs(cfg: dict) -> list[str]:
     return [] if is_builtin(spec) else [spec]
 
 
+def tracker_inputs(tracker: dict) -> list[str]:
+    """A learned tracker's model file: an input of every record job that uses it."""
+    return [tracker["model"]] if tracker.get("model") else []
+
+
 def json_arg(value: object) -> str:
     return json.dumps(value, sort_keys=True)

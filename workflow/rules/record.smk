@@ -7,6 +7,7 @@ rule record:
     input:
         batch_sources,
         api.character_inputs(CFG),
+        lambda wc: api.tracker_inputs(ITERATIONS[wc.it]["tracker"]),
     output:
         h5=f"{R}/{{it}}/record/{{batch}}/rollouts.h5",
         json=f"{R}/{{it}}/record/{{batch}}/rollouts.json",

@@ -21,8 +21,8 @@ from physrec.motion.terrain import Heightfield
 LOOP_MODES = ("CLAMP", "WRAP")
 _MOTION_ARRAYS = ("root_pos", "root_rot", "joint_rot", "body_contacts")
 _QUAT_TOLERANCE = 1e-2
-# Quaternions closer to unit length than float32 rounding are left bit-for-bit as they are,
-# so reading a file we wrote gives back exactly what we wrote.
+# Quaternions closer to unit length than float32 rounding are written bit-for-bit as they are,
+# so writing a file we read gives back exactly what we read.
 _QUAT_RENORMALISE_ABOVE = 1e-6
 
 
@@ -114,7 +114,7 @@ def write_motion_file(path: str | os.PathLike[str], mf: MotionFile) -> None:
         joint_rot, body_contacts = mf.motion.joint_rot, mf.motion.body_contacts
         num_joints = np.shape(joint_rot)[1] if np.ndim(joint_rot) == 3 else 14
         num_bodies = np.shape(body_contacts)[1] if np.ndim(body_contacts) == 2 else 15
-        motion = _parse_motion(p, _motion_fields(mf.motion), num_joints, num_bodies, min_frames=1)
+        motion = _parse_motion(p, _motion_fields(mf.motion), num_joints, num_bodies, min_frames=1, normalise=True)
         motion_bytes = parc_dumps(_motion_fields(motion))
     terrain_bytes = None
     if mf.terrain is not None:
@@ -205,7 +205,8 @@ def _check_finite_frames(path: Path, name: str, arr: np.ndarray) -> None:
         raise MotionFileError(path, f"motion_data.{name} is not finite at frame {int(np.argmax(bad))}")
 
 
-def _normalise_quats(path: Path, name: str, q: np.ndarray) -> np.ndarray:
+def _check_quats(path: Path, name: str, q: np.ndarray, normalise: bool) -> np.ndarray:
+    """Refuse quaternions far from unit length; return q, renormalised if `normalise`."""
     norms = np.linalg.norm(q.astype(np.float64), axis=-1)
     off = np.abs(norms - 1.0)
     if (off > _QUAT_TOLERANCE).any():
@@ -215,7 +216,7 @@ def _normalise_quats(path: Path, name: str, q: np.ndarray) -> np.ndarray:
             path, f"motion_data.{name} is not a unit quaternion at {where} (norm {norms[idx]:.4g})"
         )
     fix = off > _QUAT_RENORMALISE_ABOVE
-    if not fix.any():
+    if not normalise or not fix.any():
         return q
     out = q.copy()
     out[fix] = (q[fix].astype(np.float64) / norms[fix][:, None]).astype(np.float32)
@@ -235,8 +236,11 @@ def _parse_fps(path: Path, value: Any) -> int:
 
 
 def _parse_motion(
-    path: Path, d: dict, num_joints: int, num_bodies: int, min_frames: int
+    path: Path, d: dict, num_joints: int, num_bodies: int, min_frames: int, normalise: bool = False
 ) -> MotionData:
+    """Checked motion data. Reading keeps the file's quaternions as they are, because PARC's
+    MotionLib does not normalise them either and a trained policy's observation depends on
+    that; writing normalises them."""
     missing = [k for k in (*_MOTION_ARRAYS, "fps") if k not in d]
     if missing:
         raise MotionFileError(path, f"motion_data is missing keys: {', '.join(missing)}")
@@ -263,8 +267,8 @@ def _parse_motion(
         raise MotionFileError(path, f"motion_data.loop_mode must be CLAMP or WRAP, got {loop_mode!r}")
     return MotionData(
         root_pos=arrays["root_pos"],
-        root_rot=_normalise_quats(path, "root_rot", arrays["root_rot"]),
-        joint_rot=_normalise_quats(path, "joint_rot", arrays["joint_rot"]),
+        root_rot=_check_quats(path, "root_rot", arrays["root_rot"], normalise),
+        joint_rot=_check_quats(path, "joint_rot", arrays["joint_rot"], normalise),
         body_contacts=arrays["body_contacts"],
         fps=_parse_fps(path, d["fps"]),
         loop_mode=str(loop_mode),

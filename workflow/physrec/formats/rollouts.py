@@ -1,7 +1,8 @@
 """Trajectory files of a recorded batch, in ManiSkill's layout.
 
 ``rollouts.h5`` holds one group ``traj_N`` per attempt (actions, simulator states per
-control step, terminated/truncated, success/fail, tracking errors, contacts);
+control step, terminated/truncated, success/fail, tracking errors, contacts, and the
+observations of learned trackers);
 ``rollouts.json`` holds ``env_info`` and one record per episode (motion, source sha256,
 start time, seed, elapsed steps, success, fail reason, source_type, source_desc).
 """
@@ -31,11 +32,12 @@ class Episode:
     actions: np.ndarray  # [T, D]
     errors: np.ndarray  # [T, 4]
     ref_time: np.ndarray  # [T+1]
+    obs: np.ndarray | None = None  # [T+1, O] for trackers with an observation
 
 
-def _dataset(group: h5py.Group, name: str, data: np.ndarray) -> None:
+def _dataset(group: h5py.Group, name: str, data: np.ndarray, **options) -> None:
     # No timestamps in the file: same inputs give the same bytes.
-    group.create_dataset(name, data=data, track_times=False)
+    group.create_dataset(name, data=data, track_times=False, **options)
 
 
 def write_h5(path: str | Path, episodes: list[dict]) -> None:
@@ -61,6 +63,9 @@ def write_h5(path: str | Path, episodes: list[dict]) -> None:
                 _dataset(g, "tracking_errors", ep["errors"].astype(np.float32))
                 g["tracking_errors"].attrs["columns"] = ",".join(ERROR_COLUMNS)
                 _dataset(g, "ref_time", ep["ref_time"])
+                if ep.get("obs") is not None:  # [T+1, O]: what a learned tracker saw at each frame
+                    _dataset(g, "obs", ep["obs"].astype(np.float32), compression="gzip", compression_opts=4,
+                             shuffle=True)
 
 
 def read_episode(path: str | Path, index: int) -> Episode:
@@ -68,7 +73,8 @@ def read_episode(path: str | Path, index: int) -> Episode:
         g = f[f"traj_{index}"]
         return Episode(qpos=g["env_states/qpos"][()], qvel=g["env_states/qvel"][()],
                        contacts=g["body_contacts"][()], actions=g["actions"][()],
-                       errors=g["tracking_errors"][()], ref_time=g["ref_time"][()])
+                       errors=g["tracking_errors"][()], ref_time=g["ref_time"][()],
+                       obs=g["obs"][()] if "obs" in g else None)
 
 
 def write_json(path: str | Path, env_info: dict, episodes: list[dict]) -> None:

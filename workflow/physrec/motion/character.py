@@ -329,6 +329,22 @@ class Character:
                 qvel[..., a:a + (s.stop - s.start)] = dof_vel[..., s]
         return qvel
 
+    def parc_state(self, qpos: np.ndarray, qvel: np.ndarray) -> dict[str, np.ndarray]:
+        """MuJoCo state -> PARC's simulator quantities, the inverse of pose_to_qpos/velocities_to_qvel.
+
+        Root velocities in world axes (MuJoCo's free joint holds the angular one in the body
+        frame); DOF in PARC's coordinates; DOF velocities as MuJoCo holds them, which for a
+        ball joint is the angular velocity in the child body's frame, as in PARC.
+        """
+        root_pos, root_rot, joint_rot = self.qpos_to_pose(qpos)
+        dof_vel = np.zeros(qvel.shape[:-1] + (self.num_dof,))
+        for j, (t, s) in enumerate(zip(self.joint_types, self.dof_slices)):
+            if t != FIXED:
+                dof_vel[..., s] = qvel[..., self.qvel_adr[j]:self.qvel_adr[j] + (s.stop - s.start)]
+        return {"root_pos": root_pos, "root_rot": root_rot, "root_vel": qvel[..., 0:3].copy(),
+                "root_ang_vel": quat.rotate(root_rot, qvel[..., 3:6]), "dof": self.joint_rot_to_dof(joint_rot),
+                "dof_vel": dof_vel}
+
     # -- kinematics -------------------------------------------------------------------------
     def forward_kinematics(self, root_pos: np.ndarray, root_rot: np.ndarray,
                            joint_rot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,10 +21,10 @@ from physrec.recording import BatchMotion, BatchRecording, record_batch
 from physrec.formats.rollouts import write_h5, write_json
 from physrec.formats.tables import write_tsv
 from physrec.motion.terrain import boxes_mesh
-from physrec.motion.termination import ERROR_COLUMNS
+from physrec.trackers.base import make_tracker
 
 ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_time", "steps", "success",
-                   "fail_reason", "max_root_pos_error", "max_root_rot_error", "mean_body_pos_error"]
+                   "fail_reason", "kept_steps", "max_root_pos_error", "max_root_rot_error", "mean_body_pos_error"]
 
 
 class RecordError(RuntimeError):
@@ -59,7 +59,26 @@ def write_terrain(path: Path, recording: BatchRecording) -> None:
     write_motion_file(path, MotionFile(motion=None, terrain=recording.tiled.world, misc=misc))
 
 
-def run_record(plan: str | Path, batch: str, rec: dict, tracker: dict, character_spec: str, seed: int,
+def limit_torch_threads(threads: int) -> None:
+    """Torch gets the job's thread budget, not the machine's: MuJoCo and torch take turns."""
+    import torch
+    torch.set_num_threads(max(1, threads))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process (it can be set only once)
+        pass
+
+
+def kept_error_summary(errors: np.ndarray, kept_steps: int) -> dict[str, float]:
+    """Worst and mean tracking errors over the steps a recorded motion may contain."""
+    e = errors[:kept_steps]
+    if not len(e):
+        return {"max_root_pos_error": 0.0, "max_root_rot_error": 0.0, "mean_body_pos_error": 0.0}
+    return {"max_root_pos_error": float(e[:, 0].max()), "max_root_rot_error": float(e[:, 1].max()),
+            "mean_body_pos_error": float(e[:, 3].mean())}
+
+
+def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, character_spec: str, seed: int,
                threads: int, out_dir: str | Path, argv: list[str],
                progress: Callable[[str], None] = print) -> BatchRecording:
     out = Path(out_dir)
@@ -68,16 +87,19 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker: dict, character
     if len(settings.termination.body_offset_limits) != character.num_joints:
         raise RecordError(f"record.termination.body_offset_limits_m has {len(settings.termination.body_offset_limits)} "
                           f"values; the character has {character.num_joints} non-root bodies")
+    if tracker_spec["kind"] != "pd":
+        limit_torch_threads(threads)
+    tracker = make_tracker(tracker_spec, character)  # a bad model file fails here, before any simulation
     motions, rows = load_batch(plan, batch, rec, character)
-    progress(f"[{batch}] recording {len(motions)} motions with tracker '{tracker['kind']}' on {threads} thread(s)")
+    progress(f"[{batch}] recording {len(motions)} motions with {tracker.describe()} on {threads} thread(s)")
     recording = record_batch(motions, character, tracker, settings, threads, progress, batch)
-    source_type = f"tracker:{tracker['kind']}"
+    source_type = f"tracker:{tracker_spec['kind']}"
     h5_eps, json_eps, attempt_rows = [], [], []
     for i, a in enumerate(recording.attempts):
         row = rows[a.motion]
         h5_eps.append({"actions": a.actions, "qpos": a.qpos, "qvel": a.qvel, "contacts": a.contacts,
-                       "errors": a.errors, "ref_time": a.ref_time, "terminated": a.terminated, "success": a.success})
-        err_max = a.errors.max(axis=0) if a.steps else np.zeros(len(ERROR_COLUMNS))
+                       "errors": a.errors, "ref_time": a.ref_time, "terminated": a.terminated, "success": a.success,
+                       "obs": a.obs})
         json_eps.append({
             "episode_id": i, "episode_seed": episode_seed(seed, row["name"], a.start_fraction),
             "control_mode": "pd_joint_pos", "elapsed_steps": a.steps,
@@ -91,15 +113,14 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker: dict, character
         attempt_rows.append({
             "attempt": f"traj_{i}", "motion": row["name"], "start_fraction": a.start_fraction,
             "start_time": round(a.start_time, 9), "end_time": round(a.end_time, 9), "steps": a.steps,
-            "success": a.success, "fail_reason": a.fail_reason or None,
-            "max_root_pos_error": float(err_max[0]), "max_root_rot_error": float(err_max[1]),
-            "mean_body_pos_error": float(a.errors[:, 3].mean()) if a.steps else 0.0})
+            "success": a.success, "fail_reason": a.fail_reason or None, "kept_steps": a.kept_steps,
+            **kept_error_summary(a.errors, a.kept_steps)})
     env_info = {
         "max_episode_steps": max((a.steps for a in recording.attempts), default=0),
         "env_kwargs": {"batch": batch, "backend": "mujoco", "mujoco_version": mujoco.__version__,
-                       "physrec_version": __version__, "character": character_spec, "tracker": tracker,
+                       "physrec_version": __version__, "character": character_spec, "tracker": tracker_spec,
                        "seed": seed, "record": config.record_physics_keys(rec),
-                       "config_hash": stable_hash({"record": config.record_physics_keys(rec), "tracker": tracker,
+                       "config_hash": stable_hash({"record": config.record_physics_keys(rec), "tracker": tracker_spec,
                                                    "character": character_spec, "seed": seed}),
                        "qpos_layout": "MuJoCo qpos (free joint: pos, quat w,x,y,z; ball joints: quat w,x,y,z)",
                        "body_names": list(character.body_names)},

@@ -1,23 +1,32 @@
-"""Tracking controllers: what drives the simulated character along its reference.
+"""The tracker interface: what drives the simulated character along its reference.
 
 A tracker sees every active environment of a batch at once and returns absolute PD
 targets in PARC's DOF coordinates (28 values, exponential map for 3-DoF joints); the
-recorder clips them to the action bounds. It is offered the reference for the next H
-control steps and may commit to targets for any number 1..H of them: a feedback policy
-answers one step at a time, an open-loop tracker all H, which lets the simulator run H
-steps in one call. Model-based and learned trackers plug in by implementing
-:class:`Tracker` and registering in :data:`TRACKERS`.
+recorder clips them to the action bounds. Three kinds fit behind it:
+
+- open-loop trackers (``pd``) read the reference only, and may commit to targets for the
+  whole offered horizon of H control steps, which lets the simulator run H steps per call;
+- policies (``parc``, ``exported``) read an observation (``observation`` names its layout,
+  see :mod:`physrec.observations`) and answer one control step at a time;
+- planners that search with the simulator (a later issue).
+
+A new kind implements :class:`Tracker` and registers a factory in :data:`TRACKERS`.
+Factories import their own heavy dependencies (torch), so a ``pd`` job never loads them.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from physrec.motion.character import Character
-from physrec.motion.reference import ReferenceSet
+
+
+class TrackerError(ValueError):
+    """A tracker that cannot be built (bad spec, missing or invalid model file)."""
 
 
 @dataclass(frozen=True)
@@ -26,49 +35,39 @@ class TrackingInput:
 
     qpos: np.ndarray  # [N, nq] MuJoCo state of each environment
     qvel: np.ndarray  # [N, nv]
-    motion: np.ndarray  # [N] index into the reference set
+    motion: np.ndarray  # [N] index into the batch's motions
     time: np.ndarray  # [N] current motion time, seconds
     control_dt: float
     ref_dof: np.ndarray  # [N, H, D] reference DOF (PARC coordinates) at time + k * control_dt, k = 1..H
+    obs: Any = None  # [N, O] torch tensor of the tracker's observation, for trackers that name one
 
 
 class Tracker(Protocol):
     kind: str
+    observation: str | None  # the observation layout it reads (physrec.observations), or None
+    max_horizon: int | None  # control steps it can commit to per call; None: as many as offered
 
     def describe(self) -> str:
         """One line of provenance written next to every recorded attempt."""
         ...
 
-    def act(self, obs: TrackingInput) -> np.ndarray:
+    def act(self, inp: TrackingInput) -> np.ndarray:
         """PD targets [N, h, D] for the next h control steps, 1 <= h <= H."""
         ...
 
 
-class PDTracker:
-    """Targets = the reference pose one control step ahead; no learning, no feedback.
-
-    Stands a character for a few seconds and follows slow motions, fails on anything that
-    needs balance: the baseline that shows what a learned tracker adds.
-    """
-
-    kind = "pd"
-
-    def __init__(self, character: Character, reference: ReferenceSet) -> None:
-        self.character = character
-        self.reference = reference
-
-    def describe(self) -> str:
-        return "pd: PD targets = reference pose at t + control_dt"
-
-    def act(self, obs: TrackingInput) -> np.ndarray:
-        return obs.ref_dof  # open loop: the whole offered horizon at once
+# kind -> "module:factory"; a factory takes (spec, character, device) and returns a Tracker.
+TRACKERS: dict[str, str] = {
+    "pd": "physrec.trackers.pd:make",
+    "parc": "physrec.trackers.parc_policy:make",
+    "exported": "physrec.trackers.exported:make",
+}
 
 
-TRACKERS: dict[str, Callable[..., Tracker]] = {"pd": PDTracker}
-
-
-def make_tracker(spec: dict, character: Character, reference: ReferenceSet) -> Tracker:
+def make_tracker(spec: dict, character: Character, device: str = "cpu") -> Tracker:
     kind = spec.get("kind")
     if kind not in TRACKERS:
-        raise ValueError(f"unknown tracker kind {kind!r}; available: {', '.join(sorted(TRACKERS))}")
-    return TRACKERS[kind](character, reference)
+        raise TrackerError(f"unknown tracker kind {kind!r}; available: {', '.join(sorted(TRACKERS))}")
+    module, name = TRACKERS[kind].split(":")
+    factory: Callable[..., Tracker] = getattr(importlib.import_module(module), name)
+    return factory(spec, character, device)

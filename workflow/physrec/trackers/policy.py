@@ -1,0 +1,87 @@
+"""Learned policies as trackers: observation [N, O] -> PD targets [N, D], one control step a call.
+
+Shared by the PARC checkpoint tracker and the exported-program tracker: both turn a file
+into a torch callable, this wraps it for the recorder. Loading errors name the file.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from physrec.formats.hashing import sha256_file
+from physrec.motion.character import Character
+from physrec.observations import observation_size
+from physrec.trackers.base import TrackerError, TrackingInput
+
+
+class PolicyTracker:
+    max_horizon = 1
+
+    def __init__(self, kind: str, policy: Callable[[torch.Tensor], torch.Tensor], observation: str,
+                 description: str) -> None:
+        self.kind, self.policy, self.observation, self._description = kind, policy, observation, description
+
+    def describe(self) -> str:
+        return self._description
+
+    def act(self, inp: TrackingInput) -> np.ndarray:
+        with torch.inference_mode():
+            targets = self.policy(inp.obs)
+        return targets.detach().to("cpu", torch.float64).numpy()[:, None, :]
+
+
+def model_path(spec: dict) -> Path:
+    model = spec.get("model")
+    if not model:
+        raise TrackerError(f"tracker kind '{spec.get('kind')}' needs 'model', the path of its model file")
+    path = Path(str(model))
+    if not path.is_file():
+        raise TrackerError(f"{path}: model file not found")
+    return path
+
+
+def first_line(e: BaseException) -> str:
+    """The gist of an exception: its first sentence (torch's messages run on for lines)."""
+    text = str(e).strip().splitlines()
+    return text[0].split(". ")[0] if text else type(e).__name__
+
+
+def load_tensors(source: str | Path | bytes, device: str, what: str) -> object:
+    """torch.load with weights_only=True: tensors and plain containers, never code."""
+    try:
+        with warnings.catch_warnings():  # PARC saves with pickle protocol 4, which torch warns about
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(io.BytesIO(source) if isinstance(source, bytes) else source,
+                              map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise TrackerError(f"{what}: refused: it holds pickled objects other than tensors, "
+                           "and loading them could run code") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise TrackerError(f"{what}: not a readable PyTorch file (truncated or corrupt?): {first_line(e)}") from None
+
+
+def describe_model(kind: str, path: Path, detail: str) -> str:
+    return f"{kind}: {path} (sha256 {sha256_file(path)[:16]}), {detail}"
+
+
+def check_policy(policy: Callable[[torch.Tensor], torch.Tensor], what: str, character: Character, observation: str,
+                 device: str) -> None:
+    """Run the policy once on zeros: it must map [N, O] to finite [N, D]."""
+    obs = torch.zeros(2, observation_size(observation, character), device=device)
+    try:
+        with torch.inference_mode():
+            out = policy(obs)
+    except Exception as e:  # a user's program can raise anything; say which file and what
+        raise TrackerError(f"{what}: fails on a [2, {obs.shape[1]}] observation: {first_line(e)}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, character.num_dof):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise TrackerError(f"{what}: maps a [2, {obs.shape[1]}] observation to {shape}, expected "
+                           f"(2, {character.num_dof}) PD targets")
