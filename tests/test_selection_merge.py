@@ -7,6 +7,8 @@ demo dataset, in a temporary working directory (the stages use paths relative to
 import pickle
 from pathlib import Path
 
+import math
+
 import numpy as np
 import pytest
 
@@ -28,15 +30,17 @@ PROVENANCE = ("physrec:source_sha256", "physrec:start_time", "physrec:tracker", 
 
 
 # -- choose: pure logic ----------------------------------------------------------------------------------
-def _att(i, fraction, success, *, reason="", mean=0.05, root=0.1, length=3.0):
+def _att(i, fraction, success, *, reason="", mean=0.05, root=0.1, rot=0.05, length=3.0):
     start = fraction * length
+    end = length if success else start + 0.5
     return {"attempt": f"traj_{i}", "motion": "m", "start_fraction": repr(float(fraction)),
-            "start_time": repr(start), "end_time": repr(length if success else start + 0.5),
+            "start_time": repr(start), "end_time": repr(end), "kept_end_time": repr(end),
             "success": "true" if success else "false", "fail_reason": "" if success else reason,
-            "mean_body_pos_error": repr(mean), "max_root_pos_error": repr(root)}
+            "mean_body_pos_error": repr(mean), "max_root_pos_error": repr(root), "max_root_rot_error": repr(rot)}
 
 
-NO_LIMITS = {"max_mean_body_pos_error_m": None, "max_root_pos_error_m": None, "min_duration_s": 0.0}
+NO_LIMITS = {"max_mean_body_pos_error_m": None, "max_root_pos_error_m": None, "max_root_rot_error_deg": None,
+             "min_duration_s": 0.0}
 
 
 def test_choose_full_length_first():
@@ -65,19 +69,21 @@ def test_choose_failed_gives_the_last_reason():
 @pytest.mark.parametrize("limits, needle", [
     ({"max_mean_body_pos_error_m": 0.1}, "mean_body_pos_error"),
     ({"max_root_pos_error_m": 0.2}, "max_root_pos_error"),
+    ({"max_root_rot_error_deg": 30}, "max_root_rot_error"),
     ({"min_duration_s": 2.5}, "duration"),
 ])
 def test_choose_rejects_by_thresholds(limits, needle):
     sel = {**NO_LIMITS, **limits}
-    tries = [_att(0, 0.0, False, reason="root_position"), _att(1, 0.3, True, mean=0.15, root=0.3)]
+    tries = [_att(0, 0.0, False, reason="root_position"), _att(1, 0.3, True, mean=0.15, root=0.3, rot=0.6)]
     status, chosen, why = choose(tries, sel)
     assert status == "rejected" and chosen is None
     assert needle in why
 
 
 def test_choose_thresholds_at_the_limit_pass():
-    tries = [_att(0, 0.0, True, mean=0.1, root=0.2)]
-    sel = {"max_mean_body_pos_error_m": 0.1, "max_root_pos_error_m": 0.2, "min_duration_s": 3.0}
+    tries = [_att(0, 0.0, True, mean=0.1, root=0.2, rot=0.5)]
+    sel = {"max_mean_body_pos_error_m": 0.1, "max_root_pos_error_m": 0.2,
+           "max_root_rot_error_deg": math.degrees(0.5), "min_duration_s": 3.0}
     assert choose(tries, sel)[0] == "recorded"
 
 
@@ -246,9 +252,10 @@ def parc_pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("parc")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        # end_tolerance 0.5 s: sfu (0.47 s long) counts as reaching its end whatever the physics does.
+        # end_tolerance 0.5 s: sfu (0.47 s long) counts as reaching its end whatever the physics does,
+        # and no quality thresholds, so that its recorded file can be checked.
         cfg = config.validate({"iterations": [{"name": "it0", "dataset": "d.yaml"}],
-                               "record": {"termination": {"end_tolerance_s": 0.5}}})
+                               "record": {"termination": {"end_tolerance_s": 0.5}}, "selection": NO_LIMITS})
         write_dataset("d.yaml", [(str(SHARED / f"{s}.pkl"), 1.0) for s in PARC_SAMPLES])
         rows = index_dataset("d.yaml")
         write_manifest("manifest.tsv", rows)
@@ -294,6 +301,36 @@ def test_parc_samples_recorded_in_their_own_coordinates(parc_pipeline):
         xy = rec.motion.root_pos[:, :2].astype(np.float64)
         np.testing.assert_array_equal(height_at(rec.terrain, xy), height_at(src.terrain, xy))
         assert rec.terrain.dx == src.terrain.dx
+
+
+def test_parc_recording_holds_no_frame_at_or_past_its_termination(parc_pipeline):
+    root, b = parc_pipeline["root"], parc_pipeline["batch"]
+    sfu = next(a for a in read_tsv_records(root / "record" / b / "attempts.tsv") if a["motion"] == "sfu")
+    assert sfu["success"] == "true" and sfu["fail_reason"], "sfu falls within the end tolerance"
+    rec = read_motion_file(root / "select" / b / "motions" / "sfu_rec.pkl")
+    assert int(sfu["kept_steps"]) == int(sfu["steps"]) - 1
+    assert rec.motion.num_frames == int(sfu["kept_steps"]) + 1  # the reset frame + steps before termination
+
+
+def test_sfu_fall_is_rejected_by_the_default_thresholds(tmp_path, monkeypatch):
+    """Under pd, sfu falls (root rotation past 75 degrees) inside PARC's last-2/30-s window: PARC's rule
+    calls it a success; physrec's default quality thresholds keep it out of the next dataset."""
+    if not (SHARED / "sfu.pkl").is_file():
+        pytest.skip(f"PARC samples absent from {SHARED} (../shared not mounted)")
+    from physrec.formats.dataset_yaml import write_dataset
+    monkeypatch.chdir(tmp_path)
+    cfg = config.validate({"iterations": [{"name": "it0", "dataset": "d.yaml"}]})
+    write_dataset("d.yaml", [(str(SHARED / "sfu.pkl"), 1.0)])
+    write_manifest("manifest.tsv", index_dataset("d.yaml"))
+    write_plan("plan.tsv", make_plan(read_manifest("manifest.tsv"), 16))
+    b = batch_ids("plan.tsv")[0]
+    run_record("plan.tsv", b, cfg["record"], {"kind": "pd"}, "builtin:humanoid", 0, 1, f"record/{b}",
+               ["physrec", "record"], progress=lambda s: None)
+    [attempt] = read_tsv_records(f"record/{b}/attempts.tsv")
+    assert attempt["success"] == "true" and attempt["fail_reason"] == "root_rotation"
+    [row] = run_select(f"record/{b}", cfg["selection"], f"select/{b}")
+    assert row["status"] == "rejected" and "error" in row["fail_reason"], row
+    assert not list(Path(f"select/{b}/motions").iterdir())
 
 
 # -- a motion whose terrain has another cell size ------------------------------------------------------------

@@ -84,6 +84,20 @@ def cmd_merge(a: argparse.Namespace) -> None:
              m["failed"], m["rejected"], m["invalid"])
 
 
+def cmd_parc_obs(a: argparse.Namespace) -> None:
+    from physrec.inspection import parc_obs
+    from physrec.motion.character import Character
+    obs = parc_obs(Path(a.reference), Path(a.states), Path(a.out), Character.load(a.character), a.control_hz)
+    log.info("wrote %s: PARC observations %s (float32)", a.out, list(obs.shape))
+
+
+def cmd_parc_act(a: argparse.Namespace) -> None:
+    from physrec.inspection import parc_act
+    from physrec.motion.character import Character
+    act = parc_act(Path(a.model), Path(a.obs), Path(a.out), Character.load(a.character))
+    log.info("wrote %s: PD targets %s (float32, clipped to the action bounds)", a.out, list(act.shape))
+
+
 def cmd_bench(a: argparse.Namespace) -> None:
     from physrec.bench import main as bench_main
     bench_main(["--envs", str(a.envs), "--threads", str(a.threads), "--repeats", str(a.repeats)])
@@ -143,6 +157,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--weight-scale", type=float, default=1.0)
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_merge)
+
+    s = sub.add_parser("parc-obs", help="PARC's observation for stored character states following a reference motion")
+    s.add_argument("--reference", required=True, help="a PARC motion file; its own terrain is the terrain")
+    s.add_argument("--states", required=True, help="STATES.npz: time, root_pos, root_rot, root_vel, root_ang_vel, "
+                                                   "dof, dof_vel, contacts (see the README)")
+    s.add_argument("--out", required=True, help="OBS.npy, float32 [N, 1312]")
+    s.add_argument("--character", default="builtin:humanoid")
+    s.add_argument("--control-hz", type=int, default=30, help="spacing of the target frames (PARC: 30)")
+    s.set_defaults(func=cmd_parc_obs)
+
+    s = sub.add_parser("parc-act", help="a PARC checkpoint's PD targets for stored observations")
+    s.add_argument("--model", required=True, help="PARC's model.pt")
+    s.add_argument("--obs", required=True, help="OBS.npy, [N, 1312]")
+    s.add_argument("--out", required=True, help="ACT.npy, float32 [N, 28], clipped to the action bounds")
+    s.add_argument("--character", default="builtin:humanoid")
+    s.set_defaults(func=cmd_parc_act)
 
     s = sub.add_parser("bench", help="recorder throughput against the raw simulator, in one run")
     s.add_argument("--envs", type=int, default=48)

@@ -24,7 +24,7 @@ from physrec.motion.terrain import boxes_mesh
 from physrec.trackers.base import make_tracker
 
 ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_time", "steps", "success",
-                   "fail_reason", "kept_steps", "max_root_pos_error", "max_root_rot_error", "mean_body_pos_error"]
+                   "fail_reason", "kept_steps", "kept_end_time", "max_root_pos_error", "max_root_rot_error", "mean_body_pos_error"]
 
 
 class RecordError(RuntimeError):
@@ -114,6 +114,7 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, char
             "attempt": f"traj_{i}", "motion": row["name"], "start_fraction": a.start_fraction,
             "start_time": round(a.start_time, 9), "end_time": round(a.end_time, 9), "steps": a.steps,
             "success": a.success, "fail_reason": a.fail_reason or None, "kept_steps": a.kept_steps,
+            "kept_end_time": round(float(a.ref_time[a.kept_steps]), 9),
             **kept_error_summary(a.errors, a.kept_steps)})
     env_info = {
         "max_episode_steps": max((a.steps for a in recording.attempts), default=0),

@@ -8,6 +8,7 @@ only thresholds change.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +25,26 @@ from physrec.motion.terrain import crop_around_path
 RECORDED_SUFFIX = "_rec"
 SELECTED_COLUMNS = ["motion", "status", "attempt", "start_fraction", "start_time", "end_time",
                     "recorded_duration", "attempts", "fail_reason", "recorded_file", "recorded_sha256",
-                    "mean_body_pos_error", "max_root_pos_error"]
+                    "mean_body_pos_error", "max_root_pos_error", "max_root_rot_error"]
 # Per-frame extras of the source that no longer line up with a recorded motion's frames.
 _PER_FRAME_MISC = ("hf_mask_inds", "obs", "obs_shapes")
 
 
 def rejection(attempt: dict[str, str], sel: dict) -> str:
-    """Why a successful attempt fails the quality thresholds ("" if it passes)."""
-    checks = [("mean_body_pos_error", sel.get("max_mean_body_pos_error_m")),
-              ("max_root_pos_error", sel.get("max_root_pos_error_m"))]
-    for column, limit in checks:
-        if limit is not None and float(attempt[column]) > limit:
-            return f"{column} {float(attempt[column]):.3f} > {limit}"
-    duration = float(attempt["end_time"]) - float(attempt["start_time"])
+    """Why a successful attempt fails the quality thresholds ("" if it passes).
+
+    The errors are over the frames a recorded motion would hold (none at or past a
+    termination); see config/README.md for how the default thresholds were chosen.
+    """
+    rot_limit = sel.get("max_root_rot_error_deg")
+    checks = [("mean_body_pos_error", sel.get("max_mean_body_pos_error_m"), 1.0, "m"),
+              ("max_root_pos_error", sel.get("max_root_pos_error_m"), 1.0, "m"),
+              ("max_root_rot_error", rot_limit, math.degrees(1.0), "deg")]
+    for column, limit, scale, unit in checks:
+        value = float(attempt[column]) * scale
+        if limit is not None and value > limit:
+            return f"{column} {value:.3f} {unit} > {limit} {unit}"
+    duration = float(attempt["kept_end_time"]) - float(attempt["start_time"])
     if duration < sel.get("min_duration_s", 0.0):
         return f"recorded duration {duration:.2f} s < {sel['min_duration_s']} s"
     return ""
@@ -91,11 +99,13 @@ def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path) -> list[d
             index = int(chosen["attempt"].removeprefix("traj_"))
             ep_info = episodes[index]
             ep = read_episode(record_dir / "rollouts.h5", index)
+            frames = int(chosen["kept_steps"]) + 1  # the reset frame and every step before a termination
             if sha256_file(ep_info["source_path"]) != ep_info["source_sha256"]:
                 raise ValueError(f"{ep_info['source_path']}: changed since batch {env['batch']} was recorded; "
                                  "record it again")
             source = read_motion_file(ep_info["source_path"])
-            data = recorded_motion(character, ep.qpos, ep.contacts, np.asarray(ep_info["world_offset"]), fps)
+            data = recorded_motion(character, ep.qpos[:frames], ep.contacts[:frames],
+                                   np.asarray(ep_info["world_offset"]), fps)
             terrain = crop_around_path(source.terrain, data.root_pos[:, :2].astype(np.float64),  # type: ignore[arg-type]
                                        sel.get("terrain_padding_m", 3.2))
             misc = {k: v for k, v in (source.misc or {}).items() if k not in _PER_FRAME_MISC}
@@ -103,7 +113,7 @@ def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path) -> list[d
                 "physrec:source_name": name, "physrec:source_path": ep_info["source_path"],
                 "physrec:source_sha256": ep_info["source_sha256"],
                 "physrec:start_time": float(chosen["start_time"]), "physrec:start_fraction": float(chosen["start_fraction"]),
-                "physrec:end_time": float(chosen["end_time"]), "physrec:tracker": ep_info["source_type"],
+                "physrec:end_time": float(chosen["kept_end_time"]), "physrec:tracker": ep_info["source_type"],
                 "physrec:tracker_desc": ep_info["source_desc"],
                 "physrec:backend": f"mujoco {env['mujoco_version']}", "physrec:config_hash": config_hash,
                 "physrec:selection_hash": stable_hash(sel), "physrec:physrec_version": __version__,
@@ -112,10 +122,11 @@ def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path) -> list[d
             path = out / "motions" / f"{name}{RECORDED_SUFFIX}.pkl"
             write_motion_file(path, MotionFile(motion=data, terrain=terrain, misc=misc))
             row.update(attempt=chosen["attempt"], start_fraction=float(chosen["start_fraction"]),
-                       start_time=float(chosen["start_time"]), end_time=float(chosen["end_time"]),
+                       start_time=float(chosen["start_time"]), end_time=float(chosen["kept_end_time"]),
                        recorded_duration=data.duration, recorded_file=path.name, recorded_sha256=sha256_file(path),
                        mean_body_pos_error=float(chosen["mean_body_pos_error"]),
-                       max_root_pos_error=float(chosen["max_root_pos_error"]))
+                       max_root_pos_error=float(chosen["max_root_pos_error"]),
+                       max_root_rot_error=float(chosen["max_root_rot_error"]))
         rows.append(row)
     write_tsv(out / "selected.tsv", rows, SELECTED_COLUMNS)
     return rows

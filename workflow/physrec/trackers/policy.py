@@ -61,6 +61,8 @@ def load_tensors(source: str | Path | bytes, device: str, what: str) -> object:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(io.BytesIO(source) if isinstance(source, bytes) else source,
                               map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise TrackerError(f"{what}: file not found") from None
     except pickle.UnpicklingError:
         raise TrackerError(f"{what}: refused: it holds pickled objects other than tensors, "
                            "and loading them could run code") from None
