@@ -22,48 +22,13 @@ import pytest
 import yaml
 
 from bad_motions import build_bad_dataset
+from snakemake_project import BIN, CONFIG, IT, base_config, make_project, snakemake, write_config
 from physrec.formats.dataset_yaml import motion_name, read_dataset, write_dataset
 from physrec.demo import demo_motions, write_demo
 from physrec.formats.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
 from physrec.formats.tables import read_tsv_records
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-IT = "iter0"
-CONFIG = "test_config.yaml"
-
-
 # -- project folders and Snakemake ------------------------------------------------------------------
-def make_project(dest: Path, cfg: dict) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
-    (dest / "workflow").mkdir(exist_ok=True)
-    for sub in ("rules", "schemas"):
-        shutil.copytree(REPO / "workflow" / sub, dest / "workflow" / sub)
-    shutil.copytree(REPO / "config", dest / "config")
-    shutil.copytree(REPO / "envs", dest / "envs")  # rules declare conda envs; Snakemake records them
-    includes = re.findall(r'^include:\s*["\']([^"\']+)["\']', (dest / "Snakefile").read_text(), re.M)
-    assert includes, "the Snakefile includes no rule files"
-    for inc in includes:
-        assert (dest / inc).is_file(), f"Snakefile include {inc} does not resolve in the copied project"
-    write_config(dest, cfg)
-    return dest
-
-
-def write_config(project: Path, cfg: dict) -> None:
-    (project / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
-
-
-def snakemake(project: Path, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", CONFIG, *args]
-    r = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} failed with {r.returncode} in {project}:\n"
-                    f"{r.stdout[-4000:]}\n{r.stderr[-8000:]}")
-    return r
-
-
 def job_counts(output: str) -> dict[str, int]:
     """The 'Job stats' table Snakemake prints before running (or in a dry run); {} if there is none."""
     m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+(\d+)", output, re.S)
@@ -92,17 +57,6 @@ def plan_members(project: Path, results: str = "results") -> dict[str, list[str]
 def h5_mtimes(project: Path, results: str = "results") -> dict[str, int]:
     return {p.parent.name: p.stat().st_mtime_ns
             for p in (project / results / IT / "record").glob("*/rollouts.h5")}
-
-
-def base_config(dataset: str, **extra) -> dict:
-    cfg = {"results_dir": "results", "iterations": [{"name": IT, "dataset": dataset, "tracker": {"kind": "pd"}}],
-           "batch_size": 16, "seed": 0, "record": {"threads": 1}}
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
-            cfg[k] = {**cfg[k], **v}
-        else:
-            cfg[k] = v
-    return cfg
 
 
 def _short(mf: MotionFile, seconds: float) -> MotionFile:

@@ -1,10 +1,19 @@
 """Benchmark: the recorder's throughput against the raw simulator, measured in the same run.
 
-Raw: the batch's world stepped by one ``mujoco.rollout`` call over the whole horizon
-(fixed controls, no Python between steps) with the same environments and threads.
-Recorder: :func:`physrec.recording.record_batch` on the same motions (tracker, FK,
-termination checks and bookkeeping at every control step). Machines are shared and
-noisy, so only the ratio is meaningful.
+Open loop (``--tracker pd``): raw = the batch's world stepped by one ``mujoco.rollout``
+call over the whole horizon with the recorder's PD targets, no Python between steps;
+recorder = :func:`physrec.recording.record_batch` on the same motions (tracker, FK,
+termination checks and bookkeeping at every control step).
+
+Closed loop (``--tracker parc``): a PARC-size policy (PARC's checkpoint layout, random
+weights) drives the character, so terminations are switched off and every environment
+runs the whole horizon. Three rates on the same batch and the same physics (the
+recorder's own actions replayed): raw (one rollout call), simulator + bare policy
+(one rollout call and one policy forward per control step, on the recorded
+observations) and the recorder (observation, policy, termination, bookkeeping).
+
+Machines are shared and noisy: the runs interleave, the best of each is kept, and only
+the ratios are meaningful.
 """
 
 from __future__ import annotations
@@ -13,47 +22,89 @@ import argparse
 import os
 import platform
 import time
+from pathlib import Path
 
 import mujoco
 import numpy as np
 
-from physrec.motion.character import Character
 from physrec.demo import demo_motions
-from physrec.recording import BatchMotion, RecordSettings, build_reference, build_world, record_batch
+from physrec.formats.motion_file import read_motion_file
+from physrec.motion.character import Character
+from physrec.motion.termination import TerminationSettings
+from physrec.recording import BatchMotion, BatchRecording, RecordSettings, build_world, record_batch
 from physrec.sim.mujoco import MujocoBatchSim
+from physrec.trackers.base import Tracker
 from physrec.trackers.pd import PDTracker
 
-
-def bench_motions(envs: int) -> list[BatchMotion]:
-    """`envs` copies of the demo motions that run their full length (standing and waving)."""
-    demo = demo_motions()
-    keep = ["stand_flat", "wave_flat", "stand_step_top"]
-    return [BatchMotion(f"{keep[i % len(keep)]}_{i}", demo[keep[i % len(keep)]].motion, demo[keep[i % len(keep)]].terrain)
-            for i in range(envs)]
+DEMO_KEEP = ("stand_flat", "wave_flat", "stand_step_top")  # demo motions that run their full length under pd
+NO_TERMINATION = TerminationSettings(root_pos_error=1e9, root_rot_error=1e9, body_offset_limits=(1e9,) * 14)
 
 
-def raw_rate(character: Character, motions: list[BatchMotion], settings: RecordSettings, threads: int,
-             control_steps: int) -> float:
-    """Physics steps per second of the bare simulator doing the same work as the recorder.
+def bench_motions(envs: int, files: list[Path] | None = None) -> list[BatchMotion]:
+    """`envs` environments cycling through the given PARC motion files, or through demo motions."""
+    if files:
+        loaded = [(p.stem, read_motion_file(p)) for p in files]
+    else:
+        demo = demo_motions()
+        loaded = [(n, demo[n]) for n in DEMO_KEEP]
+    return [BatchMotion(f"{loaded[i % len(loaded)][0]}_{i}", loaded[i % len(loaded)][1].motion,
+                        loaded[i % len(loaded)][1].terrain) for i in range(envs)]  # type: ignore[arg-type]
 
-    Same world, initial states and PD targets (the reference one control step ahead, held
-    over the substeps), all in one rollout call with no Python between steps.
-    """
-    tiled, boxes = build_world(motions)
-    ref = build_reference(character, motions, tiled.offsets)
-    n, dt, sub = len(motions), 1.0 / settings.physics.control_hz, settings.physics.substeps
-    idx = np.arange(n)
-    pose = ref.pose(idx, np.zeros(n))
-    qpos = character.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot)
-    times = np.arange(1, control_steps + 1) * dt
-    targets = character.joint_rot_to_dof(ref.pose(np.repeat(idx, control_steps), np.tile(times, n)).joint_rot)
-    controls = np.repeat(character.clip_action(targets).reshape(n, control_steps, -1), sub, axis=1)
-    with MujocoBatchSim(character, boxes, settings.physics, threads) as sim:
-        states, _ = sim.make_states(qpos, np.zeros((n, character.nv)))
+
+class _Replay:
+    """The recorder's physics again, without the recorder: same world, initial states and actions."""
+
+    def __init__(self, character: Character, motions: list[BatchMotion], settings: RecordSettings,
+                 threads: int, rec: BatchRecording) -> None:
+        self.sim = MujocoBatchSim(character, build_world(motions)[1], settings.physics, threads)
+        steps = min(a.steps for a in rec.attempts)
+        self.actions = np.stack([a.actions[:steps] for a in rec.attempts]).astype(np.float64)  # [n, K, D]
+        self.obs = None if rec.attempts[0].obs is None else np.stack([a.obs[:steps] for a in rec.attempts])
+        self.states, _ = self.sim.make_states(np.stack([a.qpos[0] for a in rec.attempts]),
+                                              np.stack([a.qvel[0] for a in rec.attempts]))
+        self.steps, self.sub = steps, settings.physics.substeps
+
+    @property
+    def physics_steps(self) -> int:
+        return len(self.actions) * self.steps * self.sub
+
+    def raw(self) -> float:
+        """Seconds for the whole horizon in one rollout call."""
+        controls = np.repeat(self.actions, self.sub, axis=1)
         start = time.perf_counter()
-        sim._rollout.rollout(sim.model, sim._datas, states, controls, nstep=control_steps * sub)
-        wall = time.perf_counter() - start
-    return n * control_steps * sub / wall
+        self.sim._rollout.rollout(self.sim.model, self.sim._datas, self.states, controls,
+                                  nstep=self.steps * self.sub)
+        return time.perf_counter() - start
+
+    def with_policy(self, policy) -> float:
+        """Seconds for the horizon as a closed loop would run it: per control step, one rollout
+        call for every environment and one policy forward on the batch's observations."""
+        import torch
+        obs = torch.as_tensor(self.obs)
+        states = self.states.copy()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for k in range(self.steps):
+                policy(obs[:, k])
+                seq, _ = self.sim.step(states, self.actions[:, k:k + 1])
+                states = seq[:, -1]
+        return time.perf_counter() - start
+
+
+def _tracker(kind: str, character: Character, threads: int) -> Tracker:
+    """pd, or a PARC-size actor (PARC's checkpoint layout with random weights)."""
+    if kind == "pd":
+        return PDTracker()
+    from physrec.observations import observation_size
+    from physrec.stages.record import limit_torch_threads
+    from physrec.trackers.parc_policy import build_actor, check_state, random_state_dict
+    from physrec.trackers.policy import PolicyTracker
+    limit_torch_threads(threads)
+    size = observation_size("parc", character)
+    state = check_state(random_state_dict(size, character.num_dof), size, character.num_dof, Path("<random>"))
+    actor = build_actor(state)
+    return PolicyTracker("parc", actor, "parc", f"parc: PARC-size actor {'x'.join(map(str, actor.widths))}, "
+                                                "random weights")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,28 +112,41 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--envs", type=int, default=48, help="environments (motions) in the batch")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeats", type=int, default=5, help="best of this many runs of each")
+    p.add_argument("--tracker", choices=("pd", "parc"), default="pd")
+    p.add_argument("--motions", nargs="*", type=Path, default=[],
+                   help="PARC motion files to cycle through (default: demo motions that pd tracks)")
+    p.add_argument("--seconds", type=float, default=0.0, help="cut motions to this length (0: as they are)")
     a = p.parse_args(argv)
     character = Character.load()
-    settings = RecordSettings(start_fractions=())
-    motions = bench_motions(a.envs)
-    horizon = int(round(max(m.motion.duration for m in motions) * settings.physics.control_hz))
-    raw, best = 0.0, None
-    for _ in range(a.repeats):  # interleaved, best of each: the machine's noise hits both alike
-        raw = max(raw, raw_rate(character, motions, settings, a.threads, horizon))
-        rec = record_batch(motions, character, PDTracker(), settings, a.threads)
-        if best is None or rec.wall_seconds < best.wall_seconds:
-            best = rec
-    assert best is not None
-    rate = best.sim_steps / best.wall_seconds
-    motion_seconds = sum(x.end_time - x.start_time for x in best.attempts)
+    closed = a.tracker != "pd"
+    settings = RecordSettings(start_fractions=(), **({"termination": NO_TERMINATION} if closed else {}))
+    motions = bench_motions(a.envs, a.motions)
+    tracker = _tracker(a.tracker, character, a.threads)
+    rec = record_batch(motions, character, tracker, settings, a.threads)  # warm-up, and the actions to replay
+    replay = _Replay(character, motions, settings, a.threads, rec)
+    raw = loop = recorder = float("inf")
+    for _ in range(a.repeats):  # interleaved, best of each: the machine's noise hits all alike
+        raw = min(raw, replay.raw())
+        if closed:
+            loop = min(loop, replay.with_policy(tracker.policy))  # type: ignore[attr-defined]
+        recorder = min(recorder, record_batch(motions, character, tracker, settings, a.threads).wall_seconds)
+    physics = rec.sim_steps
+    motion_seconds = sum(x.end_time - x.start_time for x in rec.attempts)
+    where = ", ".join(sorted({m.name.rsplit("_", 1)[0] for m in motions}))
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
           f"{platform.system()} {platform.release()}, MuJoCo {mujoco.__version__}")
-    print(f"batch: {a.envs} environments, {a.threads} threads, {settings.physics.physics_hz} Hz physics, "
-          f"{settings.physics.control_hz} Hz control")
-    print(f"raw MuJoCo (rollout, no Python between steps): {raw:,.0f} physics steps/s")
-    print(f"recorder (pd tracker, termination, bookkeeping): {rate:,.0f} physics steps/s, "
-          f"{motion_seconds / best.wall_seconds:,.1f} motion-seconds recorded per wall-second")
-    print(f"ratio recorder/raw: {rate / raw:.2f}")
+    print(f"batch: {a.envs} environments ({where}), {a.threads} threads, {settings.physics.physics_hz} Hz physics, "
+          f"{settings.physics.control_hz} Hz control, {tracker.describe()}")
+    print(f"raw MuJoCo (one rollout call, no Python between steps): {replay.physics_steps / raw:,.0f} physics steps/s")
+    if closed:
+        print(f"MuJoCo + bare policy forward (one rollout call and one forward per control step): "
+              f"{replay.physics_steps / loop:,.0f} physics steps/s")
+    print(f"recorder ({a.tracker} tracker{', observation' if closed else ''}, termination, bookkeeping): "
+          f"{physics / recorder:,.0f} physics steps/s, {motion_seconds / recorder:,.1f} motion-seconds recorded "
+          f"per wall-second")
+    print(f"ratio recorder/raw: {(physics / recorder) / (replay.physics_steps / raw):.2f}")
+    if closed:
+        print(f"ratio recorder/(MuJoCo + policy): {(physics / recorder) / (replay.physics_steps / loop):.2f}")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def cmd_parc_act(a: argparse.Namespace) -> None:
 
 def cmd_bench(a: argparse.Namespace) -> None:
     from physrec.bench import main as bench_main
-    bench_main(["--envs", str(a.envs), "--threads", str(a.threads), "--repeats", str(a.repeats)])
+    bench_main(a.extra)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -174,16 +174,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--character", default="builtin:humanoid")
     s.set_defaults(func=cmd_parc_act)
 
-    s = sub.add_parser("bench", help="recorder throughput against the raw simulator, in one run")
-    s.add_argument("--envs", type=int, default=48)
-    s.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    s.add_argument("--repeats", type=int, default=5)
+    s = sub.add_parser("bench", add_help=False,
+                       help="recorder throughput against the raw simulator, in one run (physrec bench --help)")
     s.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra and args.command != "bench":  # bench forwards its own options to physrec.bench
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     _setup_logging(args.log)
     try:
         args.func(args)

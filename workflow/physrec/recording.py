@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -107,6 +107,32 @@ def start_plan(lengths: np.ndarray, fraction: float, pending: np.ndarray, min_re
     return pending & ((1.0 - fraction) * lengths >= min_remaining - 1e-9)
 
 
+class Lookahead:
+    """Per-environment values of the next control steps, looked up `span` steps at a time.
+
+    A closed-loop tracker advances one control step per simulator call; looking up the
+    reference for that one step alone costs a batch of small array operations every step.
+    This keeps the last lookup (environments `env`, steps first .. first + size - 1) and
+    says where a later request falls in it, so most steps reuse it.
+    """
+
+    def __init__(self, n: int, span: int, lookup: Callable[[np.ndarray, int, int], Any]) -> None:
+        self.span, self.lookup = span, lookup
+        self.row = np.full(n, -1)
+        self.first = self.size = 0
+        self.value: Any = None
+
+    def get(self, env: np.ndarray, step: int, count: int = 1) -> tuple[Any, np.ndarray, int]:
+        """(the lookup, the rows of `env` in it, the column of `step`) for steps step .. step+count-1."""
+        if not self.first <= step <= self.first + self.size - count or (self.row[env] < 0).any():
+            self.size = max(count, self.span)
+            self.value = self.lookup(env, step, self.size)
+            self.row[:] = -1
+            self.row[env] = np.arange(len(env))
+            self.first = step
+        return self.value, self.row[env], step - self.first
+
+
 class _Pass:
     """Environments of one start fraction, stepped together until each ends."""
 
@@ -120,22 +146,26 @@ class _Pass:
         self.t0 = fraction * ref.length[motion]
         self.steps = np.maximum(1, np.ceil((ref.length[motion] - self.t0) / self.dt - 1e-6).astype(np.int64))
 
-    def _reference_window(self, idx: np.ndarray, k: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _reference_window(self, idx: np.ndarray, k: int, h: int, with_dof: bool) -> tuple[np.ndarray, ...]:
         """Reference at control steps k+1 .. k+h of environments `idx`, in one vectorised lookup.
 
-        Returns body positions [m, h, B, 3], root rotations [m, h, 4] and DOF [m, h, D].
+        Returns body positions [m, h, B, 3], root rotations [m, h, 4] and DOF [m, h, D]
+        (None unless `with_dof`: trackers that read an observation take their reference from it).
         """
         m = len(idx)
         motion = np.repeat(self.motion[idx], h)
         times = (self.t0[idx, None] + (k + 1 + np.arange(h))[None, :] * self.dt).reshape(-1)
         pose = self.ref.pose(motion, times)
         body = self.ref.body_pos(pose).reshape(m, h, self.ch.num_bodies, 3)
-        dof = self.ch.joint_rot_to_dof(pose.joint_rot).reshape(m, h, self.ch.num_dof)
+        dof = self.ch.joint_rot_to_dof(pose.joint_rot).reshape(m, h, self.ch.num_dof) if with_dof else None
         return body, pose.root_rot.reshape(m, h, 4), dof
 
     def run(self, tracker: Tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
         ch, sim, n, K = self.ch, self.sim, len(self.motion), int(self.steps.max())
         horizon = min(self.settings.max_steps_per_call, tracker.max_horizon or self.settings.max_steps_per_call)
+        with_dof = self.observer is None
+        reference = Lookahead(n, 1 if horizon > 1 else Observer.window,
+                              lambda env, step, count: self._reference_window(env, step, count, with_dof))
         pose = self.ref.pose(self.motion, self.t0)
         vel = self.ref.velocity(self.motion, self.t0)
         qpos0 = ch.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot)
@@ -147,7 +177,8 @@ class _Pass:
         Q[:, 0], V[:, 0], C[:, 0] = sim.qpos(states), sim.qvel(states), contacts0
         obs, O = None, None
         if self.observer is not None:
-            obs = self.observer(sim, states, contacts0, self.motion, self.fraction, np.zeros(n, dtype=np.int64))
+            self.observer.start(self.motion, self.fraction)
+            obs = self.observer(sim, states, contacts0, np.arange(n), 0)
             if self.settings.save_obs:
                 O = np.zeros((n, K + 1, obs.shape[1]), dtype=np.float32)
                 O[:, 0] = obs.cpu().numpy()
@@ -159,7 +190,9 @@ class _Pass:
             idx = np.flatnonzero(active)
             st = states[idx]
             H = min(horizon, int(self.steps[idx].max()) - k)
-            ref_body, ref_root_rot, ref_dof = self._reference_window(idx, k, H)
+            (ref_body, ref_root_rot, ref_dof), rows, col = reference.get(idx, k, H)
+            ref_body, ref_root_rot = ref_body[rows, col:col + H], ref_root_rot[rows, col:col + H]
+            ref_dof = None if ref_dof is None else ref_dof[rows, col:col + H]
             inp = TrackingInput(sim.qpos(st), sim.qvel(st), self.motion[idx], self.t0[idx] + k * self.dt, self.dt,
                                 ref_dof, None if obs is None else obs[idx])
             targets = ch.clip_action(tracker.act(inp))
@@ -167,9 +200,10 @@ class _Pass:
             seq, contacts = sim.step(st, targets)  # [m, h, nstate], [m, h, B]
             qpos = sim.qpos(seq)
             root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos)
+            body_pos = ch.body_positions(root_pos, root_rot, joint_rot)  # [m, h, B, 3]
             m = len(idx)
             chk = termination.check(
-                ch.body_positions(root_pos, root_rot, joint_rot).reshape(m * h, -1, 3), root_rot.reshape(m * h, 4),
+                body_pos.reshape(m * h, -1, 3), root_rot.reshape(m * h, 4),
                 ref_body[:, :h].reshape(m * h, -1, 3), ref_root_rot[:, :h].reshape(m * h, 4),
                 self.settings.termination)
             window = slice(k + 1, k + 1 + h)
@@ -177,8 +211,7 @@ class _Pass:
             A[idx, k:k + h], E[idx, k:k + h] = targets, chk.errors.reshape(m, h, -1)
             states[idx] = seq[:, -1]
             if obs is not None:
-                seen = self.observer(sim, seq[:, -1], contacts[:, -1], self.motion[idx], self.fraction,
-                                     np.full(m, k + h, dtype=np.int64))
+                seen = self.observer(sim, seq[:, -1], contacts[:, -1], idx, k + h, joint_rot[:, -1], body_pos[:, -1])
                 obs[idx] = seen
                 if O is not None:
                     O[idx, k + h] = seen.cpu().numpy()
@@ -215,8 +248,11 @@ class Observer:
 
     Positions are moved from the batch's world into each motion's own coordinates first,
     where the observation's reference and terrain live. Motion time follows PARC's model:
-    float32 start time plus float32(control_dt) x steps since the reset.
+    float32 start time plus float32(control_dt) x steps since the reset. Target frames do
+    not depend on the state, so they are looked up for `window` control steps at a time.
     """
+
+    window = 8
 
     def __init__(self, name: str, character: Character, motions: list[BatchMotion], offsets: np.ndarray,
                  control_dt: float, device: str = "cpu") -> None:
@@ -229,15 +265,38 @@ class Observer:
         self.layout = observation_module(name).Observation(
             character, [m.motion for m in motions], [m.terrain for m in motions], control_dt, device)
 
-    def __call__(self, sim: MujocoBatchSim, states: np.ndarray, contacts: np.ndarray, motion: np.ndarray,
-                 fraction: float, steps: np.ndarray):
+    def start(self, motion: np.ndarray, fraction: float) -> None:
+        """A new pass: environment e follows motion[e] from `fraction` of its length."""
+        self.motion, self.fraction = motion, fraction
+        self._targets = Lookahead(len(motion), self.window, self._lookup_targets)
+
+    def _time(self, motion, steps):
+        return self.layout.motion_time(motion, self.fraction, steps)
+
+    def _lookup_targets(self, env: np.ndarray, step: int, count: int):
+        """Target frames of `env` at steps step .. step+count-1, row e * count + column."""
         torch = self._torch
+        ids = torch.as_tensor(self.motion[env], device=self.device).repeat_interleave(count)
+        steps = torch.arange(step, step + count, dtype=torch.int32, device=self.device).repeat(len(env))
+        return self.layout.targets(ids, self._time(ids, steps))
+
+    def __call__(self, sim: MujocoBatchSim, states: np.ndarray, contacts: np.ndarray, env: np.ndarray, step: int,
+                 joint_rot: np.ndarray | None = None, body_pos: np.ndarray | None = None):
+        """Observations [len(env), O] of the pass's environments `env`, `step` control steps after
+        reset; `joint_rot` [m, J, 4] and world `body_pos` [m, B, 3] if the caller has them."""
+        torch = self._torch
+        ids = torch.as_tensor(self.motion[env], device=self.device)
+        targets, rows, col = self._targets.get(env, step)
+        rows = torch.as_tensor(rows * self._targets.size + col, device=self.device)
         arrays = self.character.parc_state(sim.qpos(states), sim.qvel(states))
-        arrays["root_pos"][:, :2] -= self.offsets[motion]
+        shift = np.zeros((len(env), 3))
+        shift[:, :2] = self.offsets[self.motion[env]]
+        arrays["root_pos"] -= shift
         arrays["contacts"] = contacts
-        ids = torch.as_tensor(motion, device=self.device)
-        time = self.layout.motion_time(ids, fraction, torch.as_tensor(steps, dtype=torch.int32, device=self.device))
-        return self.layout.compute(self._state.from_arrays(arrays, self.device), ids, time)
+        if joint_rot is not None and body_pos is not None:
+            arrays["joint_rot"] = joint_rot
+            arrays["key_pos"] = body_pos[:, self.layout.key_index] - shift[:, None]
+        return self.layout.compute(self._state.from_arrays(arrays, self.device), ids, None, targets[rows])
 
 
 class _PassProgress:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 
 import mujoco
 import numpy as np
@@ -257,61 +258,61 @@ class Character:
                    hinge_axes=np.array(axes), dof_slices=tuple(slices), qpos_adr=np.array(qadr),
                    qvel_adr=np.array(vadr), kp=kp, kd=kd, action_low=lo, action_high=hi, nq=m.nq, nv=m.nv)
 
+    # -- index arrays of the joint layout (every conversion below is one vectorised gather) --
+    @cached_property
+    def _layout(self) -> SimpleNamespace:
+        ball = [j for j, t in enumerate(self.joint_types) if t == BALL]
+        hinge = [j for j, t in enumerate(self.joint_types) if t == HINGE]
+        moving = [j for j, t in enumerate(self.joint_types) if t != FIXED]
+        s = self.dof_slices
+        return SimpleNamespace(
+            ball=np.array(ball, dtype=np.int64), hinge=np.array(hinge, dtype=np.int64),
+            ball_dof=np.array([d for j in ball for d in range(s[j].start, s[j].stop)], dtype=np.int64),
+            hinge_dof=np.array([s[j].start for j in hinge], dtype=np.int64),
+            ball_qpos=np.array([self.qpos_adr[j] + k for j in ball for k in range(4)], dtype=np.int64),
+            hinge_qpos=np.array([self.qpos_adr[j] for j in hinge], dtype=np.int64),
+            dof_qvel=np.array([self.qvel_adr[j] + k for j in moving for k in range(s[j].stop - s[j].start)],
+                              dtype=np.int64),
+            hinge_axes=self.hinge_axes[hinge])
+
     # -- joint_rot <-> DOF ------------------------------------------------------------
     def joint_rot_to_dof(self, joint_rot: np.ndarray) -> np.ndarray:
         """[..., J, 4] local rotations -> [..., D] DOF (exp-map for ball joints, angle for hinges)."""
+        L = self._layout
         out = np.zeros(joint_rot.shape[:-2] + (self.num_dof,))
-        for j, (t, s) in enumerate(zip(self.joint_types, self.dof_slices)):
-            if t == BALL:
-                out[..., s] = quat.quat_to_exp_map(joint_rot[..., j, :])
-            elif t == HINGE:
-                out[..., s.start] = quat.hinge_angle(joint_rot[..., j, :], self.hinge_axes[j])
+        out[..., L.ball_dof] = quat.quat_to_exp_map(joint_rot[..., L.ball, :]).reshape(out.shape[:-1] + (-1,))
+        out[..., L.hinge_dof] = quat.hinge_angle(joint_rot[..., L.hinge, :], L.hinge_axes)
         return out
 
     def dof_to_joint_rot(self, dof: np.ndarray) -> np.ndarray:
+        L = self._layout
         out = quat.identity(dof.shape[:-1] + (self.num_joints,))
-        for j, (t, s) in enumerate(zip(self.joint_types, self.dof_slices)):
-            if t == BALL:
-                out[..., j, :] = quat.exp_map_to_quat(dof[..., s])
-            elif t == HINGE:
-                out[..., j, :] = quat.from_axis_angle(self.hinge_axes[j], dof[..., s.start])
+        out[..., L.ball, :] = quat.exp_map_to_quat(dof[..., L.ball_dof].reshape(dof.shape[:-1] + (-1, 3)))
+        out[..., L.hinge, :] = quat.from_axis_angle(L.hinge_axes, dof[..., L.hinge_dof])
         return out
 
     def dof_vel(self, joint_rot0: np.ndarray, joint_rot1: np.ndarray, dt: float) -> np.ndarray:
         """PARC's DOF velocity between two poses: exp-map(q0^-1 q1)/dt for ball joints."""
-        out = np.zeros(joint_rot0.shape[:-2] + (self.num_dof,))
-        for j, (t, s) in enumerate(zip(self.joint_types, self.dof_slices)):
-            dq = quat.mul(quat.conj(joint_rot0[..., j, :]), joint_rot1[..., j, :])
-            if t == BALL:
-                out[..., s] = quat.quat_to_exp_map(dq) / dt
-            elif t == HINGE:
-                out[..., s.start] = quat.hinge_angle(dq, self.hinge_axes[j]) / dt
-        return out
+        return self.joint_rot_to_dof(quat.mul(quat.conj(joint_rot0), joint_rot1)) / dt
 
     # -- PARC pose <-> MuJoCo state ----------------------------------------------------
     def pose_to_qpos(self, root_pos: np.ndarray, root_rot: np.ndarray, joint_rot: np.ndarray) -> np.ndarray:
+        L = self._layout
         qpos = np.zeros(root_pos.shape[:-1] + (self.nq,))
         qpos[..., 0:3] = root_pos
         qpos[..., 3:7] = quat.to_mujoco(quat.normalize(root_rot))
-        for j, (t, s) in enumerate(zip(self.joint_types, self.dof_slices)):
-            a = self.qpos_adr[j]
-            if t == BALL:
-                qpos[..., a:a + 4] = quat.to_mujoco(quat.normalize(joint_rot[..., j, :]))
-            elif t == HINGE:
-                qpos[..., a] = quat.hinge_angle(joint_rot[..., j, :], self.hinge_axes[j])
+        balls = quat.to_mujoco(quat.normalize(joint_rot[..., L.ball, :]))
+        qpos[..., L.ball_qpos] = balls.reshape(qpos.shape[:-1] + (-1,))
+        qpos[..., L.hinge_qpos] = quat.hinge_angle(joint_rot[..., L.hinge, :], L.hinge_axes)
         return qpos
 
     def qpos_to_pose(self, qpos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """MuJoCo qpos -> (root_pos, root_rot x,y,z,w, joint_rot [..., J, 4] x,y,z,w)."""
-        root_rot = quat.from_mujoco(qpos[..., 3:7])
+        L = self._layout
         joint_rot = quat.identity(qpos.shape[:-1] + (self.num_joints,))
-        for j, t in enumerate(self.joint_types):
-            a = self.qpos_adr[j]
-            if t == BALL:
-                joint_rot[..., j, :] = quat.from_mujoco(qpos[..., a:a + 4])
-            elif t == HINGE:
-                joint_rot[..., j, :] = quat.from_axis_angle(self.hinge_axes[j], qpos[..., a])
-        return qpos[..., 0:3].copy(), quat.normalize(root_rot), quat.normalize(joint_rot)
+        joint_rot[..., L.ball, :] = quat.from_mujoco(qpos[..., L.ball_qpos].reshape(qpos.shape[:-1] + (-1, 4)))
+        joint_rot[..., L.hinge, :] = quat.from_axis_angle(L.hinge_axes, qpos[..., L.hinge_qpos])
+        return qpos[..., 0:3].copy(), quat.normalize(quat.from_mujoco(qpos[..., 3:7])), quat.normalize(joint_rot)
 
     def velocities_to_qvel(self, root_rot: np.ndarray, root_lin_vel: np.ndarray, root_ang_vel: np.ndarray,
                            dof_vel: np.ndarray) -> np.ndarray:
@@ -323,27 +324,26 @@ class Character:
         qvel = np.zeros(root_lin_vel.shape[:-1] + (self.nv,))
         qvel[..., 0:3] = root_lin_vel
         qvel[..., 3:6] = quat.rotate(quat.conj(quat.normalize(root_rot)), root_ang_vel)
-        for j, (t, s) in enumerate(zip(self.joint_types, self.dof_slices)):
-            if t != FIXED:
-                a = self.qvel_adr[j]
-                qvel[..., a:a + (s.stop - s.start)] = dof_vel[..., s]
+        qvel[..., self._layout.dof_qvel] = dof_vel
         return qvel
 
     def parc_state(self, qpos: np.ndarray, qvel: np.ndarray) -> dict[str, np.ndarray]:
         """MuJoCo state -> PARC's simulator quantities, the inverse of pose_to_qpos/velocities_to_qvel.
 
         Root velocities in world axes (MuJoCo's free joint holds the angular one in the body
-        frame); DOF in PARC's coordinates; DOF velocities as MuJoCo holds them, which for a
-        ball joint is the angular velocity in the child body's frame, as in PARC.
+        frame); DOF in PARC's coordinates (a hinge's is its joint angle); DOF velocities as
+        MuJoCo holds them, which for a ball joint is the angular velocity in the child
+        body's frame, as in PARC.
         """
-        root_pos, root_rot, joint_rot = self.qpos_to_pose(qpos)
-        dof_vel = np.zeros(qvel.shape[:-1] + (self.num_dof,))
-        for j, (t, s) in enumerate(zip(self.joint_types, self.dof_slices)):
-            if t != FIXED:
-                dof_vel[..., s] = qvel[..., self.qvel_adr[j]:self.qvel_adr[j] + (s.stop - s.start)]
-        return {"root_pos": root_pos, "root_rot": root_rot, "root_vel": qvel[..., 0:3].copy(),
-                "root_ang_vel": quat.rotate(root_rot, qvel[..., 3:6]), "dof": self.joint_rot_to_dof(joint_rot),
-                "dof_vel": dof_vel}
+        L = self._layout
+        root_rot = quat.normalize(quat.from_mujoco(qpos[..., 3:7]))
+        dof = np.zeros(qpos.shape[:-1] + (self.num_dof,))
+        balls = quat.from_mujoco(qpos[..., L.ball_qpos].reshape(qpos.shape[:-1] + (-1, 4)))
+        dof[..., L.ball_dof] = quat.quat_to_exp_map(balls).reshape(dof.shape[:-1] + (-1,))
+        dof[..., L.hinge_dof] = qpos[..., L.hinge_qpos]
+        return {"root_pos": qpos[..., 0:3].copy(), "root_rot": root_rot, "root_vel": qvel[..., 0:3].copy(),
+                "root_ang_vel": quat.rotate(root_rot, qvel[..., 3:6]), "dof": dof,
+                "dof_vel": qvel[..., L.dof_qvel]}
 
     # -- kinematics -------------------------------------------------------------------------
     def forward_kinematics(self, root_pos: np.ndarray, root_rot: np.ndarray,

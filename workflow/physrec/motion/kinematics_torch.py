@@ -4,6 +4,10 @@ PARC computes key-body positions for its observation from this kinematic model (
 DOF through forward kinematics), not from the simulator's rigid bodies, so the
 observation does the same. Built from :class:`~physrec.motion.character.Character`,
 which stays the one description of the joint layout.
+
+Small batched tensor operations cost their launch, not their size, so everything here
+is a handful of whole-batch operations: bodies are processed level by level of the tree
+and gathered with ``index_select`` (several times cheaper than fancy indexing on CPU).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from physrec.motion import quat_torch as tq
-from physrec.motion.character import BALL, HINGE, Character
+from physrec.motion.character import BALL, FIXED, HINGE, Character
 
 
 class TorchKinematics:
@@ -19,11 +23,41 @@ class TorchKinematics:
 
     def __init__(self, character: Character, device: torch.device | str = "cpu") -> None:
         self.character = character
-        self.device = torch.device(device)
-        self.parents = [int(p) for p in character.parents]
-        self.offsets = torch.as_tensor(character.offsets, dtype=torch.float32, device=self.device)
-        self.hinge_axes = torch.as_tensor(character.hinge_axes, dtype=torch.float32, device=self.device)
-        self.num_bodies = character.num_bodies
+        self.device = dev = torch.device(device)
+
+        def index(values: list[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.long, device=dev)
+
+        types, slices = character.joint_types, character.dof_slices
+        ball = [j for j, t in enumerate(types) if t == BALL]
+        hinge = [j for j, t in enumerate(types) if t == HINGE]
+        fixed = [j for j, t in enumerate(types) if t == FIXED]
+        self.ball_dof = index([d for j in ball for d in range(slices[j].start, slices[j].stop)])
+        self.hinge_dof = index([slices[j].start for j in hinge])
+        self.hinge_axes = torch.as_tensor(character.hinge_axes[hinge], dtype=torch.float32, device=dev)
+        self.num_fixed = len(fixed)
+        # Joint rotations are built as [ball..., hinge..., fixed...]; this puts them in joint order.
+        built = ball + hinge + fixed
+        self.joint_order = index([built.index(j) for j in range(character.num_joints)])
+
+        # Bodies in order of depth: FK grows the tree one level per step, and each level's
+        # parents are already there.
+        parents = [int(p) for p in character.parents]
+        depth = [0] * character.num_bodies
+        for b in range(1, character.num_bodies):
+            depth[b] = depth[parents[b]] + 1
+        order = sorted(range(character.num_bodies), key=lambda b: (depth[b], b))
+        at = {b: i for i, b in enumerate(order)}
+        self.levels = []  # (first, last + 1) of the level's block in that order, its parents, its joints
+        for d in range(1, max(depth) + 1):
+            bodies = [b for b in order if depth[b] == d]
+            first = at[bodies[0]]
+            self.levels.append((first, first + len(bodies), index([at[parents[b]] for b in bodies]),
+                                index([b - 1 for b in bodies])))
+        self.offsets = torch.as_tensor(character.offsets[order[1:]], dtype=torch.float32, device=dev)
+        self.parent_at = index([at[parents[b]] for b in order[1:]])
+        self.body_order = index([at[b] for b in range(character.num_bodies)])
+        self._at = at
 
     def body_index(self, names: tuple[str, ...]) -> list[int]:
         missing = [n for n in names if n not in self.character.body_names]
@@ -33,24 +67,35 @@ class TorchKinematics:
 
     def dof_to_joint_rot(self, dof: torch.Tensor) -> torch.Tensor:
         """[N, D] PARC DOF -> [N, J, 4] local joint rotations (identity for fixed joints)."""
-        rots = []
-        identity = torch.zeros(dof.shape[:-1] + (4,), dtype=dof.dtype, device=dof.device)
-        identity[..., 3] = 1
-        for j, (t, s) in enumerate(zip(self.character.joint_types, self.character.dof_slices)):
-            if t == BALL:
-                rots.append(tq.exp_map_to_quat(dof[..., s]))
-            elif t == HINGE:
-                axis = self.hinge_axes[j].expand(dof.shape[:-1] + (3,))
-                rots.append(tq.axis_angle_to_quat(axis, dof[..., s.start]))
-            else:
-                rots.append(identity)
-        return torch.stack(rots, dim=-2)
+        n = dof.shape[0]
+        ball = tq.exp_map_to_quat(dof.index_select(1, self.ball_dof).reshape(n, -1, 3))
+        hinge = tq.axis_angle_to_quat(self.hinge_axes.expand(n, -1, -1), dof.index_select(1, self.hinge_dof))
+        fixed = torch.zeros((n, self.num_fixed, 4), dtype=dof.dtype, device=dof.device)
+        fixed[..., 3] = 1
+        return torch.cat([ball, hinge, fixed], dim=1).index_select(1, self.joint_order)
 
-    def body_positions(self, root_pos: torch.Tensor, root_rot: torch.Tensor, joint_rot: torch.Tensor) -> torch.Tensor:
-        """World body positions [..., B, 3]: pos_j = pos_parent + rot_parent * offset_j."""
-        pos, rot = [root_pos], [root_rot]
-        for b in range(1, self.num_bodies):
-            p = self.parents[b]
-            pos.append(pos[p] + tq.rotate(rot[p], self.offsets[b].expand_as(pos[p])))
-            rot.append(tq.mul(rot[p], joint_rot[..., b - 1, :]))
-        return torch.stack(pos, dim=-2)
+    def select(self, bodies: list[int]) -> torch.Tensor:
+        """The `select` argument of :meth:`body_positions` for these body indices."""
+        return torch.tensor([self._at[b] for b in bodies], dtype=torch.long, device=self.device)
+
+    def body_positions(self, root_pos: torch.Tensor, root_rot: torch.Tensor, joint_rot: torch.Tensor,
+                       select: torch.Tensor | None = None) -> torch.Tensor:
+        """World positions [N, B, 3] of all bodies (or of :meth:`select`'s): pos_j = pos_parent +
+        rot_parent * offset_j and rot_j = rot_parent * joint_rot_j.
+
+        Rotations compose one level of the tree at a time; then every offset is rotated by
+        its parent's rotation in one call, and positions add up level by level. Quaternion
+        products as in PARC, not rotation matrices: a reference's quaternions are not
+        normalised, and the two disagree by (1 - |q|^2) x offset for non-unit ones.
+        """
+        n, B = root_pos.shape[0], len(self.body_order)
+        rot = torch.empty((n, B, 4), dtype=root_rot.dtype, device=root_rot.device)
+        rot[:, 0] = root_rot
+        for first, end, parents, joints in self.levels:
+            rot[:, first:end] = tq.mul(rot.index_select(1, parents), joint_rot.index_select(1, joints))
+        offsets = tq.rotate(rot.index_select(1, self.parent_at), self.offsets.expand(n, -1, -1))
+        pos = torch.empty((n, B, 3), dtype=root_pos.dtype, device=root_pos.device)
+        pos[:, 0] = root_pos
+        for first, end, parents, _ in self.levels:
+            pos[:, first:end] = pos.index_select(1, parents) + offsets[:, first - 1:end - 1]
+        return pos.index_select(1, self.body_order if select is None else select)

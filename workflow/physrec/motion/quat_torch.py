@@ -31,21 +31,16 @@ def conj(q: Tensor) -> Tensor:
 
 def mul(a: Tensor, b: Tensor) -> Tensor:
     """Hamilton product a*b (apply b first, then a)."""
-    x1, y1, z1, w1 = a.unbind(-1)
-    x2, y2, z2, w2 = b.unbind(-1)
-    return torch.stack([
-        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-    ], dim=-1)
+    av, aw, bv, bw = a[..., :3], a[..., 3:], b[..., :3], b[..., 3:]
+    v = aw * bv + bw * av + torch.linalg.cross(av, bv)
+    return torch.cat([v, aw * bw - (av * bv).sum(-1, keepdim=True)], dim=-1)
 
 
 def rotate(q: Tensor, v: Tensor) -> Tensor:
     """Rotate vectors v by quaternions q (not renormalised: PARC never does)."""
     qv, qw = q[..., :3], q[..., 3:]
-    t = 2 * torch.cross(qv, v, dim=-1)
-    return v + qw * t + torch.cross(qv, t, dim=-1)
+    t = 2 * torch.linalg.cross(qv, v)
+    return v + qw * t + torch.linalg.cross(qv, t)
 
 
 def axis_angle_to_quat(axis: Tensor, angle: Tensor) -> Tensor:
@@ -66,12 +61,16 @@ def exp_map_to_quat(e: Tensor) -> Tensor:
 
 
 def tan_norm(q: Tensor) -> Tensor:
-    """[R x, R z]: the 6-value rotation encoding of PARC's observation."""
-    x = torch.zeros_like(q[..., :3])
-    x[..., 0] = 1
-    z = torch.zeros_like(q[..., :3])
-    z[..., 2] = 1
-    return torch.cat([rotate(q, x), rotate(q, z)], dim=-1)
+    """[R x, R z]: the 6-value rotation encoding of PARC's observation.
+
+    The closed form of PARC's ``quat_rotate(q, x)`` and ``quat_rotate(q, z)``, which for
+    any q (unit or not) is the same linear map; identity and single-axis rotations give
+    exact zeros and ones, as the constant dimensions of a trained normaliser need.
+    """
+    x, y, z, w = q.unbind(-1)
+    xx, yy, zz, xy, xz, yz, xw, yw, zw = x * x, y * y, z * z, x * y, x * z, y * z, x * w, y * w, z * w
+    return torch.stack([1 - 2 * (yy + zz), 2 * (xy + zw), 2 * (xz - yw),
+                        2 * (xz + yw), 2 * (yz - xw), 1 - 2 * (xx + yy)], dim=-1)
 
 
 def heading(q: Tensor) -> Tensor:
@@ -82,11 +81,12 @@ def heading(q: Tensor) -> Tensor:
     return torch.atan2(d[..., 1], d[..., 0])
 
 
-def heading_inv(q: Tensor) -> Tensor:
-    """Rotation about z by minus the heading: world axes -> the character's heading frame."""
-    z = torch.zeros_like(q[..., :3])
-    z[..., 2] = 1
-    return axis_angle_to_quat(z, -heading(q))
+def heading_quat(angle: Tensor) -> Tensor:
+    """Rotation about world z by `angle` (PARC's axis_angle_to_quat with the z axis); with
+    minus the heading it takes world axes to the character's heading frame."""
+    half = angle / 2
+    zero = torch.zeros_like(half)
+    return normalize(torch.stack([zero, zero, half.sin(), half.cos()], dim=-1))
 
 
 def rotate_2d(v: Tensor, angle: Tensor) -> Tensor:
@@ -99,14 +99,19 @@ def slerp(q0: Tensor, q1: Tensor, t: Tensor) -> Tensor:
     """PARC's slerp, special cases included (t broadcasts against q0[..., 0]).
 
     Where |sin(half angle)| < 0.001 it returns 0.5 * (q0 + q1), unnormalised, whatever t
-    is; where |cos(half angle)| >= 1 it returns q0.
+    is; where |cos(half angle)| >= 1 it returns q0. The cases pick the two weights (one
+    value per quaternion) before the one weighted sum; the arithmetic of each case is PARC's.
     """
-    cos_half = (q0 * q1).sum(dim=-1)
-    q1 = torch.where((cos_half < 0).unsqueeze(-1), -q1, q1)
-    cos_half = cos_half.abs().unsqueeze(-1)
+    cos_half = (q0 * q1).sum(dim=-1, keepdim=True)
+    sign = torch.where(cos_half < 0, -1.0, 1.0)  # PARC flips q1 to the shorter arc
+    cos_half = cos_half.abs()
     half = torch.acos(cos_half)
     sin_half = torch.sqrt(1.0 - cos_half * cos_half)
     t = t.unsqueeze(-1)
-    out = torch.sin((1 - t) * half) / sin_half * q0 + torch.sin(t * half) / sin_half * q1
-    out = torch.where(sin_half.abs() < 0.001, 0.5 * q0 + 0.5 * q1, out)
-    return torch.where(cos_half.abs() >= 1, q0, out)
+    wa = torch.sin((1 - t) * half) / sin_half
+    wb = torch.sin(t * half) / sin_half
+    near = sin_half.abs() < 0.001
+    same = cos_half.abs() >= 1
+    wa = torch.where(same, 1.0, torch.where(near, 0.5, wa))
+    wb = torch.where(same, 0.0, torch.where(near, 0.5, wb))
+    return wa * q0 + (wb * sign) * q1

@@ -56,6 +56,10 @@ class CharacterState:
     Root velocities are in world axes; ``dof``/``dof_vel`` use PARC's DOF coordinates
     (exponential map for 3-DoF joints); ``contacts`` are 0/1 per body. Positions are in
     the coordinates of each environment's own motion and terrain.
+
+    ``joint_rot`` and ``key_pos`` are what PARC derives from the DOF (joint rotations,
+    and key-body positions by forward kinematics); a simulator that has already computed
+    them (a recorder checks terminations with the same kinematics) passes them in.
     """
 
     root_pos: torch.Tensor  # [N, 3]
@@ -65,13 +69,16 @@ class CharacterState:
     dof: torch.Tensor  # [N, D]
     dof_vel: torch.Tensor  # [N, D]
     contacts: torch.Tensor  # [N, B]
+    joint_rot: torch.Tensor | None = None  # [N, J, 4]
+    key_pos: torch.Tensor | None = None  # [N, K, 3], bodies KEY_BODIES
 
     FIELDS = ("root_pos", "root_rot", "root_vel", "root_ang_vel", "dof", "dof_vel", "contacts")
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], device: torch.device | str = "cpu") -> "CharacterState":
-        return cls(**{k: torch.as_tensor(np.asarray(arrays[k], dtype=np.float32), device=device)
-                      for k in cls.FIELDS})
+        """From float arrays of FIELDS (and optionally joint_rot, key_pos)."""
+        return cls(**{k: torch.as_tensor(np.asarray(v, dtype=np.float32), device=device)
+                      for k, v in arrays.items() if k in cls.FIELDS + ("joint_rot", "key_pos")})
 
 
 class MotionTable:
@@ -89,34 +96,39 @@ class MotionTable:
         def cat(name: str) -> torch.Tensor:
             return torch.as_tensor(np.concatenate([getattr(m, name) for m in motions]).astype(np.float32), device=dev)
 
-        self.root_pos, self.root_rot = cat("root_pos"), cat("root_rot")
-        self.joint_rot, self.contacts = cat("joint_rot"), cat("body_contacts")
+        self.root_pos, self.contacts = cat("root_pos"), cat("body_contacts")
+        self.rots = torch.cat([cat("root_rot")[:, None], cat("joint_rot")], dim=1)  # [frames, 1 + J, 4]
         n = [m.num_frames for m in motions]
         self.num_frames = torch.tensor(n, dtype=torch.long, device=dev)
         self.start = torch.tensor(np.concatenate([[0], np.cumsum(n)[:-1]]), dtype=torch.long, device=dev)
         # PARC: a Python float (n - 1) / fps stored as float32.
         self.length = torch.tensor([1.0 / m.fps * (m.num_frames - 1) for m in motions], dtype=torch.float32, device=dev)
         self.wrap = torch.tensor([m.loop_mode == "WRAP" for m in motions], dtype=torch.bool, device=dev)
+        self.any_wrap = any(m.loop_mode == "WRAP" for m in motions)
         delta = torch.stack([torch.as_tensor(m.root_pos[-1] - m.root_pos[0], dtype=torch.float32) for m in motions])
         delta[:, 2] = 0
         self.lap_delta = delta.to(dev)
 
     def frame(self, motion: torch.Tensor, time: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Root position [N,3], root rotation [N,4], joint rotations [N,J,4], contacts [N,B]."""
-        length, frames, wrap = self.length[motion], self.num_frames[motion], self.wrap[motion]
+        length, frames, wrap = (x.index_select(0, motion) for x in (self.length, self.num_frames, self.wrap))
         phase = time / length
-        phase = torch.where(wrap, phase - torch.floor(phase), phase).clip(0.0, 1.0)
+        if self.any_wrap:
+            phase = torch.where(wrap, phase - torch.floor(phase), phase)
+        phase = phase.clip(0.0, 1.0)
         i0 = (phase * (frames - 1)).long()
         i1 = torch.minimum(i0 + 1, frames - 1)
         blend = phase * (frames - 1) - i0
-        i0, i1 = i0 + self.start[motion], i1 + self.start[motion]
+        start = self.start.index_select(0, motion)
+        i0, i1 = i0 + start, i1 + start
         b = blend.unsqueeze(-1)
-        root_pos = (1.0 - b) * self.root_pos[i0] + b * self.root_pos[i1]
-        laps = torch.where(wrap, torch.floor(time / length), torch.zeros_like(time))
-        root_pos = root_pos + laps.unsqueeze(-1) * self.lap_delta[motion]
-        root_rot = tq.slerp(self.root_rot[i0], self.root_rot[i1], blend)
-        joint_rot = tq.slerp(self.joint_rot[i0], self.joint_rot[i1], b)
-        contacts = (1.0 - b) * self.contacts[i0] + b * self.contacts[i1]
+        root_pos = (1.0 - b) * self.root_pos.index_select(0, i0) + b * self.root_pos.index_select(0, i1)
+        if self.any_wrap:
+            laps = torch.where(wrap, torch.floor(time / length), torch.zeros_like(time))
+            root_pos = root_pos + laps.unsqueeze(-1) * self.lap_delta.index_select(0, motion)
+        rots = tq.slerp(self.rots.index_select(0, i0), self.rots.index_select(0, i1), b)
+        root_rot, joint_rot = rots[:, 0], rots[:, 1:]
+        contacts = (1.0 - b) * self.contacts.index_select(0, i0) + b * self.contacts.index_select(0, i1)
         return root_pos, root_rot, joint_rot, contacts
 
 
@@ -134,16 +146,19 @@ class TerrainStack:
         for k, t in enumerate(terrains):
             hf[k, :t.shape[0], :t.shape[1]] = t.hf
         self.hf = torch.as_tensor(hf, device=dev)
-        self.dims = torch.tensor([t.shape for t in terrains], dtype=torch.long, device=dev)
+        # The last cell of each grid, as float: clamping before the cast to an index is cheaper.
+        self.top = torch.tensor([t.shape for t in terrains], dtype=torch.float32, device=dev) - 1
+        self.cells = shape[1] * shape[2]
         self.min_point = torch.tensor(np.stack([t.min_point for t in terrains]), dtype=torch.float32, device=dev)
         self.dx = torch.tensor([t.dx for t in terrains], dtype=torch.float32, device=dev)
 
-    def height(self, motion: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-        """Heights [N, P] under points xy [N, P, 2] of each environment's own terrain."""
-        rel = (xy - self.min_point[motion, None, :]) / self.dx[motion, None, None]
-        idx = torch.round(rel).long()
-        idx = torch.minimum(idx.clamp(min=0), self.dims[motion, None, :] - 1)
-        return self.hf[motion[:, None], idx[..., 0], idx[..., 1]]
+    def height(self, motion: torch.Tensor, xy: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Heights [N, P] under points (x [N, P], y [N, P]) of each environment's own terrain."""
+        low, dx, top = (t.index_select(0, motion) for t in (self.min_point, self.dx, self.top))
+        dx = dx[:, None]
+        ix = torch.round((xy[0] - low[:, 0:1]) / dx).clamp(min=0).minimum(top[:, 0:1]).long()
+        iy = torch.round((xy[1] - low[:, 1:2]) / dx).clamp(min=0).minimum(top[:, 1:2]).long()
+        return torch.take(self.hf, (motion * self.cells)[:, None] + ix * self.hf.shape[2] + iy)
 
 
 def ray_points(device: torch.device | str = "cpu") -> torch.Tensor:
@@ -190,7 +205,8 @@ class Observation:
                  control_dt: float = 1.0 / 30.0, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self.kin = TorchKinematics(character, self.device)
-        self.key_bodies = torch.tensor(self.kin.body_index(KEY_BODIES), device=self.device)
+        self.key_index = self.kin.body_index(KEY_BODIES)
+        self.key_bodies = self.kin.select(self.key_index)
         self.table = MotionTable(motions, self.device)
         self.terrain = TerrainStack(terrains, self.device)
         self.rays = ray_points(self.device)
@@ -206,31 +222,69 @@ class Observation:
         start = self.table.length[motion] * torch.tensor(start_fraction, dtype=torch.float32, device=self.device)
         return self.control_dt * steps + start
 
-    def compute(self, state: CharacterState, motion: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-        """Observations [N, size] (float32) of N characters following motions `motion` at `time`."""
-        n = state.root_pos.shape[0]
-        root_pos, root_rot = state.root_pos, state.root_rot
-        hinv = tq.heading_inv(root_rot)
-        joint_rot = self.kin.dof_to_joint_rot(state.dof)
-        key = self.kin.body_positions(root_pos, root_rot, joint_rot)[:, self.key_bodies]
-        char = [tq.tan_norm(tq.mul(hinv, root_rot)), tq.rotate(hinv, state.root_vel),
-                tq.rotate(hinv, state.root_ang_vel), tq.tan_norm(joint_rot).reshape(n, -1), state.dof_vel,
-                tq.rotate(hinv[:, None], key - root_pos[:, None]).reshape(n, -1)]
+    def _ray_points(self, heading: torch.Tensor, root_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x and y [N, P] of the ray points: PARC's rotate_2d by the heading, then + root xy."""
+        c, s = torch.cos(heading)[:, None], torch.sin(heading)[:, None]
+        x, y = self.rays[:, 0], self.rays[:, 1]
+        return x * c - y * s + root_pos[:, 0:1], x * s + y * c + root_pos[:, 1:2]
 
-        S = len(TAR_OBS_STEPS)
+    def targets(self, motion: torch.Tensor, time: torch.Tensor) -> "TargetFrames":
+        """The S target frames of N environments at motion time `time` [N]: everything of
+        the target part that does not depend on the character's state, so a recorder can
+        look up several control steps at once and slice them."""
+        n, S = motion.shape[0], len(TAR_OBS_STEPS)
         tar_time = (time[:, None] + self.tar_offsets).reshape(-1)
-        t_pos, t_rot, t_joint, t_contacts = self.table.frame(motion.repeat_interleave(S), tar_time)
-        t_key = self.kin.body_positions(t_pos, t_rot, t_joint)[:, self.key_bodies].reshape(n, S, -1, 3)
-        t_pos, t_rot, t_joint = t_pos.reshape(n, S, 3), t_rot.reshape(n, S, 4), t_joint.reshape(n, S, -1, 4)
-        h = hinv[:, None].expand(n, S, 4)
-        rel_root = tq.rotate(h, t_pos - root_pos[:, None])
-        rel_key = tq.rotate(h[:, :, None], t_key - t_pos[:, :, None]) + rel_root[:, :, None]
-        tar = torch.cat([rel_root, tq.tan_norm(tq.mul(h, t_rot)), tq.tan_norm(t_joint).reshape(n, S, -1),
-                         rel_key.reshape(n, S, -1)], dim=-1)
+        pos, rot, joints, contacts = self.table.frame(motion.repeat_interleave(S), tar_time)
+        key = self.kin.body_positions(pos, rot, joints, self.key_bodies)
+        return TargetFrames(pos=pos.reshape(n, S, 3), rot=rot.reshape(n, S, 4),
+                            joints=tq.tan_norm(joints).reshape(n, S, -1), key=key.reshape(n, S, -1, 3),
+                            contacts=contacts.reshape(n, -1))
 
+    def compute(self, state: CharacterState, motion: torch.Tensor, time: torch.Tensor | None,
+                targets: "TargetFrames | None" = None) -> torch.Tensor:
+        """Observations [N, size] (float32) of N characters following motions `motion` at motion
+        time `time` [N]; or, instead of the time, `targets`: :meth:`targets` already looked up."""
+        n, K = state.root_pos.shape[0], len(KEY_BODIES)
+        tar = self.targets(motion, time) if targets is None else targets
+        S = tar.pos.shape[1]
+        root_pos, root_rot = state.root_pos, state.root_rot
         heading = tq.heading(root_rot)
-        pts = self.rays[None].expand(n, -1, -1)
-        pts = tq.rotate_2d(pts, heading[:, None].expand(n, pts.shape[1])) + root_pos[:, None, :2]
-        rays = (self.terrain.height(motion, pts) - root_pos[:, 2:3]).clamp(MIN_OBS_H, MAX_OBS_H)
+        hinv = tq.heading_quat(-heading)
+        joints = self.kin.dof_to_joint_rot(state.dof) if state.joint_rot is None else state.joint_rot
+        key = state.key_pos
+        if key is None:
+            key = self.kin.body_positions(root_pos, root_rot, joints, self.key_bodies)
+        # Into the heading frame at once: root velocity and angular velocity, own key bodies
+        # minus root, target roots minus own root, target key bodies minus their target root.
+        vectors = torch.cat([state.root_vel[:, None], state.root_ang_vel[:, None], key - root_pos[:, None],
+                             tar.pos - root_pos[:, None], (tar.key - tar.pos[:, :, None]).flatten(1, 2)], dim=1)
+        local = tq.rotate(hinv[:, None].expand(n, vectors.shape[1], 4), vectors)
+        rel_root = local[:, 2 + K:2 + K + S]
+        rel_key = local[:, 2 + K + S:].reshape(n, S, K, 3) + rel_root[:, :, None]
+        # tan_norms: own root and the target roots (heading removed), then own joints.
+        rots = torch.cat([tq.mul(hinv[:, None].expand(n, S + 1, 4), torch.cat([root_rot[:, None], tar.rot], 1)),
+                          joints], dim=1)
+        tn = tq.tan_norm(rots)
+        own = [tn[:, 0], local[:, 0], local[:, 1], tn[:, S + 1:].flatten(1), state.dof_vel,
+               local[:, 2:2 + K].flatten(1)]
+        target = torch.cat([rel_root, tn[:, 1:S + 1], tar.joints, rel_key.flatten(2)], dim=-1)
 
-        return torch.cat(char + [tar.reshape(n, -1), t_contacts.reshape(n, -1), state.contacts, rays], dim=-1)
+        rays = (self.terrain.height(motion, self._ray_points(heading, root_pos)) - root_pos[:, 2:3])
+        rays = rays.clamp(MIN_OBS_H, MAX_OBS_H)
+        return torch.cat(own + [target.flatten(1), tar.contacts, state.contacts, rays], dim=-1)
+
+
+@dataclass(frozen=True)
+class TargetFrames:
+    """Target frames of N environments in their motions' coordinates: root positions [N,S,3]
+    and rotations [N,S,4], joint tan_norms [N,S,6J], key bodies [N,S,K,3], contacts [N,S*B]."""
+
+    pos: torch.Tensor
+    rot: torch.Tensor
+    joints: torch.Tensor
+    key: torch.Tensor
+    contacts: torch.Tensor
+
+    def __getitem__(self, rows: torch.Tensor) -> "TargetFrames":
+        return TargetFrames(*(x.index_select(0, rows) for x in (self.pos, self.rot, self.joints, self.key,
+                                                                 self.contacts)))

@@ -38,7 +38,8 @@ class TrackingInput:
     motion: np.ndarray  # [N] index into the batch's motions
     time: np.ndarray  # [N] current motion time, seconds
     control_dt: float
-    ref_dof: np.ndarray  # [N, H, D] reference DOF (PARC coordinates) at time + k * control_dt, k = 1..H
+    ref_dof: np.ndarray | None  # [N, H, D] reference DOF (PARC coordinates) at time + k * control_dt, k = 1..H;
+    # None for trackers that read an observation (it holds the reference they see)
     obs: Any = None  # [N, O] torch tensor of the tracker's observation, for trackers that name one
 
 

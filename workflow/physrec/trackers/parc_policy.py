@@ -10,6 +10,7 @@ the recorder then clips it to the PD bounds. Layer widths come from the weights.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -54,11 +55,12 @@ class ParcActor(nn.Module):
 def expected_shapes(state: Mapping, obs_size: int, num_dof: int, path: Path) -> "OrderedDict[str, tuple[int, ...]]":
     """Every key the actor needs with its shape; trunk widths are read off the weights."""
     trunk = sorted(int(m.group(1)) for k in state if (m := _TRUNK.fullmatch(str(k))))
-    if not trunk:
-        raise TrackerError(f"{path}: not a PARC tracker checkpoint: missing key _model._actor_layers.0.weight")
-    if trunk != list(range(0, 2 * len(trunk), 2)):
+    if any(i % 2 for i in trunk):
         raise TrackerError(f"{path}: actor layers {trunk} are not PARC's layout (Linear layers at 0, 2, 4, ... "
                            "with ReLU between)")
+    gap = next((i for i in range(0, (trunk[-1] if trunk else 0) + 1, 2) if i not in trunk), None)
+    if gap is not None:
+        raise TrackerError(f"{path}: missing key _model._actor_layers.{gap}.weight")
     shapes: OrderedDict[str, tuple[int, ...]] = OrderedDict([
         ("_obs_norm._count", (1,)), ("_obs_norm._mean", (obs_size,)), ("_obs_norm._std", (obs_size,)),
         ("_a_norm._count", (1,)), ("_a_norm._mean", (num_dof,)), ("_a_norm._std", (num_dof,))])
@@ -107,9 +109,8 @@ def check_state(state: object, obs_size: int, num_dof: int, path: Path) -> "Orde
     return out
 
 
-def load_actor(path: Path, obs_size: int, num_dof: int, device: str = "cpu") -> ParcActor:
-    """PARC's actor from its checkpoint, on `device`, in float32 and eval mode."""
-    state = check_state(load_tensors(path, device, str(path)), obs_size, num_dof, path)
+def build_actor(state: "OrderedDict[str, torch.Tensor]", device: str = "cpu") -> ParcActor:
+    """PARC's actor from checked state_dict tensors (:func:`check_state`), float32, eval mode."""
 
     def linear(prefix: str) -> nn.Linear:
         w, b = state[f"{prefix}.weight"], state[f"{prefix}.bias"]
@@ -120,10 +121,15 @@ def load_actor(path: Path, obs_size: int, num_dof: int, device: str = "cpu") -> 
         return layer
 
     trunk = [linear(k.removesuffix(".weight")) for k in state if _TRUNK.fullmatch(k)]
-    f32 = {k: state[k].to(torch.float32) for k in ("_obs_norm._mean", "_obs_norm._std", "_a_norm._mean", "_a_norm._std")}
-    actor = ParcActor(f32["_obs_norm._mean"], f32["_obs_norm._std"], f32["_a_norm._mean"], f32["_a_norm._std"],
-                      trunk, linear("_model._action_dist._mean_net"))
+    norms = [state[k].to(device, torch.float32) for k in ("_obs_norm._mean", "_obs_norm._std", "_a_norm._mean",
+                                                          "_a_norm._std")]
+    actor = ParcActor(*norms, trunk, linear("_model._action_dist._mean_net"))
     return actor.float().eval().requires_grad_(False)
+
+
+def load_actor(path: Path, obs_size: int, num_dof: int, device: str = "cpu") -> ParcActor:
+    """PARC's actor from its checkpoint, every key and shape checked first."""
+    return build_actor(check_state(load_tensors(path, device, str(path)), obs_size, num_dof, path), device)
 
 
 def make(spec: dict, character: Character, device: str = "cpu") -> PolicyTracker:
@@ -133,3 +139,31 @@ def make(spec: dict, character: Character, device: str = "cpu") -> PolicyTracker
     widths = "x".join(str(w) for w in actor.widths)
     return PolicyTracker("parc", actor, OBSERVATION,
                          describe_model("parc", path, f"PARC actor {widths}, Gaussian mean"))
+
+
+def random_state_dict(obs_size: int, num_dof: int, widths: tuple[int, ...] = (2048, 1024, 512),
+                      seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
+    """A checkpoint in PARC's exact layout (23 keys for 3 layers, critic included) with random
+    weights: what benchmarks and tests use where no trained model is at hand."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * scale
+
+    state: OrderedDict[str, torch.Tensor] = OrderedDict([
+        ("_obs_norm._count", torch.tensor([4096])), ("_obs_norm._mean", randn(obs_size, scale=0.1)),
+        ("_obs_norm._std", randn(obs_size).abs() + 0.1), ("_a_norm._count", torch.tensor([0])),
+        ("_a_norm._mean", torch.zeros(num_dof)), ("_a_norm._std", torch.ones(num_dof))])
+    for prefix in ("_model._actor_layers", "_model._critic_layers"):
+        width = obs_size
+        for i, out in enumerate(widths):
+            state[f"{prefix}.{2 * i}.weight"] = randn(out, width, scale=width ** -0.5)
+            state[f"{prefix}.{2 * i}.bias"] = torch.zeros(out)
+            width = out
+        if prefix == "_model._actor_layers":
+            state["_model._action_dist._logstd_net"] = torch.full((num_dof,), math.log(0.05))
+            state["_model._action_dist._mean_net.weight"] = randn(num_dof, width, scale=0.25 * width ** -0.5)
+            state["_model._action_dist._mean_net.bias"] = torch.zeros(num_dof)
+    state["_model._critic_out.weight"] = randn(1, widths[-1], scale=widths[-1] ** -0.5)
+    state["_model._critic_out.bias"] = torch.zeros(1)
+    return state

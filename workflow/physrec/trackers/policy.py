@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 import warnings
 import zipfile
 from pathlib import Path
@@ -54,6 +55,21 @@ def first_line(e: BaseException) -> str:
     return text[0].split(". ")[0] if text else type(e).__name__
 
 
+_CALLING_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "REDUCE"}
+
+
+def _calls_code(source: str | Path | bytes) -> bool:
+    """Whether a file torch's weights-only loader refused imports or calls something: a zip
+    archive's pickle was refused for its globals; a bare pickle is scanned (garbage is not)."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        return True
+    try:
+        return any(op.name in _CALLING_OPCODES for op, _, _ in pickletools.genops(data))
+    except Exception:  # not a pickle at all
+        return False
+
+
 def load_tensors(source: str | Path | bytes, device: str, what: str) -> object:
     """torch.load with weights_only=True: tensors and plain containers, never code."""
     try:
@@ -63,9 +79,11 @@ def load_tensors(source: str | Path | bytes, device: str, what: str) -> object:
                               map_location=device, weights_only=True)
     except FileNotFoundError:
         raise TrackerError(f"{what}: file not found") from None
-    except pickle.UnpicklingError:
-        raise TrackerError(f"{what}: refused: it holds pickled objects other than tensors, "
-                           "and loading them could run code") from None
+    except pickle.UnpicklingError as e:
+        if _calls_code(source):
+            raise TrackerError(f"{what}: refused: it holds pickled objects other than tensors, "
+                               "and loading them could run code") from None
+        raise TrackerError(f"{what}: not a readable PyTorch file (truncated or corrupt?): {first_line(e)}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         raise TrackerError(f"{what}: not a readable PyTorch file (truncated or corrupt?): {first_line(e)}") from None
 

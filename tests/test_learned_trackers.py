@@ -1,0 +1,256 @@
+"""Learned trackers: PARC checkpoints and exported programs, loaded safely, recorded with real physics.
+
+Checkpoints here are PARC's exact key layout with random weights (small widths keep them fast);
+the exported program turns the observation's first target frame back into PD targets, so it must
+record what `pd` records, through the real Snakemake workflow.
+"""
+
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from first_target_policy import FirstTargetFrame
+from snakemake_project import IT, REPO, base_config, make_project, snakemake
+from physrec import config
+from physrec.demo import demo_motions, write_demo
+from physrec.formats.tables import read_tsv_records
+from physrec.motion import quat
+from physrec.motion.character import Character
+from physrec.recording import BatchMotion, RecordSettings, build_reference, build_world, record_batch
+from physrec.stages.batch_plan import batch_ids, make_plan, write_plan
+from physrec.stages.index import index_dataset, read_manifest, write_manifest
+from physrec.stages.record import run_record
+from physrec.trackers.base import TrackerError, make_tracker
+from physrec.trackers.parc_policy import random_state_dict
+
+SMALL = (64, 32, 16)
+
+
+@pytest.fixture(scope="module")
+def ch():
+    return Character.load()
+
+
+def _checkpoint(path: Path, widths=SMALL, edit: dict | None = None) -> Path:
+    """A PARC-layout checkpoint; `edit` replaces entries (None deletes one)."""
+    state = random_state_dict(1312, 28, widths, seed=1)
+    for key, value in (edit or {}).items():
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+    torch.save(state, path)
+    return path
+
+
+def _export(module: torch.nn.Module, path: Path, size: int = 1312) -> Path:
+    n = torch.export.Dim("n", min=1)
+    torch.export.save(torch.export.export(module, (torch.zeros(2, size),), dynamic_shapes={"obs": {0: n}}), path)
+    return path
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['PHYSREC_TEST_MARKER']}",))
+
+
+# -- PARC checkpoints ---------------------------------------------------------------------------------
+def test_parc_checkpoint_action_is_the_gaussian_mean(tmp_path, ch):
+    path = _checkpoint(tmp_path / "model.pt")
+    tracker = make_tracker({"kind": "parc", "model": str(path)}, ch)
+    assert tracker.policy.widths == list(SMALL) and tracker.observation == "parc" and tracker.max_horizon == 1
+    assert str(path) in tracker.describe() and "64x32x16" in tracker.describe()
+    s = {k: v.double().numpy() for k, v in torch.load(path, weights_only=True).items()}
+    obs = np.random.default_rng(0).normal(size=(5, 1312)) * 3
+    x = np.clip((obs - s["_obs_norm._mean"]) / s["_obs_norm._std"], -10, 10)
+    for i in (0, 2, 4):
+        x = np.maximum(0, x @ s[f"_model._actor_layers.{i}.weight"].T + s[f"_model._actor_layers.{i}.bias"])
+    want = (x @ s["_model._action_dist._mean_net.weight"].T + s["_model._action_dist._mean_net.bias"]) \
+        * s["_a_norm._std"] + s["_a_norm._mean"]
+    got = tracker.policy(torch.as_tensor(obs, dtype=torch.float32)).double().numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"_model._action_dist._mean_net.w": torch.zeros(28, 16)}, "unexpected key '_model._action_dist._mean_net.w'"),
+    ({"_obs_norm._std": None}, "missing key _obs_norm._std"),
+    ({"_obs_norm._mean": torch.zeros(1000)}, "_obs_norm._mean has shape (1000,), expected (1312,)"),
+    ({"_model._actor_layers.2.weight": torch.zeros(32, 60)},
+     "_model._actor_layers.2.weight has shape (32, 60), expected (32, 64)"),
+    ({"_a_norm._std": torch.full((28,), float("nan"))}, "_a_norm._std has non-finite values"),
+    ({"_model._actor_layers.0.weight": None}, "missing key _model._actor_layers.0.weight"),
+    ({"_model._actor_layers.1.weight": torch.zeros(8, 16)}, "actor layers [0, 1, 2, 4] are not PARC's layout"),
+])
+def test_bad_checkpoints_name_the_file_and_the_first_mismatch(tmp_path, ch, edit, message):
+    path = _checkpoint(tmp_path / "model.pt", edit=edit)
+    with pytest.raises(TrackerError, match=re.escape(f"{path}: {message}")):
+        make_tracker({"kind": "parc", "model": str(path)}, ch)
+
+
+def test_unreadable_and_hostile_checkpoints_are_refused(tmp_path, ch, monkeypatch):
+    good = _checkpoint(tmp_path / "good.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    marker = tmp_path / "code_ran"
+    monkeypatch.setenv("PHYSREC_TEST_MARKER", str(marker))
+    hostile = tmp_path / "hostile.pt"
+    hostile.write_bytes(pickle.dumps({"_obs_norm._count": _Evil()}))
+    a_list = tmp_path / "list.pt"
+    torch.save([1, 2, 3], a_list)
+    cases = [(tmp_path / "absent.pt", "model file not found"), (truncated, "not a readable PyTorch file"),
+             (hostile, "refused: it holds pickled objects other than tensors"),
+             (a_list, "not a PARC tracker checkpoint: holds a list, expected a state_dict")]
+    for path, message in cases:
+        with pytest.raises(TrackerError, match=re.escape(f"{path}: {message}")):
+            make_tracker({"kind": "parc", "model": str(path)}, ch)
+    assert not marker.exists(), "loading a checkpoint ran code"
+
+
+def test_a_bad_checkpoint_fails_the_record_job_before_simulating(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_demo("data")
+    write_manifest("manifest.tsv", index_dataset("data/dataset.yaml"))
+    write_plan("plan.tsv", make_plan(read_manifest("manifest.tsv"), 16))
+    (tmp_path / "model.pt").write_bytes(b"not a checkpoint")
+    rec = config.validate({"iterations": [{"name": "i", "dataset": "x"}]})["record"]
+    with pytest.raises(TrackerError, match="model.pt: not a readable PyTorch file"):
+        run_record("plan.tsv", batch_ids("plan.tsv")[0], rec, {"kind": "parc", "model": "model.pt"},
+                   "builtin:humanoid", 0, 1, "out", ["physrec"], progress=lambda s: None)
+    assert not (tmp_path / "out").exists()
+
+
+# -- exported programs --------------------------------------------------------------------------------
+def test_readme_export_example_gives_a_working_tracker(tmp_path, ch, monkeypatch):
+    text = (REPO / "README.md").read_text()
+    m = re.search(r"<!-- tested: export-policy -->\s*```python\n(.*?)```", text, re.S)
+    assert m, "README lost its tested export example"
+    monkeypatch.chdir(tmp_path)
+    exec(compile(m.group(1), "README.md", "exec"), {})
+    tracker = make_tracker({"kind": "exported", "model": "policy.pt2", "observation": "parc"}, ch)
+    out = tracker.policy(torch.zeros(1, 1312))
+    assert out.shape == (1, 28)
+
+
+def test_exported_archives_with_code_are_refused(tmp_path, ch, monkeypatch):
+    import zipfile
+    good = _export(FirstTargetFrame(ch), tmp_path / "good.pt2")
+    marker = tmp_path / "code_ran"
+    monkeypatch.setenv("PHYSREC_TEST_MARKER", str(marker))
+    bad = tmp_path / "bad.pt2"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for info in zin.infolist():
+            data = pickle.dumps(_Evil()) if "sample_inputs" in info.filename else zin.read(info.filename)
+            zout.writestr(info, data)
+    with pytest.raises(TrackerError, match=re.escape(str(bad)) + r" \[data/sample_inputs/.*\]: refused"):
+        make_tracker({"kind": "exported", "model": str(bad), "observation": "parc"}, ch)
+    assert not marker.exists(), "loading an exported program ran code"
+    not_zip = tmp_path / "plain.pt2"
+    not_zip.write_bytes(b"hello")
+    with pytest.raises(TrackerError, match="plain.pt2: not a torch.export archive"):
+        make_tracker({"kind": "exported", "model": str(not_zip), "observation": "parc"}, ch)
+
+
+def test_exported_program_with_the_wrong_output_is_refused(tmp_path, ch):
+    class Wrong(torch.nn.Module):
+        def forward(self, obs):
+            return obs[:, :20]
+    path = _export(Wrong(), tmp_path / "wrong.pt2")
+    with pytest.raises(TrackerError, match=r"wrong.pt2: maps a \[2, 1312\] observation to \(2, 20\), expected \(2, 28\)"):
+        make_tracker({"kind": "exported", "model": str(path), "observation": "parc"}, ch)
+
+
+# -- recording with a learned tracker ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_batch():
+    return [BatchMotion(name, mf.motion, mf.terrain) for name, mf in demo_motions().items()]
+
+
+def test_observations_are_recorded_from_the_simulated_state(tmp_path_factory, ch, demo_batch):
+    """At the reset frame the simulator holds the reference pose and velocities: the recorded
+    observation's character part must be that state seen through PARC's conversions."""
+    path = _checkpoint(tmp_path_factory.mktemp("ck") / "model.pt")
+    rec = record_batch(demo_batch, ch, make_tracker({"kind": "parc", "model": str(path)}, ch),
+                       RecordSettings(start_fractions=()), threads=1)
+    tiled, _ = build_world(demo_batch)
+    ref = build_reference(ch, demo_batch, tiled.offsets)
+    for a in rec.attempts:
+        assert a.obs.shape == (a.steps + 1, 1312) and a.obs.dtype == np.float32
+        m = np.array([a.motion])
+        pose, vel = ref.pose(m, np.zeros(1)), ref.velocity(m, np.zeros(1))
+        heading = quat.from_axis_angle(np.array([0.0, 0.0, 1.0]), -quat.heading(pose.root_rot))
+        np.testing.assert_allclose(a.obs[0, 6:9], quat.rotate(heading, vel.root_lin_vel)[0], atol=1e-5)
+        np.testing.assert_allclose(a.obs[0, 9:12], quat.rotate(heading, vel.root_ang_vel)[0], atol=1e-5)
+        np.testing.assert_allclose(a.obs[0, 96:124], vel.dof_vel[0], atol=1e-5)
+        # The first target frame's root is the reference root one control step ahead.
+        ahead = ref.pose(m, np.array([1 / 30]))
+        np.testing.assert_allclose(a.obs[0, 136:139], quat.rotate(heading, ahead.root_pos - pose.root_pos)[0],
+                                   atol=1e-5)
+
+
+def _record_twice(tmp_path, spec, save_obs=True):
+    os.chdir(tmp_path)
+    write_demo("data")
+    write_manifest("manifest.tsv", index_dataset("data/dataset.yaml"))
+    write_plan("plan.tsv", make_plan(read_manifest("manifest.tsv"), 16))
+    b = batch_ids("plan.tsv")[0]
+    rec = config.validate({"iterations": [{"name": "i", "dataset": "x"}], "record": {"save_obs": save_obs}})["record"]
+    for out in ("one", "two"):
+        run_record("plan.tsv", b, rec, spec, "builtin:humanoid", 0, 2, out, ["physrec"], progress=lambda s: None)
+    return tmp_path / "one", tmp_path / "two"
+
+
+def test_learned_tracker_recording_is_byte_identical(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = {"kind": "parc", "model": str(_checkpoint(tmp_path / "model.pt", widths=(256, 128, 64)))}
+    one, two = _record_twice(tmp_path, spec)
+    for f in ("rollouts.h5", "rollouts.json", "attempts.tsv", "terrain.pkl", "record_env.yaml"):
+        assert (one / f).read_bytes() == (two / f).read_bytes(), f
+    with h5py.File(one / "rollouts.h5") as h5:
+        g = h5["traj_0"]
+        assert g["obs"].dtype == np.float32 and g["obs"].shape == (len(g["actions"]) + 1, 1312)
+        assert g["obs"].compression == "gzip"
+    info = json.loads((one / "rollouts.json").read_text())
+    assert info["episodes"][0]["source_type"] == "tracker:parc"
+    assert "model.pt" in info["episodes"][0]["source_desc"]
+
+
+def test_save_obs_off_writes_no_observations(tmp_path, monkeypatch, ch):
+    monkeypatch.chdir(tmp_path)
+    path = _export(FirstTargetFrame(ch), tmp_path / "p.pt2")
+    one, _ = _record_twice(tmp_path, {"kind": "exported", "model": str(path), "observation": "parc"}, save_obs=False)
+    with h5py.File(one / "rollouts.h5") as h5:
+        assert all("obs" not in h5[k] for k in h5)
+
+
+# -- end to end through Snakemake ----------------------------------------------------------------------
+def test_exported_policy_records_the_demo_like_pd_through_snakemake(tmp_path, ch):
+    project = tmp_path / "project"
+    project.mkdir()
+    _export(FirstTargetFrame(ch), project / "policy.pt2")
+    cfg = base_config("builtin:demo")
+    base = "results/builtin_demo/dataset.yaml"  # not the other iteration's output: its names would clash
+    cfg["iterations"] = [{"name": IT, "dataset": "builtin:demo", "tracker": {"kind": "pd"}, "base_dataset": base},
+                         {"name": "exported", "dataset": "builtin:demo", "base_dataset": base,
+                          "tracker": {"kind": "exported", "model": "policy.pt2", "observation": "parc"}}]
+    make_project(project, cfg)
+    snakemake(project)
+
+    def outcomes(it):
+        rows = read_tsv_records(project / "results" / it / "manifest.tsv")
+        return {r["name"]: (r["status"], r["start_fraction"], r["recorded_duration"]) for r in rows}
+
+    pd, exported = outcomes(IT), outcomes("exported")
+    assert pd == exported
+    assert {s for s, _, _ in pd.values()} >= {"recorded", "recorded_later_start", "failed"}
+    summary = json.loads((project / "results" / "exported" / "summary.json").read_text())
+    assert summary["motions"]["recorded"] == 4
+    record_dir = next((project / "results" / "exported" / "record").iterdir())
+    assert yaml.safe_load((record_dir / "record_env.yaml").read_text())["tracker"]["kind"] == "exported"
