@@ -115,7 +115,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tracker", choices=("pd", "parc"), default="pd")
     p.add_argument("--motions", nargs="*", type=Path, default=[],
                    help="PARC motion files to cycle through (default: demo motions that pd tracks)")
-    p.add_argument("--seconds", type=float, default=0.0, help="cut motions to this length (0: as they are)")
     a = p.parse_args(argv)
     character = Character.load()
     closed = a.tracker != "pd"

@@ -8,6 +8,7 @@ for the trajectory file; selection decides later which one becomes the recorded 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -274,10 +275,10 @@ class Observer:
         return self.layout.motion_time(motion, self.fraction, steps)
 
     def _lookup_targets(self, env: np.ndarray, step: int, count: int):
-        """Target frames of `env` at steps step .. step+count-1, row e * count + column."""
+        """Target frames of `env` at steps step .. step+count-1, step-major: row column * len(env) + e."""
         torch = self._torch
-        ids = torch.as_tensor(self.motion[env], device=self.device).repeat_interleave(count)
-        steps = torch.arange(step, step + count, dtype=torch.int32, device=self.device).repeat(len(env))
+        ids = torch.as_tensor(self.motion[env], device=self.device).repeat(count)
+        steps = torch.arange(step, step + count, dtype=torch.int32, device=self.device).repeat_interleave(len(env))
         return self.layout.targets(ids, self._time(ids, steps))
 
     def __call__(self, sim: MujocoBatchSim, states: np.ndarray, contacts: np.ndarray, env: np.ndarray, step: int,
@@ -287,7 +288,11 @@ class Observer:
         torch = self._torch
         ids = torch.as_tensor(self.motion[env], device=self.device)
         targets, rows, col = self._targets.get(env, step)
-        rows = torch.as_tensor(rows * self._targets.size + col, device=self.device)
+        width = int((self._targets.row >= 0).sum())  # environments in the lookup
+        if len(rows) == width and (rows == np.arange(width)).all():  # all of them: a view, no gather
+            targets = targets.rows(slice(col * width, (col + 1) * width))
+        else:
+            targets = targets.rows(torch.as_tensor(col * width + rows, device=self.device))
         arrays = self.character.parc_state(sim.qpos(states), sim.qvel(states))
         shift = np.zeros((len(env), 3))
         shift[:, :2] = self.offsets[self.motion[env]]
@@ -296,7 +301,7 @@ class Observer:
         if joint_rot is not None and body_pos is not None:
             arrays["joint_rot"] = joint_rot
             arrays["key_pos"] = body_pos[:, self.layout.key_index] - shift[:, None]
-        return self.layout.compute(self._state.from_arrays(arrays, self.device), ids, None, targets[rows])
+        return self.layout.compute(self._state.from_arrays(arrays, self.device), ids, None, targets)
 
 
 class _PassProgress:
@@ -316,6 +321,14 @@ class _PassProgress:
             self.say(f"{self.label}: {self.done}/{self.total} done, {self.succeeded} succeeded")
 
 
+def _no_autograd(observer: Observer | None) -> contextlib.AbstractContextManager:
+    """torch's inference mode for trackers with an observation: a quarter less overhead per
+    tensor operation, and nothing here needs gradients."""
+    if observer is None:
+        return contextlib.nullcontext()
+    return observer._torch.inference_mode()
+
+
 def record_batch(motions: list[BatchMotion], character: Character, tracker: Tracker,
                  settings: RecordSettings, threads: int = 1,
                  progress: Callable[[str], None] = lambda s: None, batch: str = "") -> BatchRecording:
@@ -330,7 +343,7 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     pending = np.ones(n, dtype=bool)
     attempts: list[Attempt] = []
     fractions = (0.0,) + tuple(settings.start_fractions)
-    with MujocoBatchSim(character, boxes, settings.physics, threads) as sim:
+    with MujocoBatchSim(character, boxes, settings.physics, threads) as sim, _no_autograd(observer):
         for p, fraction in enumerate(fractions):
             todo = np.flatnonzero(start_plan(ref.length, fraction, pending, settings.min_remaining))
             if len(todo) == 0:

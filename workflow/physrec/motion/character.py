@@ -358,16 +358,28 @@ class Character:
         return pos, rot
 
     def body_positions(self, root_pos: np.ndarray, root_rot: np.ndarray, joint_rot: np.ndarray) -> np.ndarray:
-        """World body positions [..., B, 3]: FK with rotation matrices, the per-step hot path."""
-        local = quat.to_matrix(joint_rot)
-        mats = [quat.to_matrix(root_rot)]
-        pos = np.zeros(root_pos.shape[:-1] + (self.num_bodies, 3))
+        """World body positions [..., B, 3]: FK with rotation matrices, the per-step hot path,
+        one batched step per level of the tree."""
+        local = quat.to_matrix(joint_rot)  # [..., J, 3, 3]
+        lead = root_pos.shape[:-1]
+        mats = np.empty(lead + (self.num_bodies, 3, 3))
+        pos = np.empty(lead + (self.num_bodies, 3))
+        mats[..., 0, :, :] = quat.to_matrix(root_rot)
         pos[..., 0, :] = root_pos
-        for b in range(1, self.num_bodies):
-            p = self.parents[b]
-            pos[..., b, :] = pos[..., p, :] + mats[p] @ self.offsets[b]
-            mats.append(mats[p] @ local[..., b - 1, :, :])
+        for bodies, parents in self._levels:
+            parent = mats[..., parents, :, :]
+            pos[..., bodies, :] = pos[..., parents, :] + (parent @ self.offsets[bodies][..., None])[..., 0]
+            mats[..., bodies, :, :] = parent @ local[..., bodies - 1, :, :]
         return pos
+
+    @cached_property
+    def _levels(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(bodies, their parents) at each depth of the tree, root excluded."""
+        depth = np.zeros(self.num_bodies, dtype=np.int64)
+        for b in range(1, self.num_bodies):
+            depth[b] = depth[self.parents[b]] + 1
+        return [(np.flatnonzero(depth == d), self.parents[np.flatnonzero(depth == d)])
+                for d in range(1, int(depth.max()) + 1)]
 
     def clip_action(self, action: np.ndarray) -> np.ndarray:
         return np.clip(action, self.action_low, self.action_high)
