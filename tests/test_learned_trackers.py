@@ -195,6 +195,30 @@ def test_observations_are_recorded_from_the_simulated_state(tmp_path_factory, ch
                                    atol=1e-5)
 
 
+def test_recorded_observations_equal_parcs_own_path(tmp_path, ch, demo_batch):
+    """The recorder reuses its termination kinematics and looks target frames up 8 steps at
+    a time; recomputing each frame from the saved state through the plain PARC path (FK
+    from the DOF, targets at the frame's own time) must give the same observation."""
+    from physrec.observations.parc import CharacterState, Observation
+    path = _checkpoint(tmp_path / "model.pt")
+    batch = demo_batch[:3]
+    rec = record_batch(batch, ch, make_tracker({"kind": "parc", "model": str(path)}, ch),
+                       RecordSettings(start_fractions=(0.3,)), threads=1)
+    tiled, _ = build_world(batch)
+    layout = Observation(ch, [m.motion for m in batch], [m.terrain for m in batch])
+    for a in rec.attempts:
+        arrays = ch.parc_state(a.qpos, a.qvel)
+        arrays["root_pos"][:, :2] -= tiled.offsets[a.motion]
+        arrays["contacts"] = a.contacts
+        ids = torch.full((len(a.qpos),), a.motion)
+        time = layout.motion_time(ids, a.start_fraction, torch.arange(len(a.qpos), dtype=torch.int32))
+        plain = layout.compute(CharacterState.from_arrays(arrays), ids, time).numpy()
+        diff = np.abs(plain - a.obs)
+        assert diff[:, 124:136].max() < 5e-5 and diff[:, 136:766].max() < 5e-5  # key bodies, target frames
+        diff[:, 124:136] = diff[:, 136:766] = 0
+        assert diff.max() < 1e-5
+
+
 def _record_twice(tmp_path, spec, save_obs=True):
     os.chdir(tmp_path)
     write_demo("data")
@@ -231,7 +255,12 @@ def test_save_obs_off_writes_no_observations(tmp_path, monkeypatch, ch):
 
 
 # -- end to end through Snakemake ----------------------------------------------------------------------
-def test_exported_policy_records_the_demo_like_pd_through_snakemake(tmp_path, ch):
+SHARED = REPO.parent / "shared" / "parc_samples"
+
+
+def test_learned_trackers_record_through_snakemake(tmp_path, ch):
+    """One workflow, three iterations: pd and the first-target-frame exported policy on the demo
+    (same outcomes), and PARC's own checkpoint on PARC's sample motions (where ../shared has them)."""
     project = tmp_path / "project"
     project.mkdir()
     _export(FirstTargetFrame(ch), project / "policy.pt2")
@@ -240,6 +269,12 @@ def test_exported_policy_records_the_demo_like_pd_through_snakemake(tmp_path, ch
     cfg["iterations"] = [{"name": IT, "dataset": "builtin:demo", "tracker": {"kind": "pd"}, "base_dataset": base},
                          {"name": "exported", "dataset": "builtin:demo", "base_dataset": base,
                           "tracker": {"kind": "exported", "model": "policy.pt2", "observation": "parc"}}]
+    with_parc = (SHARED / "oracle" / "model_seed1.pt").is_file()
+    if with_parc:
+        (project / "parc.yaml").write_text(yaml.safe_dump(
+            {"motions": [{"file": str(SHARED / f"{m}.pkl"), "weight": 1.0} for m in ("TEASER_TERRAIN", "sfu")]}))
+        cfg["iterations"].append({"name": "parc", "dataset": "parc.yaml", "base_dataset": base,
+                                  "tracker": {"kind": "parc", "model": str(SHARED / "oracle" / "model_seed1.pt")}})
     make_project(project, cfg)
     snakemake(project)
 
@@ -254,3 +289,13 @@ def test_exported_policy_records_the_demo_like_pd_through_snakemake(tmp_path, ch
     assert summary["motions"]["recorded"] == 4
     record_dir = next((project / "results" / "exported" / "record").iterdir())
     assert yaml.safe_load((record_dir / "record_env.yaml").read_text())["tracker"]["kind"] == "exported"
+    if not with_parc:
+        pytest.skip(f"PARC's checkpoint absent from {SHARED} (../shared not mounted): the parc iteration was not run")
+    # PARC's checkpoint is untrained (its actions are not a tracker's): the motions fail, but are recorded
+    # as attempts with the observations the policy saw.
+    assert set(outcomes("parc")) == {"TEASER_TERRAIN", "sfu"}
+    record_dir = next((project / "results" / "parc" / "record").iterdir())
+    info = json.loads((record_dir / "rollouts.json").read_text())
+    assert {e["source_type"] for e in info["episodes"]} == {"tracker:parc"}
+    with h5py.File(record_dir / "rollouts.h5") as h5:
+        assert all(h5[k]["obs"].shape[1] == 1312 for k in h5)
