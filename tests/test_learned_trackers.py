@@ -167,6 +167,23 @@ def test_exported_program_with_the_wrong_output_is_refused(tmp_path, ch):
         make_tracker({"kind": "exported", "model": str(path), "observation": "parc"}, ch)
 
 
+def test_a_policy_returning_nan_ends_only_those_attempts(tmp_path, ch, demo_batch):
+    class NaNWhereTheRootTravels(torch.nn.Module):
+        """Finite on the all-zero probe and for motions that stay put; NaN where the reference
+        root is more than 0.3 m away one second ahead (the last target frame's root, 661:664)."""
+        def forward(self, obs):
+            travels = obs[:, 661:664].abs().sum(-1, keepdim=True) > 0.3
+            return torch.where(travels, float("nan"), 0.0).expand(-1, 28)
+    tracker = make_tracker({"kind": "exported", "model": str(_export(NaNWhereTheRootTravels(), tmp_path / "nan.pt2")),
+                            "observation": "parc"}, ch)
+    rec = record_batch(demo_batch, ch, tracker, RecordSettings(start_fractions=()), threads=1)
+    reasons = {demo_batch[a.motion].name: a.fail_reason for a in rec.attempts}
+    assert "non_finite_action" in reasons.values()
+    assert set(reasons.values()) != {"non_finite_action"}, reasons  # the others went on
+    for a in rec.attempts:
+        assert np.isfinite(a.qpos).all() and np.isfinite(a.actions).all()
+
+
 # -- recording with a learned tracker ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def demo_batch():

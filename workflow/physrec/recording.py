@@ -200,6 +200,8 @@ class _Pass:
                                 ref_dof, None if obs is None else obs[idx])
             targets = ch.clip_action(tracker.act(inp))
             h = targets.shape[1]
+            bad = ~np.isfinite(targets).all(axis=(1, 2))  # a policy's NaN ends its attempt, not the batch
+            targets[bad] = 0.0
             seq, contacts = sim.step(st, targets)  # [m, h, nstate], [m, h, B]
             qpos = sim.qpos(seq)
             root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos)
@@ -219,6 +221,7 @@ class _Pass:
                 if O is not None:
                     O[idx, k + h] = seen.cpu().numpy()
             code, body = chk.code.reshape(m, h), chk.body.reshape(m, h)
+            code[bad, 0] = termination.BAD_ACTION
             done = (code != termination.OK) | (k + 1 + np.arange(h)[None, :] >= self.steps[idx, None])
             for j in np.flatnonzero(done.any(axis=1)):
                 e, first = idx[j], int(np.argmax(done[j]))

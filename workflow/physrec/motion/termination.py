@@ -11,7 +11,7 @@ from physrec.motion import quat
 # PARC's pose_termination_dist for bodies 1..14 (torso ... left_foot), metres.
 PARC_BODY_OFFSET_LIMITS = (0.7, 1.0, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 1.0, 1.2, 10.0, 1.0, 1.2, 10.0)
 
-OK, ROOT_POSITION, ROOT_ROTATION, BODY_OFFSET = 0, 1, 2, 3
+OK, ROOT_POSITION, ROOT_ROTATION, BODY_OFFSET, BAD_ACTION = 0, 1, 2, 3, 4
 ERROR_COLUMNS = ("root_pos_error", "root_rot_error", "body_offset_ratio", "mean_body_pos_error")
 
 
@@ -62,4 +62,6 @@ def reason(code: int, body: int, body_names: tuple[str, ...]) -> str:
         return "root_rotation"
     if code == BODY_OFFSET:
         return f"body_offset:{body_names[body]}"
+    if code == BAD_ACTION:
+        return "non_finite_action"
     return ""

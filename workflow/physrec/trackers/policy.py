@@ -105,3 +105,5 @@ def check_policy(policy: Callable[[torch.Tensor], torch.Tensor], what: str, char
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise TrackerError(f"{what}: maps a [2, {obs.shape[1]}] observation to {shape}, expected "
                            f"(2, {character.num_dof}) PD targets")
+    if not torch.isfinite(out).all():
+        raise TrackerError(f"{what}: returns non-finite PD targets for an all-zero observation")
