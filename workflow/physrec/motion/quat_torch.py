@@ -21,14 +21,6 @@ def normalize(x: Tensor, eps: float = 1e-9) -> Tensor:
     return x / x.norm(p=2, dim=-1).clamp(min=eps).unsqueeze(-1)
 
 
-def positive_w(q: Tensor) -> Tensor:
-    return torch.where(q[..., 3:] < 0, -q, q)
-
-
-def conj(q: Tensor) -> Tensor:
-    return torch.cat([-q[..., :3], q[..., 3:]], dim=-1)
-
-
 def mul(a: Tensor, b: Tensor) -> Tensor:
     """Hamilton product a*b (apply b first, then a)."""
     av, aw, bv, bw = a[..., :3], a[..., 3:], b[..., :3], b[..., 3:]
