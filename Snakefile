@@ -10,6 +10,7 @@ configfile: "config/config.yaml"
 
 try:
     CFG = physrec_config.validate(config, "config")
+    physrec_config.check_files(CFG)
 except physrec_config.ConfigError as e:
     raise WorkflowError(str(e))
 

@@ -160,3 +160,32 @@ def test_paths_in_the_config_expand_environment_variables(monkeypatch):
     monkeypatch.delenv("PARC_DATA")
     with pytest.raises(config.ConfigError, match=r"iterations\.0\.dataset: environment variable \$PARC_DATA is not set"):
         config.validate({"iterations": [{"name": "a", "dataset": "$PARC_DATA/x.yaml"}]})
+
+
+@pytest.mark.parametrize("tracker, message", [
+    ({"kind": "parc"}, "iterations.0.tracker: kind 'parc' needs 'model'"),
+    ({"kind": "pd", "model": "m.pt"}, "iterations.0.tracker: kind 'pd' takes no 'model'"),
+    ({"kind": "exported", "model": "p.pt2"}, "iterations.0.tracker: kind 'exported' needs 'observation'"),
+    ({"kind": "parc", "model": "m.pt", "observation": "parc"}, "kind 'parc' takes no 'observation'"),
+    ({"kind": "exported", "model": "p.pt2", "observation": "mine"}, "iterations.0.tracker.observation"),
+])
+def test_tracker_keys_per_kind(tmp_path, tracker, message):
+    doc = _base()
+    doc["iterations"][0]["tracker"] = tracker
+    assert message in _error(tmp_path, doc)
+
+
+def test_files_the_config_names_must_exist(tmp_path, capsys):
+    from physrec import cli
+    doc = _base()
+    doc["iterations"][0]["tracker"] = {"kind": "parc", "model": str(tmp_path / "model.pt")}
+    path = _write(tmp_path, doc)
+    assert cli.main(["check-config", str(path)]) == 1
+    assert f"iterations.0.tracker.model: {tmp_path / 'model.pt'}: model file not found" in capsys.readouterr().err
+    (tmp_path / "model.pt").write_bytes(b"")
+    doc["character"] = str(tmp_path / "humanoid.xml")
+    path = _write(tmp_path, doc)
+    assert cli.main(["check-config", str(path)]) == 1
+    assert f"character: {tmp_path / 'humanoid.xml'}: character file not found" in capsys.readouterr().err
+    doc["character"] = "builtin:humanoid"
+    assert cli.main(["check-config", str(_write(tmp_path, doc))]) == 0

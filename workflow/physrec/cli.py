@@ -26,6 +26,7 @@ def _setup_logging(log_file: str | None) -> None:
 def cmd_check_config(a: argparse.Namespace) -> None:
     from physrec import config
     cfg = config.load(a.config)
+    config.check_files(cfg, a.config)
     log.info("%s: valid (%d iteration(s))", a.config, len(cfg["iterations"]))
 
 

@@ -94,6 +94,18 @@ def _expand_paths(cfg: dict, source: str) -> None:
                 raise ConfigError(f"{source}: {where}: environment variable ${e.args[0]} is not set") from None
 
 
+def check_files(cfg: dict, source: str = "config") -> None:
+    """The files a validated config names must exist before any job runs: the character and
+    the learned trackers' models (the datasets' motions are checked by index, one by one)."""
+    from physrec.motion.character import is_builtin
+    places = [("character", cfg["character"], "character file")] if not is_builtin(cfg["character"]) else []
+    places += [(f"iterations.{i}.tracker.model", it["tracker"]["model"], "model file")
+               for i, it in enumerate(cfg["iterations"]) if it["tracker"].get("model")]
+    for where, path, what in places:
+        if not Path(path).is_file():
+            raise ConfigError(f"{source}: {where}: {path}: {what} not found")
+
+
 def load(path: str | Path) -> dict:
     try:
         raw = yaml.safe_load(Path(path).read_text())
