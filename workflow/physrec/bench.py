@@ -96,9 +96,8 @@ def _tracker(kind: str, character: Character, threads: int) -> Tracker:
     if kind == "pd":
         return PDTracker()
     from physrec.observations import observation_size
-    from physrec.stages.record import limit_torch_threads
     from physrec.trackers.parc_policy import build_actor, check_state, random_state_dict
-    from physrec.trackers.policy import PolicyTracker
+    from physrec.trackers.policy import PolicyTracker, limit_torch_threads
     limit_torch_threads(threads)
     size = observation_size("parc", character)
     state = check_state(random_state_dict(size, character.num_dof), size, character.num_dof, Path("<random>"))

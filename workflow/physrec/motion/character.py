@@ -366,15 +366,16 @@ class Character:
         pos = np.empty(lead + (self.num_bodies, 3))
         mats[..., 0, :, :] = quat.to_matrix(root_rot)
         pos[..., 0, :] = root_pos
-        for bodies, parents in self._levels:
+        for bodies, parents in self.levels:
             parent = mats[..., parents, :, :]
             pos[..., bodies, :] = pos[..., parents, :] + (parent @ self.offsets[bodies][..., None])[..., 0]
             mats[..., bodies, :, :] = parent @ local[..., bodies - 1, :, :]
         return pos
 
     @cached_property
-    def _levels(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(bodies, their parents) at each depth of the tree, root excluded."""
+    def levels(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(bodies, their parents) at each depth of the tree, root excluded: forward kinematics
+        runs one batched step per level (here and in kinematics_torch)."""
         depth = np.zeros(self.num_bodies, dtype=np.int64)
         for b in range(1, self.num_bodies):
             depth[b] = depth[self.parents[b]] + 1

@@ -40,20 +40,16 @@ class TorchKinematics:
         built = ball + hinge + fixed
         self.joint_order = index([built.index(j) for j in range(character.num_joints)])
 
-        # Bodies in order of depth: FK grows the tree one level per step, and each level's
-        # parents are already there.
+        # Bodies in order of depth (the character's levels): FK grows the tree one level per
+        # step, and each level's parents are already there.
         parents = [int(p) for p in character.parents]
-        depth = [0] * character.num_bodies
-        for b in range(1, character.num_bodies):
-            depth[b] = depth[parents[b]] + 1
-        order = sorted(range(character.num_bodies), key=lambda b: (depth[b], b))
+        order = [0] + [int(b) for bodies, _ in character.levels for b in bodies]
         at = {b: i for i, b in enumerate(order)}
         self.levels = []  # (first, last + 1) of the level's block in that order, its parents, its joints
-        for d in range(1, max(depth) + 1):
-            bodies = [b for b in order if depth[b] == d]
-            first = at[bodies[0]]
+        for bodies, _ in character.levels:
+            first = at[int(bodies[0])]
             self.levels.append((first, first + len(bodies), index([at[parents[b]] for b in bodies]),
-                                index([b - 1 for b in bodies])))
+                                index([int(b) - 1 for b in bodies])))
         self.offsets = torch.as_tensor(character.offsets[order[1:]], dtype=torch.float32, device=dev)
         self.parent_at = index([at[parents[b]] for b in order[1:]])
         self.body_order = index([at[b] for b in range(character.num_bodies)])

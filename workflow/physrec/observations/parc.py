@@ -190,18 +190,12 @@ def observation_size(character: Character) -> int:
     return sum(int(np.prod(s)) for s in observation_shapes(character).values())
 
 
-# Parts that PARC's normaliser leaves alone (use_normalizer False): mean 0, std 1.
-UNNORMALISED_PARTS = ("tar_contacts", "char_contacts", "hf")
-
-
 class Observation:
     """PARC's observation for the environments of one batch: reference, terrain, kinematics.
 
     ``motions[k]`` and ``terrains[k]`` belong to motion k; ``compute`` takes, per
     environment, the index of its motion and its motion time.
     """
-
-    name = NAME
 
     def __init__(self, character: Character, motions: list[MotionData], terrains: list[Heightfield],
                  control_dt: float = 1.0 / 30.0, device: torch.device | str = "cpu") -> None:
@@ -215,8 +209,6 @@ class Observation:
         # PARC: a Python float timestep times an int32 tensor of steps, in float32.
         self.control_dt = control_dt
         self.tar_offsets = control_dt * torch.tensor(TAR_OBS_STEPS, dtype=torch.int32, device=self.device)
-        self.shapes = observation_shapes(character)
-        self.size = observation_size(character)
 
     def motion_time(self, motion: torch.Tensor, start_fraction: float, steps: torch.Tensor) -> torch.Tensor:
         """PARC's motion time `steps` control steps after a reset at `start_fraction` of the motion:

@@ -24,7 +24,8 @@ from physrec.motion.terrain import boxes_mesh
 from physrec.trackers.base import make_tracker
 
 ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_time", "steps", "success",
-                   "fail_reason", "kept_steps", "kept_end_time", "max_root_pos_error", "max_root_rot_error", "mean_body_pos_error"]
+                   "fail_reason", "kept_steps", "kept_end_time", "max_root_pos_error", "max_root_rot_error",
+                   "mean_body_pos_error"]
 
 
 class RecordError(RuntimeError):
@@ -59,16 +60,6 @@ def write_terrain(path: Path, recording: BatchRecording) -> None:
     write_motion_file(path, MotionFile(motion=None, terrain=recording.tiled.world, misc=misc))
 
 
-def limit_torch_threads(threads: int) -> None:
-    """Torch gets the job's thread budget, not the machine's: MuJoCo and torch take turns."""
-    import torch
-    torch.set_num_threads(max(1, threads))
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set in this process (it can be set only once)
-        pass
-
-
 def kept_error_summary(errors: np.ndarray, kept_steps: int) -> dict[str, float]:
     """Worst and mean tracking errors over the steps a recorded motion may contain."""
     e = errors[:kept_steps]
@@ -87,7 +78,8 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, char
     if len(settings.termination.body_offset_limits) != character.num_joints:
         raise RecordError(f"record.termination.body_offset_limits_m has {len(settings.termination.body_offset_limits)} "
                           f"values; the character has {character.num_joints} non-root bodies")
-    if tracker_spec["kind"] != "pd":
+    if tracker_spec["kind"] != "pd":  # only learned trackers import torch
+        from physrec.trackers.policy import limit_torch_threads
         limit_torch_threads(threads)
     tracker = make_tracker(tracker_spec, character)  # a bad model file fails here, before any simulation
     motions, rows = load_batch(plan, batch, rec, character)

@@ -39,6 +39,15 @@ class PolicyTracker:
         return targets.detach().to("cpu", torch.float64).numpy()[:, None, :]
 
 
+def limit_torch_threads(threads: int) -> None:
+    """Torch gets the job's thread budget, not the machine's: MuJoCo and torch take turns."""
+    torch.set_num_threads(max(1, threads))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process (it can be set only once)
+        pass
+
+
 def model_path(spec: dict) -> Path:
     model = spec.get("model")
     if not model:
