@@ -24,7 +24,7 @@ from physrec.demo import demo_motions, write_demo
 from physrec.formats.tables import read_tsv_records
 from physrec.motion import quat
 from physrec.motion.character import Character
-from physrec.recording import BatchMotion, RecordSettings, build_reference, build_world, record_batch
+from physrec.recording import BatchMotion, RecordSettings, build_reference, record_batch
 from physrec.stages.batch_plan import batch_ids, make_plan, write_plan
 from physrec.stages.index import index_dataset, read_manifest, write_manifest
 from physrec.stages.record import run_record
@@ -122,7 +122,7 @@ def test_a_bad_checkpoint_fails_the_record_job_before_simulating(tmp_path, monke
     (tmp_path / "model.pt").write_bytes(b"not a checkpoint")
     rec = config.validate({"iterations": [{"name": "i", "dataset": "x"}]})["record"]
     with pytest.raises(TrackerError, match="model.pt: not a readable PyTorch file"):
-        run_record("plan.tsv", batch_ids("plan.tsv")[0], rec, {"kind": "parc", "model": "model.pt"},
+        run_record("plan.tsv", batch_ids("plan.tsv")[0], rec, {"kind": "parc", "model": "model.pt"}, {"name": "mujoco"},
                    "builtin:humanoid", 0, 1, "out", ["physrec"], progress=lambda s: None)
     assert not (tmp_path / "out").exists()
 
@@ -176,7 +176,7 @@ def test_a_policy_returning_nan_ends_only_those_attempts(tmp_path, ch, demo_batc
             return torch.where(travels, float("nan"), 0.0).expand(-1, 28)
     tracker = make_tracker({"kind": "exported", "model": str(_export(NaNWhereTheRootTravels(), tmp_path / "nan.pt2")),
                             "observation": "parc"}, ch)
-    rec = record_batch(demo_batch, ch, tracker, RecordSettings(start_fractions=()), threads=1)
+    rec = record_batch(demo_batch, ch, tracker, RecordSettings(start_fractions=()))
     reasons = {demo_batch[a.motion].name: a.fail_reason for a in rec.attempts}
     assert "non_finite_action" in reasons.values()
     assert set(reasons.values()) != {"non_finite_action"}, reasons  # the others went on
@@ -195,9 +195,8 @@ def test_observations_are_recorded_from_the_simulated_state(tmp_path_factory, ch
     observation's character part must be that state seen through PARC's conversions."""
     path = _checkpoint(tmp_path_factory.mktemp("ck") / "model.pt")
     rec = record_batch(demo_batch, ch, make_tracker({"kind": "parc", "model": str(path)}, ch),
-                       RecordSettings(start_fractions=()), threads=1)
-    tiled, _ = build_world(demo_batch)
-    ref = build_reference(ch, demo_batch, tiled.offsets)
+                       RecordSettings(start_fractions=()))
+    ref = build_reference(ch, demo_batch)
     for a in rec.attempts:
         assert a.obs.shape == (a.steps + 1, 1312) and a.obs.dtype == np.float32
         m = np.array([a.motion])
@@ -220,12 +219,11 @@ def test_recorded_observations_equal_parcs_own_path(tmp_path, ch, demo_batch):
     path = _checkpoint(tmp_path / "model.pt")
     batch = demo_batch[:3]
     rec = record_batch(batch, ch, make_tracker({"kind": "parc", "model": str(path)}, ch),
-                       RecordSettings(start_fractions=(0.3,)), threads=1)
-    tiled, _ = build_world(batch)
+                       RecordSettings(start_fractions=(0.3,)))
     layout = Observation(ch, [m.motion for m in batch], [m.terrain for m in batch])
     for a in rec.attempts:
         arrays = ch.parc_state(a.qpos, a.qvel)
-        arrays["root_pos"][:, :2] -= tiled.offsets[a.motion]
+        arrays["root_pos"][:, :2] -= rec.tiled.offsets[a.motion]
         arrays["contacts"] = a.contacts
         ids = torch.full((len(a.qpos),), a.motion)
         time = layout.motion_time(ids, a.start_fraction, torch.arange(len(a.qpos), dtype=torch.int32))
@@ -244,7 +242,7 @@ def _record_twice(tmp_path, spec, save_obs=True):
     b = batch_ids("plan.tsv")[0]
     rec = config.validate({"iterations": [{"name": "i", "dataset": "x"}], "record": {"save_obs": save_obs}})["record"]
     for out in ("one", "two"):
-        run_record("plan.tsv", b, rec, spec, "builtin:humanoid", 0, 2, out, ["physrec"], progress=lambda s: None)
+        run_record("plan.tsv", b, rec, spec, {"name": "mujoco"}, "builtin:humanoid", 0, 2, out, ["physrec"], progress=lambda s: None)
     return tmp_path / "one", tmp_path / "two"
 
 

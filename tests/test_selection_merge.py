@@ -106,7 +106,7 @@ def pipeline(tmp_path_factory):
         batches = batch_ids("plan.tsv")
         assert len(batches) == 1
         b = batches[0]
-        run_record("plan.tsv", b, cfg["record"], {"kind": "pd"}, "builtin:humanoid", 0, 1, f"record/{b}",
+        run_record("plan.tsv", b, cfg["record"], {"kind": "pd"}, {"name": "mujoco"}, "builtin:humanoid", 0, 1, f"record/{b}",
                    ["physrec", "record"], progress=lambda s: None)
         rows = run_select(f"record/{b}", cfg["selection"], f"select/{b}")
         summary = run_merge("it0", "manifest.tsv", "plan.tsv", [root / "select" / b], [root / "record" / b],
@@ -261,7 +261,7 @@ def parc_pipeline(tmp_path_factory):
         write_manifest("manifest.tsv", rows)
         write_plan("plan.tsv", make_plan(read_manifest("manifest.tsv"), 16))
         b = batch_ids("plan.tsv")[0]
-        run_record("plan.tsv", b, cfg["record"], {"kind": "pd"}, str(SHARED / "humanoid.xml"), 0, 1, f"record/{b}",
+        run_record("plan.tsv", b, cfg["record"], {"kind": "pd"}, {"name": "mujoco"}, str(SHARED / "humanoid.xml"), 0, 1, f"record/{b}",
                    ["physrec", "record"], progress=lambda s: None)
         selected = run_select(f"record/{b}", cfg["selection"], f"select/{b}")
         yield {"root": root, "batch": b, "index": rows, "rows": {r["motion"]: r for r in selected}}
@@ -324,7 +324,7 @@ def test_sfu_fall_is_rejected_by_the_default_thresholds(tmp_path, monkeypatch):
     write_manifest("manifest.tsv", index_dataset("d.yaml"))
     write_plan("plan.tsv", make_plan(read_manifest("manifest.tsv"), 16))
     b = batch_ids("plan.tsv")[0]
-    run_record("plan.tsv", b, cfg["record"], {"kind": "pd"}, "builtin:humanoid", 0, 1, f"record/{b}",
+    run_record("plan.tsv", b, cfg["record"], {"kind": "pd"}, {"name": "mujoco"}, "builtin:humanoid", 0, 1, f"record/{b}",
                ["physrec", "record"], progress=lambda s: None)
     [attempt] = read_tsv_records(f"record/{b}/attempts.tsv")
     assert attempt["success"] == "true" and attempt["fail_reason"] == "root_rotation"
@@ -357,7 +357,7 @@ def test_odd_terrain_cell_size_does_not_break_the_batch(tmp_path, monkeypatch):
     odd_row = next(r for r in rows if r["name"] == "odd_dx")
     recorded = set()
     for b in batch_ids("plan.tsv"):  # must not raise: a bad motion never stops the others
-        run_record("plan.tsv", b, cfg["record"], {"kind": "pd"}, "builtin:humanoid", 0, 1, f"record/{b}",
+        run_record("plan.tsv", b, cfg["record"], {"kind": "pd"}, {"name": "mujoco"}, "builtin:humanoid", 0, 1, f"record/{b}",
                    ["physrec", "record"], progress=lambda s: None)
         recorded |= {r["motion"] for r in run_select(f"record/{b}", cfg["selection"], f"select/{b}")
                      if r["status"].startswith("recorded")}

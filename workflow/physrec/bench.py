@@ -31,8 +31,8 @@ from physrec.demo import demo_motions
 from physrec.formats.motion_file import read_motion_file
 from physrec.motion.character import Character
 from physrec.motion.termination import TerminationSettings
-from physrec.recording import BatchMotion, BatchRecording, RecordSettings, build_world, record_batch
-from physrec.sim.mujoco import MujocoBatchSim
+from physrec.recording import BatchMotion, BatchRecording, RecordSettings, open_backend, record_batch
+from physrec.sim.backend import BackendSpec
 from physrec.trackers.base import Tracker
 from physrec.trackers.pd import PDTracker
 
@@ -52,16 +52,18 @@ def bench_motions(envs: int, files: list[Path] | None = None) -> list[BatchMotio
 
 
 class _Replay:
-    """The recorder's physics again, without the recorder: same world, initial states and actions."""
+    """The recorder's physics again, without the recorder: same worlds, initial states and actions."""
 
-    def __init__(self, character: Character, motions: list[BatchMotion], settings: RecordSettings,
-                 threads: int, rec: BatchRecording) -> None:
-        self.sim = MujocoBatchSim(character, build_world(motions)[1], settings.physics, threads)
+    def __init__(self, spec: BackendSpec, character: Character, motions: list[BatchMotion],
+                 settings: RecordSettings, rec: BatchRecording) -> None:
+        self.sim = open_backend(spec, character, motions, settings)
         steps = min(a.steps for a in rec.attempts)
         self.actions = np.stack([a.actions[:steps] for a in rec.attempts]).astype(np.float64)  # [n, K, D]
         self.obs = None if rec.attempts[0].obs is None else np.stack([a.obs[:steps] for a in rec.attempts])
-        self.states, _ = self.sim.make_states(np.stack([a.qpos[0] for a in rec.attempts]),
-                                              np.stack([a.qvel[0] for a in rec.attempts]))
+        self.env = np.array([a.motion for a in rec.attempts])
+        self.qpos0 = np.stack([a.qpos[0] for a in rec.attempts])
+        self.qpos0[:, :2] -= rec.tiled.offsets[self.env]  # back into each motion's own frame
+        self.qvel0 = np.stack([a.qvel[0] for a in rec.attempts])
         self.steps, self.sub = steps, settings.physics.substeps
 
     @property
@@ -69,25 +71,23 @@ class _Replay:
         return len(self.actions) * self.steps * self.sub
 
     def raw(self) -> float:
-        """Seconds for the whole horizon in one rollout call."""
-        controls = np.repeat(self.actions, self.sub, axis=1)
+        """Seconds for the whole horizon in one call of the backend."""
+        self.sim.reset(self.env, self.qpos0, self.qvel0)
         start = time.perf_counter()
-        self.sim._rollout.rollout(self.sim.model, self.sim._datas, self.states, controls,
-                                  nstep=self.steps * self.sub)
+        self.sim.step(self.env, self.actions)
         return time.perf_counter() - start
 
     def with_policy(self, policy) -> float:
-        """Seconds for the horizon as a closed loop would run it: per control step, one rollout
+        """Seconds for the horizon as a closed loop would run it: per control step, one backend
         call for every environment and one policy forward on the batch's observations."""
         import torch
         obs = torch.as_tensor(self.obs)
-        states = self.states.copy()
+        self.sim.reset(self.env, self.qpos0, self.qvel0)
         start = time.perf_counter()
         with torch.inference_mode():
             for k in range(self.steps):
                 policy(obs[:, k])
-                seq, _ = self.sim.step(states, self.actions[:, k:k + 1])
-                states = seq[:, -1]
+                self.sim.step(self.env, self.actions[:, k:k + 1])
         return time.perf_counter() - start
 
 
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeats", type=int, default=5, help="best of this many runs of each")
     p.add_argument("--tracker", choices=("pd", "parc"), default="pd")
+    p.add_argument("--backend", choices=("mujoco", "mujoco_warp"), default="mujoco")
+    p.add_argument("--device", default="cuda", help="mujoco_warp: cuda, cuda:N or cpu")
     p.add_argument("--motions", nargs="*", type=Path, default=[],
                    help="PARC motion files to cycle through (default: demo motions that pd tracks)")
     a = p.parse_args(argv)
@@ -120,14 +122,15 @@ def main(argv: list[str] | None = None) -> None:
     settings = RecordSettings(start_fractions=(), termination=NO_TERMINATION)
     motions = bench_motions(a.envs, a.motions)
     tracker = _tracker(a.tracker, character, a.threads)
-    rec = record_batch(motions, character, tracker, settings, a.threads)  # warm-up, and the actions to replay
-    replay = _Replay(character, motions, settings, a.threads, rec)
+    spec = BackendSpec(a.backend, a.device if a.backend == "mujoco_warp" else "cpu", a.threads)
+    rec = record_batch(motions, character, tracker, settings, spec)  # warm-up, and the actions to replay
+    replay = _Replay(spec, character, motions, settings, rec)
     raw = loop = recorder = float("inf")
     for _ in range(a.repeats):  # interleaved, best of each: the machine's noise hits all alike
         raw = min(raw, replay.raw())
         if closed:
             loop = min(loop, replay.with_policy(tracker.policy))  # type: ignore[attr-defined]
-        recorder = min(recorder, record_batch(motions, character, tracker, settings, a.threads).wall_seconds)
+        recorder = min(recorder, record_batch(motions, character, tracker, settings, spec).wall_seconds)
     physics = rec.sim_steps
     motion_seconds = sum(x.end_time - x.start_time for x in rec.attempts)
     where = ", ".join(sorted({m.name.rsplit("_", 1)[0] for m in motions}))
@@ -135,9 +138,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{platform.system()} {platform.release()}, MuJoCo {mujoco.__version__}")
     print(f"batch: {a.envs} environments ({where}), {a.threads} threads, {settings.physics.physics_hz} Hz physics, "
           f"{settings.physics.control_hz} Hz control, {tracker.describe()}")
-    print(f"raw MuJoCo (one rollout call, no Python between steps): {replay.physics_steps / raw:,.0f} physics steps/s")
+    print(f"backend: {rec.provenance}")
+    print(f"raw {a.backend} (one call, no Python between steps): {replay.physics_steps / raw:,.0f} physics steps/s")
     if closed:
-        print(f"MuJoCo + bare policy forward (one rollout call and one forward per control step): "
+        print(f"{a.backend} + bare policy forward (one call and one forward per control step): "
               f"{replay.physics_steps / loop:,.0f} physics steps/s")
     print(f"recorder ({a.tracker} tracker{', observation' if closed else ''}, termination, bookkeeping): "
           f"{physics / recorder:,.0f} physics steps/s, {motion_seconds / recorder:,.1f} motion-seconds recorded "

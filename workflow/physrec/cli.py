@@ -59,8 +59,8 @@ def cmd_split(a: argparse.Namespace) -> None:
 def cmd_record(a: argparse.Namespace) -> None:
     from physrec.stages.record import run_record
     start = time.perf_counter()
-    rec = run_record(a.plan, a.batch, json.loads(a.record), json.loads(a.tracker), a.character, a.seed,
-                     a.threads, a.out_dir, ["physrec"] + sys.argv[1:], progress=log.info)
+    rec = run_record(a.plan, a.batch, json.loads(a.record), json.loads(a.tracker), json.loads(a.backend),
+                     a.character, a.seed, a.threads, a.out_dir, ["physrec"] + sys.argv[1:], progress=log.info)
     motion_s = sum(a_.end_time - a_.start_time for a_ in rec.attempts)
     wall = time.perf_counter() - start
     log.info("[%s] %d physics steps, %.1f motion-seconds simulated in %.1f s wall (%.0f steps/s)",
@@ -135,6 +135,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", required=True)
     s.add_argument("--record", required=True, help="JSON of the config's record section")
     s.add_argument("--tracker", required=True, help='JSON tracker spec, e.g. {"kind": "pd"}')
+    s.add_argument("--backend", default='{"name": "mujoco"}',
+                   help='JSON simulator spec, e.g. {"name": "mujoco_warp", "device": "cuda:0"}')
     s.add_argument("--character", default="builtin:humanoid")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)

@@ -13,7 +13,7 @@ import yaml
 
 from physrec.formats.dataset_yaml import expand_env
 from physrec.recording import RecordSettings
-from physrec.sim.mujoco import PhysicsSettings
+from physrec.sim.world import PhysicsSettings
 from physrec.motion.termination import TerminationSettings
 
 DEMO = "builtin:demo"
@@ -131,7 +131,13 @@ def record_settings(rec: dict) -> RecordSettings:
         min_remaining=rec["min_remaining_s"],
         max_steps_per_call=rec["max_steps_per_call"],
         save_obs=rec["save_obs"],
+        terrain_margin=rec["terrain_margin_m"],
     )
+
+
+def backend_spec(cfg: dict) -> dict:
+    """The simulator a record job uses: what the Snakefile passes to it."""
+    return {"name": cfg["backend"], "device": cfg["device"] if cfg["backend"] == "mujoco_warp" else "cpu"}
 
 
 def record_physics_keys(rec: dict) -> dict:

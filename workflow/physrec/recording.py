@@ -4,6 +4,11 @@ The full-length pass runs first. Motions that failed are retried from later star
 fractions (PARC: 0.1 ... 0.5), one pass per fraction and only for motions still failing,
 skipping starts that leave less than the minimum remaining length. Every attempt is kept
 for the trajectory file; selection decides later which one becomes the recorded motion.
+
+Each motion is simulated in its own coordinates over only the part of its terrain its
+character can reach, in environment i of the backend for motion i. The batch's tiled world
+(PARC's layout, see motion.terrain.tile_square) exists only in the outputs: attempts are
+moved into it by the motion's offset when they are collected.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from physrec.motion import termination
 from physrec.motion.character import Character
 from physrec.formats.motion_file import MotionData
 from physrec.motion.reference import ReferenceSet
-from physrec.sim.mujoco import MujocoBatchSim, PhysicsSettings
-from physrec.motion.terrain import Heightfield, TiledTerrain, heightfield_boxes, tile_square
+from physrec.motion.terrain import Heightfield, TiledTerrain, crop_around_path, heightfield_boxes, tile_square
+from physrec.sim.backend import BackendSpec, SimBackend, make_backend
+from physrec.sim.world import PhysicsSettings, pad_boxes
 from physrec.trackers.base import Tracker, TrackingInput
 
 TERRAIN_DEPTH = 1.0  # metres of solid ground below the lowest cell
@@ -36,6 +42,10 @@ class RecordSettings:
     # mid-call wastes at most this many steps, and Python runs once per call, not per step.
     max_steps_per_call: int = 8
     save_obs: bool = True  # keep the observations a learned tracker saw, per attempt
+    # Terrain kept around a motion's reference root path. The character's root stays within
+    # termination.root_pos_error of that path and its geoms within Character.reach of its
+    # root, so a margin above their sum cannot change a contact before a termination fires.
+    terrain_margin: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -80,24 +90,37 @@ class Attempt:
 @dataclass
 class BatchRecording:
     motions: list[BatchMotion]
-    tiled: TiledTerrain
-    boxes: np.ndarray
+    tiled: TiledTerrain  # the batch's world in the outputs; attempts are in its coordinates
     attempts: list[Attempt]
     tracker_desc: str
+    provenance: dict[str, Any] = field(default_factory=dict)  # the backend's (sim.backend.SimBackend)
     wall_seconds: float = 0.0
     sim_steps: int = 0  # physics steps simulated, summed over environments
 
+    def world_boxes(self) -> np.ndarray:
+        """The tiled world as boxes, for the terrain mesh of PARC's terrain file."""
+        world = self.tiled.world
+        return heightfield_boxes(world, bottom=float(world.hf.min()) - TERRAIN_DEPTH)
 
-def build_world(motions: list[BatchMotion]) -> tuple[TiledTerrain, np.ndarray]:
-    tiled = tile_square([m.terrain for m in motions])
-    boxes = heightfield_boxes(tiled.world, bottom=float(tiled.world.hf.min()) - TERRAIN_DEPTH)
-    return tiled, boxes
+
+def motion_boxes(m: BatchMotion, margin: float) -> np.ndarray:
+    """Boxes of the part of a motion's terrain its character can reach, in the motion's frame."""
+    crop = crop_around_path(m.terrain, m.motion.root_pos[:, :2], margin)
+    return heightfield_boxes(crop, bottom=float(crop.hf.min()) - TERRAIN_DEPTH)
 
 
-def build_reference(character: Character, motions: list[BatchMotion], offsets: np.ndarray) -> ReferenceSet:
-    shifted = [m.motion.root_pos.astype(np.float64) + np.array([off[0], off[1], 0.0])
-               for m, off in zip(motions, offsets)]
-    return ReferenceSet(character, shifted, [m.motion.root_rot for m in motions],
+def open_backend(spec: BackendSpec, character: Character, motions: list[BatchMotion],
+                 settings: RecordSettings) -> SimBackend:
+    """A backend with one environment per motion, each on its own cropped terrain."""
+    boxes = [motion_boxes(m, settings.terrain_margin) for m in motions]
+    padded = pad_boxes(boxes)
+    sim = make_backend(spec, character, settings.physics, len(motions), padded.shape[1])
+    sim.set_terrain(np.arange(len(motions)), padded)
+    return sim
+
+
+def build_reference(character: Character, motions: list[BatchMotion]) -> ReferenceSet:
+    return ReferenceSet(character, [m.motion.root_pos for m in motions], [m.motion.root_rot for m in motions],
                         [m.motion.joint_rot for m in motions], [m.motion.fps for m in motions])
 
 
@@ -137,9 +160,10 @@ class Lookahead:
 class _Pass:
     """Environments of one start fraction, stepped together until each ends."""
 
-    def __init__(self, sim: MujocoBatchSim, ref: ReferenceSet, settings: RecordSettings,
-                 motion: np.ndarray, fraction: float, observer: "Observer | None" = None) -> None:
+    def __init__(self, sim: SimBackend, ref: ReferenceSet, settings: RecordSettings, motion: np.ndarray,
+                 fraction: float, offsets: np.ndarray, observer: "Observer | None" = None) -> None:
         self.sim, self.ref, self.settings, self.observer = sim, ref, settings, observer
+        self.offsets = offsets
         self.ch = ref.character
         self.dt = 1.0 / settings.physics.control_hz
         self.motion = motion
@@ -171,16 +195,17 @@ class _Pass:
         vel = self.ref.velocity(self.motion, self.t0)
         qpos0 = ch.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot)
         qvel0 = ch.velocities_to_qvel(pose.root_rot, vel.root_lin_vel, vel.root_ang_vel, vel.dof_vel)
-        states, contacts0 = sim.make_states(qpos0, qvel0)
+        contacts0 = sim.reset(self.motion, qpos0, qvel0)
         Q = np.zeros((n, K + 1, ch.nq)); V = np.zeros((n, K + 1, ch.nv))
         C = np.zeros((n, K + 1, ch.num_bodies), dtype=bool)
         A = np.zeros((n, K, ch.num_dof)); E = np.zeros((n, K, len(termination.ERROR_COLUMNS)))
-        Q[:, 0], V[:, 0], C[:, 0] = sim.qpos(states), sim.qvel(states), contacts0
+        Q[:, 0], V[:, 0], C[:, 0] = qpos0, qvel0, contacts0
+        qpos_now, qvel_now = qpos0.copy(), qvel0.copy()
         obs, O = None, None
         if self.observer is not None:
             self.observer.start(self.motion, self.fraction)
-            root_pos, root_rot, joint_rot = ch.qpos_to_pose(sim.qpos(states))
-            obs = self.observer(sim, states, contacts0, np.arange(n), 0, joint_rot,
+            root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos0)
+            obs = self.observer(qpos0, qvel0, contacts0, np.arange(n), 0, joint_rot,
                                 ch.body_positions(root_pos, root_rot, joint_rot))
             if self.settings.save_obs:
                 O = np.zeros((n, K + 1, obs.shape[1]), dtype=np.float32)
@@ -191,19 +216,18 @@ class _Pass:
         k = 0
         while k < K and active.any():
             idx = np.flatnonzero(active)
-            st = states[idx]
             H = min(horizon, int(self.steps[idx].max()) - k)
             (ref_body, ref_root_rot, ref_dof), rows, col = reference.get(idx, k, H)
             ref_body, ref_root_rot = ref_body[rows, col:col + H], ref_root_rot[rows, col:col + H]
             ref_dof = None if ref_dof is None else ref_dof[rows, col:col + H]
-            inp = TrackingInput(sim.qpos(st), sim.qvel(st), self.motion[idx], self.t0[idx] + k * self.dt, self.dt,
+            inp = TrackingInput(qpos_now[idx], qvel_now[idx], self.motion[idx], self.t0[idx] + k * self.dt, self.dt,
                                 ref_dof, None if obs is None else obs[idx])
             targets = ch.clip_action(tracker.act(inp))
             h = targets.shape[1]
             bad = ~np.isfinite(targets).all(axis=(1, 2))  # a policy's NaN ends its attempt, not the batch
             targets[bad] = 0.0
-            seq, contacts = sim.step(st, targets)  # [m, h, nstate], [m, h, B]
-            qpos = sim.qpos(seq)
+            out = sim.step(self.motion[idx], targets)
+            qpos, contacts = out.qpos, out.contacts  # [m, h, nq], [m, h, B]
             root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos)
             body_pos = ch.body_positions(root_pos, root_rot, joint_rot)  # [m, h, B, 3]
             m = len(idx)
@@ -212,11 +236,12 @@ class _Pass:
                 ref_body[:, :h].reshape(m * h, -1, 3), ref_root_rot[:, :h].reshape(m * h, 4),
                 self.settings.termination)
             window = slice(k + 1, k + 1 + h)
-            Q[idx, window], V[idx, window], C[idx, window] = qpos, sim.qvel(seq), contacts
+            Q[idx, window], V[idx, window], C[idx, window] = qpos, out.qvel, contacts
             A[idx, k:k + h], E[idx, k:k + h] = targets, chk.errors.reshape(m, h, -1)
-            states[idx] = seq[:, -1]
+            qpos_now[idx], qvel_now[idx] = qpos[:, -1], out.qvel[:, -1]
             if obs is not None:
-                seen = self.observer(sim, seq[:, -1], contacts[:, -1], idx, k + h, joint_rot[:, -1], body_pos[:, -1])
+                seen = self.observer(qpos[:, -1], out.qvel[:, -1], contacts[:, -1], idx, k + h,
+                                     joint_rot[:, -1], body_pos[:, -1])
                 obs[idx] = seen
                 if O is not None:
                     O[idx, k + h] = seen.cpu().numpy()
@@ -240,10 +265,12 @@ class _Pass:
         return not reason or self._end_time(e, steps) >= length - self.settings.termination.end_tolerance - 1e-9
 
     def _attempt(self, e: int, T: int, reason: str, Q, V, C, A, E, O) -> Attempt:
+        qpos = Q[e, :T + 1].copy()
+        qpos[:, :2] += self.offsets[self.motion[e]]  # into the batch's tiled world
         return Attempt(
             motion=int(self.motion[e]), start_fraction=float(self.fraction), start_time=float(self.t0[e]),
             end_time=self._end_time(e, T), success=bool(self._success(e, T, reason)), fail_reason=reason,
-            actions=A[e, :T].astype(np.float32), qpos=Q[e, :T + 1].copy(), qvel=V[e, :T + 1].copy(),
+            actions=A[e, :T].astype(np.float32), qpos=qpos, qvel=V[e, :T + 1].copy(),
             contacts=C[e, :T + 1].copy(), errors=E[e, :T].astype(np.float32),
             ref_time=np.minimum(self.t0[e] + np.arange(T + 1) * self.dt, self.ref.length[self.motion[e]]),
             obs=None if O is None else O[e, :T + 1].copy())
@@ -252,22 +279,22 @@ class _Pass:
 class Observer:
     """The tracker's observation of simulator states: MuJoCo state -> PARC quantities -> layout.
 
-    Positions are moved from the batch's world into each motion's own coordinates first,
-    where the observation's reference and terrain live. Motion time follows PARC's model:
+    States are in each motion's own coordinates, where the observation's reference and
+    terrain live. Motion time follows PARC's model:
     float32 start time plus float32(control_dt) x steps since the reset. Target frames do
     not depend on the state, so they are looked up for `window` control steps at a time.
     """
 
     window = 8
 
-    def __init__(self, name: str, character: Character, motions: list[BatchMotion], offsets: np.ndarray,
-                 control_dt: float, device: str = "cpu") -> None:
+    def __init__(self, name: str, character: Character, motions: list[BatchMotion], control_dt: float,
+                 device: str = "cpu") -> None:
         import torch  # only trackers with an observation pay for torch
 
         from physrec.observations import observation_module
         from physrec.observations.parc import CharacterState
         self._torch, self._state = torch, CharacterState
-        self.character, self.offsets, self.device = character, offsets, device
+        self.character, self.device = character, device
         self.layout = observation_module(name).Observation(
             character, [m.motion for m in motions], [m.terrain for m in motions], control_dt, device)
 
@@ -291,10 +318,10 @@ class Observer:
         steps = torch.arange(step, step + count, dtype=torch.int32, device=self.device).repeat_interleave(len(env))
         return self.layout.targets(ids, self._time(ids, steps))
 
-    def __call__(self, sim: MujocoBatchSim, states: np.ndarray, contacts: np.ndarray, env: np.ndarray, step: int,
+    def __call__(self, qpos: np.ndarray, qvel: np.ndarray, contacts: np.ndarray, env: np.ndarray, step: int,
                  joint_rot: np.ndarray | None = None, body_pos: np.ndarray | None = None):
-        """Observations [len(env), O] of the pass's environments `env`, `step` control steps after
-        reset; `joint_rot` [m, J, 4] and world `body_pos` [m, B, 3] if the caller has them."""
+        """Observations [len(env), O] of the pass's environments `env` in states qpos, qvel, `step`
+        control steps after reset; `joint_rot` [m, J, 4] and `body_pos` [m, B, 3] if the caller has them."""
         torch = self._torch
         ids = torch.as_tensor(self.motion[env], device=self.device)
         targets, rows, col = self._targets.get(env, step)
@@ -303,14 +330,11 @@ class Observer:
             targets = targets.rows(slice(col * width, (col + 1) * width))
         else:
             targets = targets.rows(torch.as_tensor(col * width + rows, device=self.device))
-        arrays = self.character.parc_state(sim.qpos(states), sim.qvel(states))
-        shift = np.zeros((len(env), 3))
-        shift[:, :2] = self.offsets[self.motion[env]]
-        arrays["root_pos"] -= shift
+        arrays = self.character.parc_state(qpos, qvel)
         arrays["contacts"] = contacts
         if joint_rot is not None and body_pos is not None:
             arrays["joint_rot"] = joint_rot
-            arrays["key_pos"] = body_pos[:, self.layout.key_index] - shift[:, None]
+            arrays["key_pos"] = body_pos[:, self.layout.key_index]
         return self.layout.compute(self._state.from_arrays(arrays, self.device), ids, None, targets)
 
 
@@ -332,33 +356,35 @@ class _PassProgress:
 
 
 def record_batch(motions: list[BatchMotion], character: Character, tracker: Tracker,
-                 settings: RecordSettings, threads: int = 1,
+                 settings: RecordSettings, backend: BackendSpec = BackendSpec(),
                  progress: Callable[[str], None] = lambda s: None, batch: str = "") -> BatchRecording:
     """Track every motion of a batch; return all attempts in pass order."""
     wall = time.perf_counter()
-    tiled, boxes = build_world(motions)
-    ref = build_reference(character, motions, tiled.offsets)
+    tiled = tile_square([m.terrain for m in motions])
+    ref = build_reference(character, motions)
     observer = None
     if tracker.observation:
-        observer = Observer(tracker.observation, character, motions, tiled.offsets, 1.0 / settings.physics.control_hz)
+        observer = Observer(tracker.observation, character, motions, 1.0 / settings.physics.control_hz)
     n = len(motions)
     pending = np.ones(n, dtype=bool)
     attempts: list[Attempt] = []
     fractions = (0.0,) + tuple(settings.start_fractions)
     no_autograd = contextlib.nullcontext() if observer is None else observer.inference_mode()
-    with MujocoBatchSim(character, boxes, settings.physics, threads) as sim, no_autograd:
+    sim = open_backend(backend, character, motions, settings)
+    provenance = sim.provenance()
+    with contextlib.closing(sim), no_autograd:
         for p, fraction in enumerate(fractions):
             todo = np.flatnonzero(start_plan(ref.length, fraction, pending, settings.min_remaining))
             if len(todo) == 0:
                 continue
             label = (f"[{batch}] pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
                      f"{n - int(pending.sum())}/{n} motions recorded before it)")
-            run = _Pass(sim, ref, settings, todo, fraction, observer)
+            run = _Pass(sim, ref, settings, todo, fraction, tiled.offsets, observer)
             for a in run.run(tracker, _PassProgress(progress, label, len(todo))):
                 attempts.append(a)
                 if a.success:
                     pending[a.motion] = False
     sim_steps = sum(a.steps for a in attempts) * settings.physics.substeps
     progress(f"[{batch}] finished: {int((~pending).sum())}/{n} motions succeeded in {len(attempts)} attempts")
-    return BatchRecording(motions, tiled, boxes, attempts, tracker.describe(),
+    return BatchRecording(motions, tiled, attempts, tracker.describe(), provenance,
                           time.perf_counter() - wall, sim_steps)

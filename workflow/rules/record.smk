@@ -20,6 +20,7 @@ rule record:
         digest=lambda wc: api.batch_digest(plan_of(wc), wc.batch),
         record=api.json_arg(physrec_config.record_physics_keys(CFG["record"])),
         tracker=lambda wc: api.json_arg(ITERATIONS[wc.it]["tracker"]),
+        backend=api.json_arg(physrec_config.backend_spec(CFG)),
         character=CFG["character"],
         seed=CFG["seed"],
         physrec_version=api.PHYSREC_VERSION,
@@ -36,7 +37,8 @@ rule record:
         "benchmarks/{it}/record/{batch}.tsv"
     shell:
         "python -m physrec --log {log} record --plan {params.plan:q} --batch {wildcards.batch}"
-        " --record {params.record:q} --tracker {params.tracker:q} --character {params.character:q}"
+        " --record {params.record:q} --tracker {params.tracker:q} --backend {params.backend:q}"
+        " --character {params.character:q}"
         " --seed {params.seed} --threads {threads} --out-dir {params.out:q}"
 
 

@@ -165,6 +165,15 @@ def canonical_mjcf(path: Path) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def _reach(m: mujoco.MjModel, root_id: int) -> float:
+    """Bound on how far any of the character's geoms extends from its root (default pose)."""
+    d = mujoco.MjData(m)
+    mujoco.mj_kinematics(m, d)
+    geoms = np.flatnonzero(m.geom_bodyid >= root_id)
+    dist = np.linalg.norm(d.geom_xpos[geoms] - d.xpos[root_id], axis=1) + m.geom_rbound[geoms]
+    return float(dist.max()) if len(geoms) else 0.0
+
+
 @dataclass(frozen=True)
 class Character:
     """PARC's view of the character, read off the compiled MuJoCo model.
@@ -188,6 +197,7 @@ class Character:
     action_high: np.ndarray  # [D]
     nq: int
     nv: int
+    reach: float  # metres from the root body's origin to the farthest geom surface, in the default pose
 
     @property
     def num_bodies(self) -> int:
@@ -254,7 +264,7 @@ class Character:
             covered[k] = True
         if not covered.all():
             raise CharacterError(f"{source}: {int((~covered).sum())} DOF have no position servo")
-        return cls(mjcf=mjcf, body_names=names, parents=parents, offsets=offsets, joint_types=tuple(types),
+        return cls(reach=_reach(m, root_id), mjcf=mjcf, body_names=names, parents=parents, offsets=offsets, joint_types=tuple(types),
                    hinge_axes=np.array(axes), dof_slices=tuple(slices), qpos_adr=np.array(qadr),
                    qvel_adr=np.array(vadr), kp=kp, kd=kd, action_low=lo, action_high=hi, nq=m.nq, nv=m.nv)
 

@@ -29,7 +29,7 @@ class ReferenceVelocity:
 class ReferenceSet:
     """All reference motions of a batch, concatenated so a lookup is one fancy index.
 
-    Motions are already placed in the batch's world (xy offsets added). Times past a
+    Each motion is in its own coordinates (its file's). Times past a
     motion's end are clamped to its last frame (PARC's CLAMP loop mode).
     """
 

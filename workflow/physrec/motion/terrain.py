@@ -118,20 +118,28 @@ def _greedy_rectangles(hf: np.ndarray) -> np.ndarray:
     whole strip matches; maximal runs keep the box count small for blocky terrains.
     """
     nx, ny = hf.shape
-    free = np.ones(hf.shape, dtype=bool)
+    # run[i][j]: end of the run of equal heights that starts at (i, j) along y.
+    same = np.concatenate([hf[:, 1:] == hf[:, :-1], np.zeros((nx, 1), dtype=bool)], axis=1)
+    run = np.tile(np.arange(1, ny + 1), (nx, 1))
+    for j in range(ny - 2, -1, -1):
+        run[:, j] = np.where(same[:, j], run[:, j + 1], run[:, j])
+    run_l, h = run.tolist(), hf.tolist()
+    free = [[True] * ny for _ in range(nx)]
     rects = []
     for i in range(nx):
+        row_free = free[i]
         for j in range(ny):
-            if not free[i, j]:
+            if not row_free[j]:
                 continue
-            z = hf[i, j]
+            z = h[i][j]
             j1 = j + 1
-            while j1 < ny and free[i, j1] and hf[i, j1] == z:
+            while j1 < ny and row_free[j1] and h[i][j1] == z:
                 j1 += 1
             i1 = i + 1
-            while i1 < nx and free[i1, j:j1].all() and (hf[i1, j:j1] == z).all():
+            while i1 < nx and h[i1][j] == z and run_l[i1][j] >= j1 and all(free[i1][j:j1]):
                 i1 += 1
-            free[i:i1, j:j1] = False
+            for r in range(i, i1):
+                free[r][j:j1] = [False] * (j1 - j)
             rects.append((i, j, i1, j1))
     return np.array(rects, dtype=np.int64).reshape(-1, 4)
 

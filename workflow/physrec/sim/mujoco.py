@@ -1,130 +1,104 @@
-"""MuJoCo backend: one world (a batch's tiled terrain plus the character), many environments.
+"""CPU backend: MuJoCo through `mujoco.rollout`, one model copy per environment.
 
-All environments of a batch share one compiled model: the terrain of every motion is in
-it, side by side, and each environment's character is placed over its own motion's tile
-through its initial state. A control step of every active environment is one call of
-``mujoco.rollout`` (C++ threads across environments, no Python per physics step).
+All copies come from one compiled world (sim.world) and differ only in their terrain geoms,
+so their sizes match and one `rollout` call steps any subset of environments on C++
+threads, with no Python per physics step. Each environment simulates only its own
+terrain, so a step's cost does not grow with the batch.
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+import copy
+from typing import Any
 
 import mujoco
 import numpy as np
 from mujoco import rollout
 
 from physrec.motion.character import Character
-from physrec.sim.terrain_mjcf import terrain_geoms_xml
+from physrec.sim.backend import BackendSpec, Steps
+from physrec.sim.world import PhysicsSettings, box_geom_fields, world_bvh_aabb, world_mjcf
 
 _STATE = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 
-@dataclass(frozen=True)
-class PhysicsSettings:
-    """Rates and solver settings; defaults follow PARC's Isaac Gym setup where MuJoCo allows."""
+class MujocoBackend:
+    """Environments as MjModel copies stepped by a persistent rollout thread pool."""
 
-    control_hz: int = 30
-    physics_hz: int = 120
-    friction: float = 1.0
-    integrator: str = "implicitfast"
-    solver_iterations: int = 50
+    name = "mujoco"
 
-    @property
-    def substeps(self) -> int:
-        if self.physics_hz % self.control_hz:
-            raise ValueError(f"physics_hz ({self.physics_hz}) must be a multiple of control_hz ({self.control_hz})")
-        return self.physics_hz // self.control_hz
-
-
-def world_mjcf(character: Character, terrain_boxes: np.ndarray, settings: PhysicsSettings) -> str:
-    """MJCF of the world: the character, terrain boxes, PD servos and one contact sensor per body."""
-    root = ET.fromstring(character.mjcf)
-    root.set("model", "physrec_world")
-    for el in list(root.findall("option")):
-        root.remove(el)
-    option = ET.Element("option", {
-        "timestep": repr(1.0 / settings.physics_hz), "integrator": settings.integrator,
-        "iterations": str(settings.solver_iterations), "gravity": "0 0 -9.81"})
-    root.insert(0, option)
-    world = root.find("worldbody")
-    assert world is not None
-    geoms = ET.fromstring(f"<g>{terrain_geoms_xml(terrain_boxes, friction=settings.friction)}</g>")
-    for i, g in enumerate(list(geoms)):
-        world.insert(i, g)
-    sensor = root.find("sensor")
-    if sensor is None:
-        sensor = ET.SubElement(root, "sensor")
-    for name in character.body_names:
-        ET.SubElement(sensor, "contact", {"name": f"contact_{name}", "body1": name, "data": "found", "num": "1"})
-    return ET.tostring(root, encoding="unicode")
-
-
-class MujocoBatchSim:
-    """Steps many environments of one world in lockstep at the control rate."""
-
-    def __init__(self, character: Character, terrain_boxes: np.ndarray, settings: PhysicsSettings,
-                 threads: int = 1) -> None:
-        self.character = character
-        self.settings = settings
-        self.model = mujoco.MjModel.from_xml_string(world_mjcf(character, terrain_boxes, settings))
+    def __init__(self, spec: BackendSpec, character: Character, settings: PhysicsSettings, num_envs: int,
+                 terrain_slots: int) -> None:
+        self.character, self.settings = character, settings
+        self.num_envs, self.terrain_slots = int(num_envs), max(1, int(terrain_slots))
+        base = mujoco.MjModel.from_xml_string(world_mjcf(character, self.terrain_slots, settings))
         # MuJoCo uses the larger friction of two touching geoms: set it on all of them.
-        self.model.geom_friction[:, 0] = settings.friction
-        self.threads = max(1, int(threads))
-        self._datas = [mujoco.MjData(self.model) for _ in range(self.threads)]
+        base.geom_friction[:, 0] = settings.friction
+        self.models = [copy.copy(base) for _ in range(self.num_envs)]
+        self.threads = max(1, int(spec.threads))
+        self._datas = [mujoco.MjData(base) for _ in range(self.threads)]
         self._rollout = rollout.Rollout(nthread=self.threads if self.threads > 1 else 0)
-        self.nstate = mujoco.mj_stateSize(self.model, _STATE)
-        self.nbody = character.num_bodies
-        self._contact_adr = self.model.sensor_adr[-self.nbody:]
+        self.nstate = mujoco.mj_stateSize(base, _STATE)
+        self._nq, self._nv = base.nq, base.nv
+        self._contact_adr = base.sensor_adr[-character.num_bodies:]
+        self.states = np.zeros((self.num_envs, self.nstate))
 
     def close(self) -> None:
         self._rollout.close()
 
-    def __enter__(self) -> "MujocoBatchSim":
+    def __enter__(self) -> "MujocoBackend":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- state layout: FULLPHYSICS = time, qpos, qvel, act, ... ----------------------------
-    def qpos(self, state: np.ndarray) -> np.ndarray:
-        return state[..., 1:1 + self.model.nq]
+    def set_terrain(self, env: np.ndarray, boxes: np.ndarray) -> None:
+        slots, m0 = self.terrain_slots, self.models[0]
+        fields = box_geom_fields(boxes)
+        # The world body's bounding volumes: MuJoCo culls contacts with them.
+        nodes = slice(m0.body_bvhadr[0], m0.body_bvhadr[0] + m0.body_bvhnum[0])
+        bvh = world_bvh_aabb(m0.bvh_child[nodes], m0.bvh_nodeid[nodes], m0.bvh_depth[nodes],
+                             fields["geom_pos"], fields["geom_aabb"])
+        for j, e in enumerate(np.asarray(env)):
+            m = self.models[e]
+            for name, value in fields.items():
+                getattr(m, name)[:slots] = value[j]
+            m.bvh_aabb[nodes] = bvh[j]
 
-    def qvel(self, state: np.ndarray) -> np.ndarray:
-        return state[..., 1 + self.model.nq:1 + self.model.nq + self.model.nv]
-
-    def make_states(self, qpos: np.ndarray, qvel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Initial states [N, nstate] and their body contacts [N, B] (one forward pass per env)."""
-        n = qpos.shape[0]
-        states = np.zeros((n, self.nstate))
-        contacts = np.zeros((n, self.nbody))
+    def reset(self, env: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        contacts = np.zeros((len(env), self.character.num_bodies), dtype=bool)
         d = self._datas[0]
-        for e in range(n):
-            mujoco.mj_resetData(self.model, d)
-            d.qpos[:] = qpos[e]
-            d.qvel[:] = qvel[e]
-            mujoco.mj_forward(self.model, d)
-            mujoco.mj_getState(self.model, d, states[e], _STATE)
-            contacts[e] = d.sensordata[self._contact_adr] > 0
-        return states, contacts
+        for j, e in enumerate(np.asarray(env)):
+            m = self.models[e]
+            mujoco.mj_resetData(m, d)
+            d.qpos[:], d.qvel[:] = qpos[j], qvel[j]
+            mujoco.mj_forward(m, d)
+            mujoco.mj_getState(m, d, self.states[e], _STATE)
+            contacts[j] = d.sensordata[self._contact_adr] > 0
+        return contacts
 
-    def step(self, states: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """H control steps of every given env in one call: targets [N, H, nu], each held over
-        its physics substeps.
-
-        Returns the state after each control step [N, H, nstate] and each body's contact
-        flag during that step's last substep [N, H, B] (what a simulator's contact-force
-        buffer holds after a step).
-        """
+    def step(self, env: np.ndarray, targets: np.ndarray) -> Steps:
+        env = np.asarray(env)
         n, h = targets.shape[0], targets.shape[1]
         if n == 0:
-            return np.zeros((0, h, self.nstate)), np.zeros((0, h, self.nbody), dtype=bool)
+            return Steps(np.zeros((0, h, self._nq)), np.zeros((0, h, self._nv)),
+                         np.zeros((0, h, self.character.num_bodies), dtype=bool))
         sub = self.settings.substeps
         controls = np.repeat(targets, sub, axis=1)
         # Few large chunks: per-chunk dispatch costs more than the small imbalance between envs.
         out_state, out_sens = self._rollout.rollout(
-            self.model, self._datas, states, controls, nstep=h * sub,
-            initial_warmstart=np.zeros((n, self.model.nv)), chunk_size=max(1, n // (2 * self.threads)))
+            [self.models[e] for e in env], self._datas, self.states[env], controls, nstep=h * sub,
+            initial_warmstart=np.zeros((n, self._nv)), chunk_size=max(1, n // (2 * self.threads)))
         last = slice(sub - 1, None, sub)
-        return out_state[:, last], out_sens[:, last][..., self._contact_adr] > 0
+        seq = out_state[:, last]
+        self.states[env] = seq[:, -1]
+        return Steps(seq[..., 1:1 + self._nq], seq[..., 1 + self._nq:1 + self._nq + self._nv],
+                     out_sens[:, last][..., self._contact_adr] > 0)
+
+    def memory(self) -> dict[str, int]:
+        per_env = int(self.models[0].nbuffer) + self.states[0].nbytes if self.models else 0
+        return {"host": per_env * self.num_envs + sum(int(d.nbuffer) for d in self._datas), "per_env": per_env}
+
+    def provenance(self) -> dict[str, Any]:
+        return {"backend": self.name, "mujoco_version": mujoco.__version__, "device": "cpu"}
+

@@ -6,7 +6,6 @@ import shlex
 from pathlib import Path
 from typing import Callable
 
-import mujoco
 import numpy as np
 import yaml
 
@@ -17,10 +16,11 @@ from physrec.motion.character import Character
 from physrec.formats.hashing import sha256_file, stable_hash
 from physrec.stages.index import check_motion
 from physrec.formats.motion_file import MotionFile, write_motion_file
-from physrec.recording import BatchMotion, BatchRecording, record_batch
+from physrec.recording import BatchMotion, BatchRecording, RecordSettings, record_batch
 from physrec.formats.rollouts import write_h5, write_json
 from physrec.formats.tables import write_tsv
 from physrec.motion.terrain import boxes_mesh
+from physrec.sim.backend import BackendSpec
 from physrec.trackers.base import make_tracker
 
 ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_time", "steps", "success",
@@ -52,7 +52,7 @@ def load_batch(plan: str | Path, batch: str, rec: dict, character: Character) ->
 
 def write_terrain(path: Path, recording: BatchRecording) -> None:
     """PARC's terrain.pkl: the batch's combined heightfield plus motion offsets and its mesh."""
-    verts, tris = boxes_mesh(recording.boxes)
+    verts, tris = boxes_mesh(recording.world_boxes())
     misc = {"terrains_per_motion": 1,
             "motion_offsets": recording.tiled.offsets.astype(np.float32)[:, None, :],
             "motion_names": [m.name for m in recording.motions],
@@ -69,22 +69,35 @@ def kept_error_summary(errors: np.ndarray, kept_steps: int) -> dict[str, float]:
             "mean_body_pos_error": float(e[:, 3].mean())}
 
 
-def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, character_spec: str, seed: int,
-               threads: int, out_dir: str | Path, argv: list[str],
+def check_settings(settings: RecordSettings, character: Character) -> None:
+    """Settings that only make sense for a given character."""
+    term = settings.termination
+    if len(term.body_offset_limits) != character.num_joints:
+        raise RecordError(f"record.termination.body_offset_limits_m has {len(term.body_offset_limits)} "
+                          f"values; the character has {character.num_joints} non-root bodies")
+    least = term.root_pos_error + character.reach
+    if settings.terrain_margin < least:
+        raise RecordError(f"record.terrain_margin_m ({settings.terrain_margin:g}) is less than "
+                          f"record.termination.root_pos_error_m + the character's reach ({least:.2f} m): "
+                          "the character could touch terrain that is not simulated")
+
+
+def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, backend_spec: dict, character_spec: str,
+               seed: int, threads: int, out_dir: str | Path, argv: list[str],
                progress: Callable[[str], None] = print) -> BatchRecording:
     out = Path(out_dir)
     character = Character.load(character_spec)
     settings = config.record_settings(rec)
-    if len(settings.termination.body_offset_limits) != character.num_joints:
-        raise RecordError(f"record.termination.body_offset_limits_m has {len(settings.termination.body_offset_limits)} "
-                          f"values; the character has {character.num_joints} non-root bodies")
+    check_settings(settings, character)
+    backend = BackendSpec(name=backend_spec["name"], device=backend_spec.get("device", "cpu"), threads=threads)
     if tracker_spec["kind"] != "pd":  # only learned trackers import torch
         from physrec.trackers.policy import limit_torch_threads
         limit_torch_threads(threads)
     tracker = make_tracker(tracker_spec, character)  # a bad model file fails here, before any simulation
     motions, rows = load_batch(plan, batch, rec, character)
-    progress(f"[{batch}] recording {len(motions)} motions with {tracker.describe()} on {threads} thread(s)")
-    recording = record_batch(motions, character, tracker, settings, threads, progress, batch)
+    where = f"{threads} thread(s)" if backend.name == "mujoco" else f"{backend.name} on {backend.device}"
+    progress(f"[{batch}] recording {len(motions)} motions with {tracker.describe()} on {where}")
+    recording = record_batch(motions, character, tracker, settings, backend, progress, batch)
     source_type = f"tracker:{tracker_spec['kind']}"
     h5_eps, json_eps, attempt_rows = [], [], []
     for i, a in enumerate(recording.attempts):
@@ -110,11 +123,11 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, char
             **kept_error_summary(a.errors, a.kept_steps)})
     env_info = {
         "max_episode_steps": max((a.steps for a in recording.attempts), default=0),
-        "env_kwargs": {"batch": batch, "backend": "mujoco", "mujoco_version": mujoco.__version__,
-                       "physrec_version": __version__, "character": character_spec, "tracker": tracker_spec,
+        "env_kwargs": {"batch": batch, **recording.provenance, "physrec_version": __version__, "character": character_spec, "tracker": tracker_spec,
                        "seed": seed, "record": config.record_physics_keys(rec),
                        "config_hash": stable_hash({"record": config.record_physics_keys(rec), "tracker": tracker_spec,
-                                                   "character": character_spec, "seed": seed}),
+                                                   "backend": backend_spec, "character": character_spec,
+                                                   "seed": seed}),
                        "qpos_layout": "MuJoCo qpos (free joint: pos, quat w,x,y,z; ball joints: quat w,x,y,z)",
                        "body_names": list(character.body_names)},
     }

@@ -77,6 +77,15 @@ def recorded_motion(character: Character, episode_qpos: np.ndarray, contacts: np
                       body_contacts=contacts.astype(np.float32), fps=int(fps), loop_mode="CLAMP")
 
 
+def backend_label(env_kwargs: dict) -> str:
+    """Engine and versions that recorded a batch, e.g. 'mujoco 4.0.0' or 'mujoco_warp 4.0.0 (warp 1.19.0, ...)'."""
+    name = env_kwargs.get("backend", "mujoco")
+    if name == "mujoco_warp":
+        return (f"{name} {env_kwargs['mujoco_warp_version']} (mujoco {env_kwargs['mujoco_version']}, "
+                f"warp {env_kwargs['warp_version']}, {env_kwargs['device']})")
+    return f"{name} {env_kwargs['mujoco_version']}"
+
+
 def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path) -> list[dict]:
     record_dir, out = Path(record_dir), Path(out_dir)
     info = read_json(record_dir / "rollouts.json")
@@ -115,7 +124,7 @@ def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path) -> list[d
                 "physrec:start_time": float(chosen["start_time"]), "physrec:start_fraction": float(chosen["start_fraction"]),
                 "physrec:end_time": float(chosen["kept_end_time"]), "physrec:tracker": ep_info["source_type"],
                 "physrec:tracker_desc": ep_info["source_desc"],
-                "physrec:backend": f"mujoco {env['mujoco_version']}", "physrec:config_hash": config_hash,
+                "physrec:backend": backend_label(env), "physrec:config_hash": config_hash,
                 "physrec:selection_hash": stable_hash(sel), "physrec:physrec_version": __version__,
                 "physrec:seed": int(ep_info["episode_seed"]), "physrec:batch": env["batch"],
                 "physrec:attempt": chosen["attempt"]})

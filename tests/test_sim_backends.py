@@ -1,0 +1,136 @@
+"""The simulator backends: per-environment terrain, and what the recorder may rely on."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import mujoco
+import numpy as np
+import pytest
+
+from physrec import config
+from physrec.demo import demo_motions
+from physrec.formats.motion_file import read_motion_file
+from physrec.motion.character import Character
+from physrec.motion.terrain import height_at, heightfield_boxes
+from physrec.recording import TERRAIN_DEPTH, BatchMotion, RecordSettings, motion_boxes, record_batch
+from physrec.sim.backend import BackendError, BackendSpec, make_backend
+from physrec.sim.world import PhysicsSettings, pad_boxes, world_mjcf
+from physrec.stages.record import RecordError, check_settings
+from physrec.trackers.pd import PDTracker
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "parc_samples"
+
+
+@pytest.fixture(scope="module")
+def ch():
+    return Character.load()
+
+
+@pytest.fixture(scope="module")
+def demo_batch():
+    return [BatchMotion(name, mf.motion, mf.terrain) for name, mf in demo_motions().items()]
+
+
+def _standing(ch, batch):
+    """Each motion's first frame as a state, its DOF as PD targets held for 30 control steps."""
+    m = [b.motion for b in batch]
+    qpos = np.stack([ch.pose_to_qpos(x.root_pos[:1], x.root_rot[:1], x.joint_rot[:1])[0] for x in m])
+    dof = np.stack([ch.joint_rot_to_dof(x.joint_rot[:1])[0] for x in m])
+    return qpos, np.zeros((len(m), ch.nv)), np.repeat(dof[:, None], 30, axis=1)
+
+
+def _compiled_world(ch, boxes: np.ndarray, settings: PhysicsSettings) -> mujoco.MjModel:
+    """The world compiled by MuJoCo with these boxes in its XML (what set_terrain must equal)."""
+    root = ET.fromstring(world_mjcf(ch, len(boxes), settings))
+    for g, b in zip(root.find("worldbody").findall("geom"), boxes):
+        g.set("pos", " ".join(repr(float(v)) for v in b[:3]))
+        g.set("size", " ".join(repr(float(v)) for v in b[3:]))
+    m = mujoco.MjModel.from_xml_string(ET.tostring(root, encoding="unicode"))
+    m.geom_friction[:, 0] = settings.friction
+    return m
+
+
+def test_terrain_set_per_environment_simulates_as_the_compiled_terrain(ch, demo_batch):
+    """set_terrain writes geom fields and the world body's bounding volumes into a compiled
+    copy; stepping it must find the same contacts and motion as MuJoCo compiling those boxes."""
+    settings = PhysicsSettings()
+    padded = pad_boxes([motion_boxes(m, 3.0) for m in demo_batch])
+    qpos, qvel, targets = _standing(ch, demo_batch)
+    sim = make_backend(BackendSpec(), ch, settings, len(demo_batch), padded.shape[1])
+    sim.set_terrain(np.arange(len(demo_batch)), padded)
+    sim.reset(np.arange(len(demo_batch)), qpos, qvel)
+    out = sim.step(np.arange(len(demo_batch)), targets)
+    for e in range(len(demo_batch)):
+        m = _compiled_world(ch, padded[e], settings)
+        d = mujoco.MjData(m)
+        d.qpos[:] = qpos[e]
+        sub = settings.substeps
+        for k in range(targets.shape[1]):
+            d.ctrl[:] = targets[e, k]
+            mujoco.mj_step(m, d, nstep=sub)
+            np.testing.assert_allclose(d.qpos, out.qpos[e, k], rtol=0, atol=1e-9)
+            assert np.array_equal(d.sensordata[-ch.num_bodies:] > 0, out.contacts[e, k])
+    assert out.contacts[:, -1].any(axis=1).all()  # every character stands on its terrain
+    sim.close()
+
+
+def test_a_motion_records_the_same_alone_or_in_any_batch(ch, demo_batch):
+    """Each environment simulates only its own terrain in its own frame: its attempts do not
+    depend on the other motions of its batch, nor on where its tile lies in the output world."""
+    alone = record_batch(demo_batch[3:4], ch, PDTracker(), RecordSettings())
+    batch = record_batch(demo_batch + demo_batch[3:4], ch, PDTracker(), RecordSettings())
+    for rec, motion in ((batch, 3), (batch, len(demo_batch))):
+        mine = [a for a in rec.attempts if a.motion == motion]
+        assert len(mine) == len(alone.attempts)
+        for a, b in zip(mine, alone.attempts):
+            assert (a.steps, a.success, a.fail_reason) == (b.steps, b.success, b.fail_reason)
+            local = a.qpos.copy()
+            local[:, :2] -= rec.tiled.offsets[motion]
+            ref = b.qpos.copy()
+            ref[:, :2] -= alone.tiled.offsets[0]
+            np.testing.assert_allclose(local, ref, rtol=0, atol=1e-12)
+            assert np.array_equal(a.actions, b.actions) and np.array_equal(a.contacts, b.contacts)
+
+
+def test_an_environment_has_only_its_own_terrain(ch, demo_batch):
+    boxes = [motion_boxes(m, 3.0) for m in demo_batch]
+    padded = pad_boxes(boxes)
+    assert padded.shape == (len(demo_batch), max(len(b) for b in boxes), 6)
+    for b, p in zip(boxes, padded):
+        np.testing.assert_array_equal(p[:len(b)], b)
+        # Parked slots lie inside the first box, 1 cm above its bottom: no body can reach them.
+        first = b[0]
+        for q in p[len(b):]:
+            assert np.all(np.abs(q[:2] - first[:2]) + q[3:5] <= first[3:5])
+            assert q[2] - q[5] >= first[2] - first[5] - 1e-12 and q[2] + q[5] < first[2] + first[5] - 0.5
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="PARC samples (../shared/parc_samples) not present")
+def test_parc_terrain_is_cropped_to_where_the_character_can_reach():
+    mf = read_motion_file(SHARED / "TEASER_TERRAIN.pkl")
+    m = BatchMotion("teaser", mf.motion, mf.terrain)
+    full = heightfield_boxes(mf.terrain, bottom=float(mf.terrain.hf.min()) - TERRAIN_DEPTH)
+    crop = motion_boxes(m, 3.0)
+    assert len(crop) < len(full) / 5, (len(crop), len(full))
+    # Every point within the margin of the reference root path is covered at its true height.
+    path = mf.motion.root_pos[:, :2].astype(np.float64)
+    rng = np.random.default_rng(0)
+    pts = path[rng.integers(len(path), size=2000)] + rng.uniform(-2.9, 2.9, size=(2000, 2))
+    tops = np.full(len(pts), -np.inf)
+    for b in crop:
+        inside = np.all(np.abs(pts - b[:2]) <= b[3:5] + 1e-6, axis=1)
+        tops[inside] = np.maximum(tops[inside], b[2] + b[5])
+    np.testing.assert_allclose(tops, height_at(mf.terrain, pts), rtol=0, atol=1e-5)
+
+
+def test_a_margin_the_character_could_reach_past_is_refused(ch):
+    rec = config.validate({"iterations": [{"name": "i", "dataset": "x"}], "record": {"terrain_margin_m": 1.2}})["record"]
+    with pytest.raises(RecordError, match=r"terrain_margin_m \(1.2\) is less than .*reach \(1.56 m\)"):
+        check_settings(config.record_settings(rec), ch)
+
+
+def test_an_unknown_backend_is_named(ch):
+    with pytest.raises(BackendError, match="unknown backend 'bullet'; known: mujoco, mujoco_warp"):
+        make_backend(BackendSpec(name="bullet"), ch, PhysicsSettings(), 1, 1)

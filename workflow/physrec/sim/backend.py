@@ -1,0 +1,78 @@
+"""The simulator interface the recorder drives, and the registry of its implementations.
+
+A backend holds `num_envs` environments. Each has its own terrain (box rows in the
+environment's own frame, see sim.world) and its own state, and is stepped at the control
+rate with PD targets held over the physics substeps. It knows nothing of motions, trackers
+or termination: the recorder decides which environment runs what, and resets a finished
+environment to reuse it for the next attempt or motion.
+
+Another engine (for example Isaac Gym) plugs in by implementing `SimBackend` and adding
+its module to BACKENDS.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from physrec.motion.character import Character
+from physrec.sim.world import PhysicsSettings
+
+BACKENDS = {"mujoco": "physrec.sim.mujoco:MujocoBackend",
+            "mujoco_warp": "physrec.sim.mujoco_warp:WarpBackend"}
+
+
+class BackendError(RuntimeError):
+    """A backend cannot run here (missing package or device) or was asked for too much."""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str = "mujoco"
+    device: str = "cpu"  # mujoco_warp: "cuda:N" or "cpu" (Warp's CPU device)
+    threads: int = 1  # mujoco: rollout threads
+
+
+@dataclass
+class Steps:
+    """What H control steps of m environments produced, after each control step."""
+
+    qpos: np.ndarray  # [m, H, nq] float64
+    qvel: np.ndarray  # [m, H, nv] float64
+    contacts: np.ndarray  # [m, H, B] bool: body in contact during the step's last substep
+
+
+class SimBackend(Protocol):
+    name: str
+    num_envs: int
+    terrain_slots: int
+
+    def set_terrain(self, env: np.ndarray, boxes: np.ndarray) -> None:
+        """Give environments `env` [m] the terrains `boxes` [m, terrain_slots, 6] (sim.world.pad_boxes)."""
+
+    def reset(self, env: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """Set environments to qpos [m, nq], qvel [m, nv] at rest of history (no warm start);
+        return each body's contact flag [m, B] in that state."""
+
+    def step(self, env: np.ndarray, targets: np.ndarray) -> Steps:
+        """Advance environments `env` [m] by H control steps, targets [m, H, nu]; the others keep their state."""
+
+    def memory(self) -> dict[str, int]:
+        """Bytes held, by kind (for example host, device, per_env)."""
+
+    def provenance(self) -> dict[str, Any]:
+        """Engine, versions and device: written into every recording's env_kwargs."""
+
+    def close(self) -> None:
+        """Free threads and device memory."""
+
+
+def make_backend(spec: BackendSpec, character: Character, settings: PhysicsSettings, num_envs: int,
+                 terrain_slots: int) -> SimBackend:
+    if spec.name not in BACKENDS:
+        raise BackendError(f"unknown backend {spec.name!r}; known: {', '.join(sorted(BACKENDS))}")
+    module, cls = BACKENDS[spec.name].split(":")
+    return getattr(importlib.import_module(module), cls)(spec, character, settings, num_envs, terrain_slots)
