@@ -15,7 +15,8 @@ from physrec.formats.motion_file import read_motion_file
 from physrec.motion.character import Character
 from physrec.motion.terrain import height_at, heightfield_boxes
 from physrec.recording import TERRAIN_DEPTH, BatchMotion, RecordSettings, motion_boxes, record_batch
-from physrec.sim.backend import BackendError, BackendSpec, make_backend
+from physrec.sim.backend import BACKENDS, BackendError, BackendOutOfMemory, BackendSpec, make_backend
+from physrec.sim.mujoco import MujocoBackend
 from physrec.sim.world import PhysicsSettings, pad_boxes, world_mjcf
 from physrec.stages.record import RecordError, check_settings
 from physrec.trackers.pd import PDTracker
@@ -134,3 +135,46 @@ def test_a_margin_the_character_could_reach_past_is_refused(ch):
 def test_an_unknown_backend_is_named(ch):
     with pytest.raises(BackendError, match="unknown backend 'bullet'; known: mujoco, mujoco_warp"):
         make_backend(BackendSpec(name="bullet"), ch, PhysicsSettings(), 1, 1)
+
+
+def test_each_gpu_job_claims_a_device_of_its_own(tmp_path):
+    from physrec.sim.devices import claim
+    ids = ["0000:01:00.0", "0000:41:00.0"]
+    first, h1 = claim(ids, folder=tmp_path)
+    second, h2 = claim(ids, folder=tmp_path)
+    assert (first, second) == (0, 1)
+    h1.close()  # the first job ended: its device is free again
+    third, h3 = claim(ids, folder=tmp_path)
+    assert third == 0
+    h2.close(); h3.close()
+
+
+class SmallDevice(MujocoBackend):
+    """The CPU backend on a 'device' that holds 2 environments but claims to hold 4: the
+    recorder chunks to its capacity, and halves a chunk that runs out of memory."""
+
+    created: list[int] = []
+
+    def __init__(self, spec, character, settings, num_envs, terrain_slots):
+        SmallDevice.created.append(num_envs)
+        if num_envs > 2:
+            raise BackendOutOfMemory(f"out of device memory for {num_envs} worlds")
+        super().__init__(spec, character, settings, num_envs, terrain_slots)
+
+
+def capacity(spec, character, settings, terrain_slots):
+    return 4
+
+
+def test_a_batch_larger_than_the_device_is_recorded_in_chunks_with_the_same_result(ch, demo_batch, monkeypatch):
+    monkeypatch.setitem(BACKENDS, "small", f"{__name__}:SmallDevice")
+    whole = record_batch(demo_batch, ch, PDTracker(), RecordSettings())
+    said = []
+    SmallDevice.created.clear()
+    chunked = record_batch(demo_batch, ch, PDTracker(), RecordSettings(), BackendSpec(name="small"), said.append)
+    assert SmallDevice.created == [4, 2, 2, 1]  # 5 motions: 4 (too many), then 2 + 2, then the last one
+    assert any("taking these motions again in halves" in s for s in said)
+    key = lambda a: (a.motion, a.start_fraction)  # noqa: E731 - chunks change the order, not the attempts
+    for a, b in zip(sorted(whole.attempts, key=key), sorted(chunked.attempts, key=key), strict=True):
+        assert (a.motion, a.start_fraction, a.steps, a.fail_reason) == (b.motion, b.start_fraction, b.steps, b.fail_reason)
+        assert np.array_equal(a.qpos, b.qpos) and np.array_equal(a.actions, b.actions)

@@ -135,6 +135,18 @@ def record_settings(rec: dict) -> RecordSettings:
     )
 
 
+# batch_size: auto. CPU: per-step cost is flat in the batch and per-batch costs (world
+# set-up, Python per control step) shrink with it; 64 keeps a job at minutes. GPU: one job
+# takes thousands of motions and records them in chunks that fit the device's memory.
+AUTO_BATCH = {"mujoco": 64, "mujoco_warp": 4096}
+
+
+def batch_size(cfg: dict) -> int:
+    """Expected motions per batch (the split's parameter)."""
+    value = cfg["batch_size"]
+    return AUTO_BATCH[cfg["backend"]] if value == "auto" else int(value)
+
+
 def backend_spec(cfg: dict) -> dict:
     """The simulator a record job uses: what the Snakefile passes to it."""
     return {"name": cfg["backend"], "device": cfg["device"] if cfg["backend"] == "mujoco_warp" else "cpu"}

@@ -25,7 +25,7 @@ from physrec.motion.character import Character
 from physrec.formats.motion_file import MotionData
 from physrec.motion.reference import ReferenceSet
 from physrec.motion.terrain import Heightfield, TiledTerrain, crop_around_path, heightfield_boxes, tile_square
-from physrec.sim.backend import BackendSpec, SimBackend, make_backend
+from physrec.sim.backend import BackendOutOfMemory, BackendSpec, SimBackend, backend_capacity, make_backend
 from physrec.sim.world import PhysicsSettings, pad_boxes
 from physrec.trackers.base import Tracker, TrackingInput
 
@@ -112,8 +112,7 @@ def motion_boxes(m: BatchMotion, margin: float) -> np.ndarray:
 def open_backend(spec: BackendSpec, character: Character, motions: list[BatchMotion],
                  settings: RecordSettings) -> SimBackend:
     """A backend with one environment per motion, each on its own cropped terrain."""
-    boxes = [motion_boxes(m, settings.terrain_margin) for m in motions]
-    padded = pad_boxes(boxes)
+    padded = pad_boxes([motion_boxes(m, settings.terrain_margin) for m in motions])
     sim = make_backend(spec, character, settings.physics, len(motions), padded.shape[1])
     sim.set_terrain(np.arange(len(motions)), padded)
     return sim
@@ -355,12 +354,10 @@ class _PassProgress:
             self.say(f"{self.label}: {self.done}/{self.total} done, {self.succeeded} succeeded")
 
 
-def record_batch(motions: list[BatchMotion], character: Character, tracker: Tracker,
-                 settings: RecordSettings, backend: BackendSpec = BackendSpec(),
-                 progress: Callable[[str], None] = lambda s: None, batch: str = "") -> BatchRecording:
-    """Track every motion of a batch; return all attempts in pass order."""
-    wall = time.perf_counter()
-    tiled = tile_square([m.terrain for m in motions])
+def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndarray, character: Character,
+                 tracker: Tracker, settings: RecordSettings, backend: BackendSpec,
+                 progress: Callable[[str], None], label: str) -> tuple[list[Attempt], dict[str, Any]]:
+    """Every pass over `motions`, one environment each, on one backend: (attempts, provenance)."""
     ref = build_reference(character, motions)
     observer = None
     if tracker.observation:
@@ -370,21 +367,58 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     attempts: list[Attempt] = []
     fractions = (0.0,) + tuple(settings.start_fractions)
     no_autograd = contextlib.nullcontext() if observer is None else observer.inference_mode()
-    sim = open_backend(backend, character, motions, settings)
-    provenance = sim.provenance()
+    sim = make_backend(backend, character, settings.physics, n, boxes.shape[1])
     with contextlib.closing(sim), no_autograd:
+        sim.set_terrain(np.arange(n), boxes)
         for p, fraction in enumerate(fractions):
             todo = np.flatnonzero(start_plan(ref.length, fraction, pending, settings.min_remaining))
             if len(todo) == 0:
                 continue
-            label = (f"[{batch}] pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
-                     f"{n - int(pending.sum())}/{n} motions recorded before it)")
-            run = _Pass(sim, ref, settings, todo, fraction, tiled.offsets, observer)
-            for a in run.run(tracker, _PassProgress(progress, label, len(todo))):
+            say = (f"{label} pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
+                   f"{n - int(pending.sum())}/{n} motions recorded before it)")
+            run = _Pass(sim, ref, settings, todo, fraction, offsets, observer)
+            for a in run.run(tracker, _PassProgress(progress, say, len(todo))):
                 attempts.append(a)
                 if a.success:
                     pending[a.motion] = False
+        return attempts, sim.provenance()
+
+
+def record_batch(motions: list[BatchMotion], character: Character, tracker: Tracker,
+                 settings: RecordSettings, backend: BackendSpec = BackendSpec(),
+                 progress: Callable[[str], None] = lambda s: None, batch: str = "") -> BatchRecording:
+    """Track every motion of a batch; return all attempts in pass order.
+
+    A backend with limited memory (the GPU) takes the batch in chunks that fit it, each chunk
+    with every pass; a chunk that still runs out of memory is taken again in halves.
+    """
+    wall = time.perf_counter()
+    tiled = tile_square([m.terrain for m in motions])
+    boxes = pad_boxes([motion_boxes(m, settings.terrain_margin) for m in motions])
+    n = len(motions)
+    size = min(n, backend_capacity(backend, character, settings.physics, boxes.shape[1]) or n)
+    if size < n:
+        progress(f"[{batch}] {n} motions in chunks of {size} (what fits {backend.name} on {backend.device})")
+    todo = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
+    attempts: list[Attempt] = []
+    provenance: dict[str, Any] = {}
+    while todo:
+        chunk = todo.pop(0)
+        label = f"[{batch}]" if len(chunk) == n else f"[{batch}] motions {chunk[0] + 1}-{chunk[-1] + 1}/{n}"
+        try:
+            found, provenance = _record_envs([motions[i] for i in chunk], tiled.offsets[chunk], boxes[chunk],
+                                             character, tracker, settings, backend, progress, label)
+        except BackendOutOfMemory as e:
+            if len(chunk) == 1:
+                raise
+            progress(f"{label} {e}; taking these motions again in halves")
+            todo[:0] = np.array_split(chunk, 2)
+            continue
+        for a in found:
+            a.motion = int(chunk[a.motion])
+        attempts += found
+    succeeded = len({a.motion for a in attempts if a.success})
     sim_steps = sum(a.steps for a in attempts) * settings.physics.substeps
-    progress(f"[{batch}] finished: {int((~pending).sum())}/{n} motions succeeded in {len(attempts)} attempts")
+    progress(f"[{batch}] finished: {succeeded}/{n} motions succeeded in {len(attempts)} attempts")
     return BatchRecording(motions, tiled, attempts, tracker.describe(), provenance,
                           time.perf_counter() - wall, sim_steps)

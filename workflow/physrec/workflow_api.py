@@ -67,6 +67,11 @@ def record_threads(cfg: dict, cores: int | None, envs: int) -> int:
     return max(1, min(envs, wanted if wanted > 0 else (cores or os.cpu_count() or 1)))
 
 
+def record_gpus(cfg: dict) -> int:
+    """GPUs a record job takes: one on the GPU backend, so `--resources gpu=N` runs N at once."""
+    return int(cfg["backend"] == "mujoco_warp" and cfg["device"] != "cpu")
+
+
 def character_inputs(cfg: dict) -> list[str]:
     spec = cfg["character"]
     return [] if is_builtin(spec) else [spec]

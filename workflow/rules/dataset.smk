@@ -42,7 +42,7 @@ checkpoint split:
     output:
         f"{R}/{{it}}/batches/plan.tsv",
     params:
-        batch_size=CFG["batch_size"],
+        batch_size=physrec_config.batch_size(CFG),
     conda:
         ENV_CPU
     log:

@@ -29,6 +29,7 @@ rule record:
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu=api.record_gpus(CFG),
     conda:
         ENV_CPU
     log:

@@ -29,6 +29,10 @@ class BackendError(RuntimeError):
     """A backend cannot run here (missing package or device) or was asked for too much."""
 
 
+class BackendOutOfMemory(BackendError):
+    """The device could not hold this many environments: the recorder retries with fewer."""
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     name: str = "mujoco"
@@ -70,9 +74,23 @@ class SimBackend(Protocol):
         """Free threads and device memory."""
 
 
-def make_backend(spec: BackendSpec, character: Character, settings: PhysicsSettings, num_envs: int,
-                 terrain_slots: int) -> SimBackend:
+def _module(spec: BackendSpec) -> tuple[Any, str]:
     if spec.name not in BACKENDS:
         raise BackendError(f"unknown backend {spec.name!r}; known: {', '.join(sorted(BACKENDS))}")
     module, cls = BACKENDS[spec.name].split(":")
-    return getattr(importlib.import_module(module), cls)(spec, character, settings, num_envs, terrain_slots)
+    return importlib.import_module(module), cls
+
+
+def backend_capacity(spec: BackendSpec, character: Character, settings: PhysicsSettings,
+                     terrain_slots: int) -> int | None:
+    """Most environments one backend instance can hold (None: no limit but the host's memory).
+    A backend module with a device of limited memory defines `capacity(...)` with these arguments."""
+    module, _ = _module(spec)
+    capacity = getattr(module, "capacity", None)
+    return None if capacity is None else int(capacity(spec, character, settings, terrain_slots))
+
+
+def make_backend(spec: BackendSpec, character: Character, settings: PhysicsSettings, num_envs: int,
+                 terrain_slots: int) -> SimBackend:
+    module, cls = _module(spec)
+    return getattr(module, cls)(spec, character, settings, num_envs, terrain_slots)
