@@ -49,7 +49,9 @@ def test_shipped_config_loads():
 
 def test_minimal_config_gets_defaults(tmp_path):
     cfg = config.load(_write(tmp_path, {"iterations": [{"name": "a", "dataset": "d.yaml"}]}))
-    assert cfg["results_dir"] == "results" and cfg["batch_size"] == 16 and cfg["seed"] == 0
+    assert cfg["results_dir"] == "results" and cfg["batch_size"] == "auto" and cfg["seed"] == 0
+    assert config.batch_size(cfg) == 64 and config.batch_size({**cfg, "backend": "mujoco_warp"}) == 4096
+    assert config.backend_spec(cfg) == {"name": "mujoco", "device": "cpu"}
     assert cfg["iterations"][0]["tracker"] == {"kind": "pd"}
     assert cfg["record"]["threads"] == 0
 
