@@ -1,0 +1,464 @@
+"""GPU backend: MuJoCo Warp, every environment one world of one batched model (it also
+runs on Warp's CPU device, for development and tests).
+
+The world (sim.world) is compiled once; `put_model` gives the terrain geoms' positions,
+sizes and bounding volumes a per-world copy, so each environment has its own terrain
+while all share one kernel launch per physics step. Geoms of the world body are static in
+MuJoCo Warp: their world positions (Data.geom_xpos) are computed once in `make_data` and
+never by kinematics, so `set_terrain` writes them too.
+
+Warp steps every world at once. Environments outside a `step` call are restored after
+each control step from a snapshot taken at the start of the call, which keeps their state
+bit-for-bit and keeps them from drifting into contact-heavy states that would crowd the
+contact pool all worlds share.
+
+The semantics are MujocoBackend's: PD targets held as `ctrl` over the substeps, contact
+flags from the per-body contact sensors of the last substep, and a zero solver warm
+start at reset and at the start of every `step` call (the CPU rollout passes
+`initial_warmstart=0`). Warp computes in float32; qpos/qvel come back as float64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import warnings
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from physrec.motion.character import Character
+from physrec.sim.backend import BackendError, BackendOutOfMemory, BackendSpec, Steps
+from physrec.sim.devices import claim
+from physrec.sim.world import PhysicsSettings, box_geom_fields, world_mjcf
+
+# Contacts per world on average (the contact pool holds nconmax * num_envs, shared by all
+# worlds) and constraint rows per world (a hard per-world limit). Measured with the built-in
+# humanoid: standing on boxes 8 contacts / 36 rows; 64 worlds tumbling over steps under
+# random targets for 5 s at most 37 contacts and 46 rows in one world, and under 13 contacts
+# per world on average of each world's peak. The defaults leave ~5x, at ~100 kB per world.
+NCONMAX = 64
+NJMAX = 256
+# Share of the device's free memory the persistent arrays may take (see capacity).
+_MEMORY_FRACTION = 0.5
+
+_TERRAIN_FIELDS = ("geom_pos", "geom_size", "geom_aabb", "geom_rbound")
+
+try:
+    import mujoco_warp as mjw
+    import warp as wp
+except ImportError as _e:  # the CPU backend must keep working without the GPU packages
+    wp = mjw = None
+    _IMPORT_ERROR: ImportError | None = _e
+else:
+    _IMPORT_ERROR = None
+
+
+class LimitExceeded(BackendError):
+    """A preallocated MuJoCo Warp buffer overflowed; `limits` names the constructor
+    arguments to raise (empty where the limit is fixed inside MuJoCo Warp)."""
+
+    def __init__(self, message: str, limits: tuple[str, ...], envs: np.ndarray) -> None:
+        super().__init__(message)
+        self.limits, self.envs = limits, envs
+
+
+def _overflow_meaning() -> dict[int, tuple[str, str]]:
+    """OverflowType bit -> (constructor argument or '', what overflowed). The solver's
+    iteration limits (ITERATIONS, LS_ITERATIONS) are left out: CPU MuJoCo stops there too."""
+    o = mjw.OverflowType
+    return {int(o.NEFC): ("njmax", "constraint rows (nefc) over njmax"),
+            int(o.NJMAX_NNZ): ("njmax", "constraint Jacobian non-zeros over njmax_nnz, which grows with njmax"),
+            int(o.BROADPHASE): ("nconmax", "broadphase pairs over the contact pool (nconmax * num_envs)"),
+            int(o.NARROWPHASE): ("nconmax", "contacts over the contact pool (nconmax * num_envs)"),
+            int(o.CCD): ("nconmax", "convex-collision contacts over the pool (nconmax * num_envs)"),
+            int(o.CONTACT_MATCH): ("", "contacts of one body over Option.contact_sensor_maxmatch"),
+            int(o.HFIELD): ("", "height-field contacts over MuJoCo Warp's fixed limit"),
+            int(o.NVMAX): ("", "awake DOFs over nvmax"),
+            int(o.EPA_HORIZON): ("", "EPA horizon over MuJoCo Warp's fixed MJ_MAX_EPAHORIZON"),
+            int(o.TACTILE): ("", "tactile sensor pairs over MuJoCo Warp's limit")}
+
+
+@functools.cache
+def _kernels() -> SimpleNamespace:
+    """The backend's own kernels, defined once Warp is known to be importable."""
+
+    @wp.kernel
+    def put_terrain(env: wp.array(dtype=wp.int32), pos: wp.array2d(dtype=wp.vec3), size: wp.array2d(dtype=wp.vec3),
+                    aabb: wp.array3d(dtype=wp.vec3), rbound: wp.array2d(dtype=wp.float32),
+                    geom_pos: wp.array2d(dtype=wp.vec3), geom_size: wp.array2d(dtype=wp.vec3),
+                    geom_aabb: wp.array3d(dtype=wp.vec3), geom_rbound: wp.array2d(dtype=wp.float32),
+                    geom_xpos: wp.array2d(dtype=wp.vec3)):
+        i, g = wp.tid()
+        w = env[i]
+        geom_pos[w, g] = pos[i, g]
+        geom_size[w, g] = size[i, g]
+        geom_aabb[w, g, 0] = aabb[i, g, 0]
+        geom_aabb[w, g, 1] = aabb[i, g, 1]
+        geom_rbound[w, g] = rbound[i, g]
+        geom_xpos[w, g] = pos[i, g]  # the world body's frame is the world frame
+
+    @wp.kernel
+    def put_state(env: wp.array(dtype=wp.int32), qpos: wp.array2d(dtype=wp.float32),
+                  qvel: wp.array2d(dtype=wp.float32), qpos_out: wp.array2d(dtype=wp.float32),
+                  qvel_out: wp.array2d(dtype=wp.float32)):
+        i, j = wp.tid()
+        w = env[i]
+        if j < qpos.shape[1]:
+            qpos_out[w, j] = qpos[i, j]
+        if j < qvel.shape[1]:
+            qvel_out[w, j] = qvel[i, j]
+
+    @wp.kernel
+    def gather_found(env: wp.array(dtype=wp.int32), adr: wp.array(dtype=wp.int32),
+                     sensordata: wp.array2d(dtype=wp.float32), out: wp.array2d(dtype=wp.float32)):
+        i, b = wp.tid()
+        out[i, b] = sensordata[env[i], adr[b]]
+
+    @wp.kernel
+    def begin_call(slot: wp.array(dtype=wp.int32), qpos: wp.array2d(dtype=wp.float32),
+                   qvel: wp.array2d(dtype=wp.float32), act: wp.array2d(dtype=wp.float32),
+                   warm: wp.array2d(dtype=wp.float32), time: wp.array(dtype=wp.float32),
+                   s_qpos: wp.array2d(dtype=wp.float32), s_qvel: wp.array2d(dtype=wp.float32),
+                   s_act: wp.array2d(dtype=wp.float32), s_warm: wp.array2d(dtype=wp.float32),
+                   s_time: wp.array(dtype=wp.float32)):
+        w = wp.tid()
+        for j in range(qpos.shape[1]):
+            s_qpos[w, j] = qpos[w, j]
+        for j in range(qvel.shape[1]):
+            s_qvel[w, j] = qvel[w, j]
+            s_warm[w, j] = warm[w, j]
+            if slot[w] >= 0:
+                warm[w, j] = 0.0
+        for j in range(act.shape[1]):
+            s_act[w, j] = act[w, j]
+        s_time[w] = time[w]
+
+    @wp.kernel
+    def set_ctrl(slot: wp.array(dtype=wp.int32), targets: wp.array3d(dtype=wp.float32), k: int,
+                 ctrl: wp.array2d(dtype=wp.float32)):
+        w, j = wp.tid()
+        s = slot[w]
+        if s >= 0:
+            ctrl[w, j] = targets[s, k, j]
+
+    @wp.kernel
+    def end_control_step(slot: wp.array(dtype=wp.int32), k: int, adr: wp.array(dtype=wp.int32),
+                         sensordata: wp.array2d(dtype=wp.float32), qpos: wp.array2d(dtype=wp.float32),
+                         qvel: wp.array2d(dtype=wp.float32), act: wp.array2d(dtype=wp.float32),
+                         warm: wp.array2d(dtype=wp.float32), time: wp.array(dtype=wp.float32),
+                         s_qpos: wp.array2d(dtype=wp.float32), s_qvel: wp.array2d(dtype=wp.float32),
+                         s_act: wp.array2d(dtype=wp.float32), s_warm: wp.array2d(dtype=wp.float32),
+                         s_time: wp.array(dtype=wp.float32), out: wp.array3d(dtype=wp.float32)):
+        w = wp.tid()
+        s = slot[w]
+        nq, nv = qpos.shape[1], qvel.shape[1]
+        if s >= 0:
+            for j in range(nq):
+                out[s, k, j] = qpos[w, j]
+            for j in range(nv):
+                out[s, k, nq + j] = qvel[w, j]
+            for b in range(adr.shape[0]):
+                out[s, k, nq + nv + b] = sensordata[w, adr[b]]
+        else:
+            for j in range(nq):
+                qpos[w, j] = s_qpos[w, j]
+            for j in range(nv):
+                qvel[w, j] = s_qvel[w, j]
+                warm[w, j] = s_warm[w, j]
+            for j in range(act.shape[1]):
+                act[w, j] = s_act[w, j]
+            time[w] = s_time[w]
+
+    return SimpleNamespace(put_terrain=put_terrain, put_state=put_state, gather_found=gather_found,
+                           begin_call=begin_call, set_ctrl=set_ctrl, end_control_step=end_control_step)
+
+
+class WarpBackend:
+    """Environments as the worlds of one MuJoCo Warp model on one Warp device."""
+
+    name = "mujoco_warp"
+
+    def __init__(self, spec: BackendSpec, character: Character, settings: PhysicsSettings, num_envs: int,
+                 terrain_slots: int, *, nconmax: int = NCONMAX, njmax: int = NJMAX, graph: bool | None = None) -> None:
+        """`nconmax`/`njmax`: MuJoCo Warp's preallocated contacts (per world, pooled) and
+        constraint rows (per world); raise them when `LimitExceeded` names them. `graph`:
+        replay each control step as a captured graph (None: wherever Warp can capture)."""
+        self._device = _device(spec)
+        self.character, self.settings = character, settings
+        self.num_envs, self.terrain_slots = int(num_envs), max(1, int(terrain_slots))
+        self.nconmax, self.njmax = int(nconmax), int(njmax)
+        mjm = _world(character, self.terrain_slots, settings)
+        self._nq, self._nv, self._nu = mjm.nq, mjm.nv, mjm.nu
+        self._nbody = character.num_bodies
+        with wp.ScopedDevice(self._device), _out_of_memory(self._device, self.num_envs):
+            self.model, self.data = _put(mjm, self.num_envs, self.nconmax, self.njmax)
+            d = self.data
+            self._contact_adr = wp.array(mjm.sensor_adr[-self._nbody:].astype(np.int32), dtype=wp.int32)
+            self._snapshot = _snapshot(d)
+            # One uncaptured step compiles every kernel (~35 s on 2 CPU cores, cold cache), then the
+            # worlds start clean.
+            self._advance()
+            mjw.reset_data(self.model, d)
+            wp.synchronize_device(self._device)
+            self._graph = self._capture(required=bool(graph)) if graph is not False else None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def close(self) -> None:
+        if self.data is None:
+            return
+        wp.synchronize_device(self._device)
+        self._graph = self.model = self.data = self._snapshot = self._contact_adr = None
+
+    def __enter__(self) -> "WarpBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- SimBackend ----------------------------------------------------------------------
+    def set_terrain(self, env: np.ndarray, boxes: np.ndarray) -> None:
+        env = self._env(env)
+        _check_shape("boxes", boxes, (len(env), self.terrain_slots, 6))
+        f = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in box_geom_fields(boxes).items()}
+        m, d = self.model, self.data
+        with wp.ScopedDevice(self._device):
+            wp.launch(_kernels().put_terrain, dim=(len(env), self.terrain_slots), inputs=[
+                wp.array(env, dtype=wp.int32), wp.array(f["geom_pos"], dtype=wp.vec3),
+                wp.array(f["geom_size"], dtype=wp.vec3),
+                wp.array(f["geom_aabb"].reshape(len(env), self.terrain_slots, 2, 3), dtype=wp.vec3),
+                wp.array(f["geom_rbound"], dtype=wp.float32),
+                m.geom_pos, m.geom_size, m.geom_aabb, m.geom_rbound, d.geom_xpos])
+
+    def reset(self, env: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        env = self._env(env)
+        _check_shape("qpos", qpos, (len(env), self._nq))
+        _check_shape("qvel", qvel, (len(env), self._nv))
+        if len(env) == 0:
+            return np.zeros((0, self._nbody), dtype=bool)
+        k, m, d = _kernels(), self.model, self.data
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[env] = True
+        with wp.ScopedDevice(self._device), _out_of_memory(self._device, self.num_envs):
+            env_wp = wp.array(env, dtype=wp.int32)
+            mjw.reset_data(m, d, reset=wp.array(mask, dtype=wp.bool))
+            wp.launch(k.put_state, dim=(len(env), max(self._nq, self._nv)), inputs=[
+                env_wp, wp.array(np.ascontiguousarray(qpos, dtype=np.float32)),
+                wp.array(np.ascontiguousarray(qvel, dtype=np.float32)), d.qpos, d.qvel])
+            d.overflow.zero_()
+            # Forward runs on every world; it recomputes derived quantities only, so the
+            # others' state is untouched.
+            mjw.forward(m, d)
+            found = wp.empty((len(env), self._nbody), dtype=wp.float32)
+            wp.launch(k.gather_found, dim=found.shape, inputs=[env_wp, self._contact_adr, d.sensordata, found])
+            contacts = found.numpy() > 0
+        self._check_overflow()
+        return contacts
+
+    def step(self, env: np.ndarray, targets: np.ndarray) -> Steps:
+        env = self._env(env)
+        _check_shape("targets", targets, (len(env), None, self._nu))
+        n, h = targets.shape[0], targets.shape[1]
+        nq, nv, nb = self._nq, self._nv, self._nbody
+        if n == 0:
+            return Steps(np.zeros((0, h, nq)), np.zeros((0, h, nv)), np.zeros((0, h, nb), dtype=bool))
+        k, d = _kernels(), self.data
+        slot = np.full(self.num_envs, -1, dtype=np.int32)
+        slot[env] = np.arange(n, dtype=np.int32)
+        snap = self._snapshot
+        state = [d.qpos, d.qvel, d.act, d.qacc_warmstart, d.time]
+        with wp.ScopedDevice(self._device), _out_of_memory(self._device, self.num_envs):
+            slot_wp = wp.array(slot, dtype=wp.int32)
+            targets_wp = wp.array(np.ascontiguousarray(targets, dtype=np.float32), dtype=wp.float32)
+            out = wp.empty((n, h, nq + nv + nb), dtype=wp.float32)
+            d.overflow.zero_()
+            wp.launch(k.begin_call, dim=self.num_envs, inputs=[slot_wp, *state, *snap])
+            for i in range(h):
+                wp.launch(k.set_ctrl, dim=(self.num_envs, self._nu), inputs=[slot_wp, targets_wp, i, d.ctrl])
+                if self._graph is not None:
+                    wp.capture_launch(self._graph)
+                else:
+                    self._advance()
+                wp.launch(k.end_control_step, dim=self.num_envs,
+                          inputs=[slot_wp, i, self._contact_adr, d.sensordata, *state, *snap, out])
+            host = out.numpy()
+        self._check_overflow()
+        return Steps(host[..., :nq].astype(np.float64), host[..., nq:nq + nv].astype(np.float64),
+                     host[..., nq + nv:] > 0)
+
+    def memory(self) -> dict[str, int]:
+        """Bytes of the model, data and snapshot arrays on the device (the step's temporaries
+        and the graph's own allocations are not included)."""
+        total, per_env = _device_bytes(self.model, self.data, self._snapshot)
+        return {"device": total, "per_env": per_env}
+
+    def provenance(self) -> dict[str, Any]:
+        return {"backend": self.name, "mujoco_version": mujoco.__version__, "mujoco_warp_version": mjw.__version__,
+                "warp_version": wp.__version__, "device": self._device.name, "nconmax": self.nconmax,
+                "njmax": self.njmax}
+
+    # -- internals -----------------------------------------------------------------------
+    def _env(self, env: np.ndarray) -> np.ndarray:
+        env = np.asarray(env, dtype=np.int32).reshape(-1)
+        if len(env) and (env.min() < 0 or env.max() >= self.num_envs or len(np.unique(env)) != len(env)):
+            raise ValueError(f"environments must be distinct and in [0, {self.num_envs}): {env.tolist()}")
+        return env
+
+    def _advance(self) -> None:
+        """One control step of physics for all worlds, ctrl already on the device."""
+        for _ in range(self.settings.substeps):
+            mjw.step(self.model, self.data)
+
+    def _capture(self, required: bool) -> Any:
+        """The control step as a graph; None (plain launches) where Warp cannot capture on
+        this device: on the CPU before CPU capture existed, on CUDA without memory pools."""
+        try:
+            with wp.ScopedCapture(device=self._device) as capture:
+                self._advance()
+        except RuntimeError as e:
+            if _is_oom(e):
+                raise
+            if required:
+                raise BackendError(f"Warp {wp.__version__} cannot capture a graph on {self._device.alias}: {e}") from e
+            if self._device.is_cuda:
+                warnings.warn(f"Warp cannot capture a graph on {self._device.alias} ({e}); "
+                              "stepping with plain launches, which is slower", stacklevel=3)
+            return None
+        return capture.graph
+
+    def _check_overflow(self) -> None:
+        """LimitExceeded if any world overflowed a buffer since the call began (MuJoCo Warp
+        ORs OverflowType bits into Data.overflow; the contact pool is shared, so one world's
+        contacts can overflow them all)."""
+        meaning = _overflow_meaning()
+        flags = self.data.overflow.numpy() & sum(meaning)
+        if not flags.any():
+            return
+        hit = [bit for bit in meaning if (flags & bit).any()]
+        limits = tuple(dict.fromkeys(meaning[b][0] for b in hit if meaning[b][0]))
+        envs = np.flatnonzero(flags)
+        raise LimitExceeded(
+            f"MuJoCo Warp overflowed in environments {envs.tolist()}: {'; '.join(meaning[b][1] for b in hit)} "
+            f"(nconmax={self.nconmax}, njmax={self.njmax}); the call's results are invalid"
+            + (f"; raise {', '.join(limits)}" if limits else ""), limits, envs)
+
+
+def capacity(spec: BackendSpec, character: Character, settings: PhysicsSettings, terrain_slots: int, *,
+             nconmax: int = NCONMAX, njmax: int = NJMAX) -> int:
+    """Most environments whose arrays fit in half the device's free memory (the other half
+    for the step's temporaries and the graph)."""
+    device = _device(spec)
+    with wp.ScopedDevice(device):
+        model, data = _put(_world(character, max(1, int(terrain_slots)), settings), 1, nconmax, njmax)
+        per_env = _device_bytes(model, data, _snapshot(data))[1]
+    if device.is_cuda:
+        free = device.free_memory
+    else:  # Warp asks psutil, which physrec does not depend on
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(1, int(free * _MEMORY_FRACTION) // per_env)
+
+
+_CLAIMED: dict[str, Any] = {}  # "cuda" -> (device, lock file held until the process exits)
+
+
+def _device(spec: BackendSpec) -> Any:
+    if _IMPORT_ERROR is not None:
+        raise BackendError(f"the mujoco_warp backend needs MuJoCo Warp and Warp ({_IMPORT_ERROR}); "
+                           'install them with: pip install -e ".[gpu]"')
+    wp.init()
+    if spec.device == "cuda":
+        return _claimed_gpu()
+    try:
+        return wp.get_device(spec.device)
+    except (ValueError, RuntimeError) as e:
+        raise BackendError(f"Warp has no device {spec.device!r} ({e}); devices here: "
+                           f"{', '.join(d.alias for d in wp.get_devices())}") from e
+
+
+def _claimed_gpu() -> Any:
+    """`device: cuda`: the first visible GPU no other physrec job holds (sim.devices)."""
+    if "cuda" not in _CLAIMED:
+        gpus = wp.get_cuda_devices()
+        if not gpus:
+            raise BackendError("device 'cuda': Warp sees no CUDA device here (no NVIDIA driver, or "
+                               "CUDA_VISIBLE_DEVICES hides them all); use device: cpu to run on the CPU")
+        index, lock = claim([g.pci_bus_id for g in gpus], say=print)
+        _CLAIMED["cuda"] = (gpus[index], lock)
+    return _CLAIMED["cuda"][0]
+
+
+def _world(character: Character, terrain_slots: int, settings: PhysicsSettings) -> mujoco.MjModel:
+    """The world as MujocoBackend compiles it."""
+    mjm = mujoco.MjModel.from_xml_string(world_mjcf(character, terrain_slots, settings))
+    # MuJoCo uses the larger friction of two touching geoms: set it on all of them.
+    mjm.geom_friction[:, 0] = settings.friction
+    return mjm
+
+
+def _put(mjm: mujoco.MjModel, nworld: int, nconmax: int, njmax: int) -> tuple[Any, Any]:
+    """Model with per-world terrain fields, and data, on the current Warp device."""
+    try:
+        model = mjw.put_model(mjm, batch_sizes={f: nworld for f in _TERRAIN_FIELDS})
+    except (NotImplementedError, ValueError) as e:
+        raise BackendError(f"MuJoCo Warp cannot run this world: {e}") from e
+    # Overflows are checked after every call and raised as LimitExceeded; the kernels' own
+    # printf warnings would also fire whenever the solver reaches its iteration limit.
+    model.opt.warn_overflow = 0
+    return model, mjw.make_data(mjm, nworld=nworld, nconmax=nconmax, njmax=njmax)
+
+
+def _snapshot(data: Any) -> list[Any]:
+    """Arrays for the state that `step` restores in the worlds it does not advance."""
+    return [wp.empty_like(a) for a in (data.qpos, data.qvel, data.act, data.qacc_warmstart, data.time)]
+
+
+def _check_shape(name: str, a: np.ndarray, shape: tuple[int | None, ...]) -> None:
+    """Kernels index without bounds checks: a wrongly shaped input must not reach them.
+    None in `shape` matches any size."""
+    got = np.shape(a)
+    if len(got) != len(shape) or any(s is not None and g != s for g, s in zip(got, shape)):
+        raise ValueError(f"{name} has shape {got}; expected {tuple('any' if s is None else s for s in shape)}")
+
+
+def _is_oom(e: BaseException) -> bool:
+    return "Failed to allocate" in str(e)
+
+
+@contextlib.contextmanager
+def _out_of_memory(device: Any, num_envs: int) -> Iterator[None]:
+    """Warp's failed allocations as BackendOutOfMemory, which the recorder answers with fewer
+    environments."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not _is_oom(e):
+            raise
+        raise BackendOutOfMemory(f"{num_envs} environments do not fit on {device.alias} ({e})") from e
+
+
+def _device_bytes(model: Any, data: Any, extra: list[Any]) -> tuple[int, int]:
+    """(bytes, bytes per world) of every distinct Warp array of the model, data and `extra`
+    (per-world arrays). Per world: the model's batched terrain fields, and the data arrays
+    that lead with nworld or the contact pool (naconmax, naccdmax: nconmax per world)."""
+    seen: set[int] = set()
+    nworld = data.nworld
+
+    def walk(obj: Any, in_data: bool) -> Iterator[tuple[int, int]]:
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name, None)
+            if dataclasses.is_dataclass(v) and not isinstance(v, type):
+                yield from walk(v, in_data)
+            elif isinstance(v, wp.array) and v.ptr is not None and v.ptr not in seen:
+                seen.add(v.ptr)
+                spec = getattr(f.type, "shape", ())
+                grows = (spec[:1] in (("nworld",), ("naconmax",), ("naccdmax",))) if in_data \
+                    else f.name in _TERRAIN_FIELDS
+                yield v.capacity, v.capacity if grows else 0
+
+    sizes = [*walk(model, False), *walk(data, True), *((a.capacity, a.capacity) for a in extra)]
+    return sum(t for t, _ in sizes), sum(w for _, w in sizes) // nworld
