@@ -141,3 +141,130 @@ def test_a_wrongly_shaped_input_is_refused(scene, warp):
     targets = scene[3]
     with pytest.raises(ValueError, match="targets has shape"):
         warp.step(np.arange(2), targets[:, :, :5])
+
+
+# -- the recorder on both backends -----------------------------------------------------------------
+# Root trajectories over the first second of every attempt. Float32 (Warp) against float64
+# (MuJoCo) and MuJoCo Warp's own solver kernels: measured 7e-5 m for the standing motions;
+# motions that fail diverge once the character loses balance (chaotic contact), up to
+# 1.3e-2 m within their first second. The bound is for the worst attempt of the demo.
+RECORDED_ROOT_ATOL = 0.03
+
+
+@pytest.fixture(scope="module")
+def demo_batch():
+    from physrec.recording import BatchMotion
+    return [BatchMotion(name, mf.motion, mf.terrain) for name, mf in demo.demo_motions().items()]
+
+
+@pytest.fixture(scope="module")
+def both(ch, demo_batch):
+    from physrec.recording import RecordSettings, record_batch
+    from physrec.trackers.pd import PDTracker
+    return (record_batch(demo_batch, ch, PDTracker(), RecordSettings()),
+            record_batch(demo_batch, ch, PDTracker(), RecordSettings(), WARP))
+
+
+def _exceeded(attempt, settings) -> set[str]:
+    """Limits exceeded in the last 3 control steps of an attempt (errors: termination.ERROR_COLUMNS)."""
+    e = attempt.errors[-3:]
+    out = {"root_position"} if (e[:, 0] > settings.root_pos_error).any() else set()
+    out |= {"root_rotation"} if (e[:, 1] > settings.root_rot_error).any() else set()
+    return out | ({"body_offset"} if (e[:, 2] > 1.0).any() else set())
+
+
+def _ends_alike(a, b, settings) -> bool:
+    """Both succeed; or both terminate within 2 control steps of each other, with the limit
+    that ended one of them exceeded in both (a fall crosses two limits in the same step,
+    and float32 decides which the recorder names first)."""
+    if a.success or b.success:
+        return a.success == b.success
+    named = {r.split(":")[0] for r in (a.fail_reason, b.fail_reason)}
+    return abs(a.steps - b.steps) <= 2 and bool(named & _exceeded(a, settings) & _exceeded(b, settings))
+
+
+def test_the_recorder_ends_every_attempt_alike_on_both_backends(both):
+    from physrec.motion.termination import TerminationSettings
+    cpu, gpu = both
+    assert gpu.provenance["backend"] == "mujoco_warp" and cpu.provenance["backend"] == "mujoco"
+    assert [(a.motion, a.start_fraction) for a in cpu.attempts] == [(a.motion, a.start_fraction) for a in gpu.attempts]
+    for a, b in zip(cpu.attempts, gpu.attempts):
+        assert _ends_alike(a, b, TerminationSettings()), (a.motion, a.start_fraction, a.fail_reason, b.fail_reason,
+                                                          a.steps, b.steps)
+        second = min(a.steps, b.steps, STEPS) + 1
+        np.testing.assert_allclose(a.qpos[:second, :3], b.qpos[:second, :3], rtol=0, atol=RECORDED_ROOT_ATOL)
+
+
+def test_warp_recordings_are_written_in_the_batch_world_as_on_the_cpu(both):
+    cpu, gpu = both
+    np.testing.assert_array_equal(cpu.tiled.offsets, gpu.tiled.offsets)
+    for a, b in zip(cpu.attempts, gpu.attempts):
+        np.testing.assert_allclose(a.qpos[0], b.qpos[0], rtol=0, atol=1e-6)  # the reset frame: float32 only
+
+
+def test_a_policy_tracks_alike_on_both_backends(ch, demo_batch, tmp_path):
+    """A learned tracker on the Warp backend: observation and policy in torch on the
+    backend's tensor device, fed from Warp's states."""
+    import torch
+    from first_target_policy import FirstTargetFrame
+    from physrec.motion.termination import TerminationSettings
+    from physrec.recording import RecordSettings, record_batch
+    from physrec.trackers.base import make_tracker
+    path = tmp_path / "policy.pt2"
+    torch.export.save(torch.export.export(FirstTargetFrame(ch), (torch.zeros(2, 1312),),
+                                          dynamic_shapes=({0: torch.export.Dim("n")},)), path)
+    tracker = make_tracker({"kind": "exported", "model": str(path), "observation": "parc"}, ch)
+    settings = RecordSettings(start_fractions=())
+    cpu = record_batch(demo_batch, ch, tracker, settings)
+    gpu = record_batch(demo_batch, ch, tracker, settings, WARP)
+    for a, b in zip(cpu.attempts, gpu.attempts, strict=True):
+        assert _ends_alike(a, b, TerminationSettings()), (a.motion, a.fail_reason, b.fail_reason)
+        assert b.obs.shape == a.obs.shape
+        np.testing.assert_allclose(a.obs[0], b.obs[0], rtol=0, atol=1e-4)  # the reset frame's observation
+
+
+def test_an_overflowing_batch_is_recorded_again_with_larger_limits(ch, demo_batch, both, monkeypatch):
+    """Never recorded from an overflowed buffer: with 8 constraint rows per world (standing
+    needs about 36) the recorder doubles the limits until the batch fits, and records what
+    the default limits record."""
+    from physrec.recording import RecordSettings, record_batch
+    from physrec.trackers.pd import PDTracker
+    monkeypatch.setattr(mujoco_warp, "NJMAX", 8)
+    said = []
+    rec = record_batch(demo_batch[:2], ch, PDTracker(), RecordSettings(), WARP, said.append)
+    assert [s for s in said if "again with" in s][-1].endswith("with 8x the limits")
+    assert rec.provenance["njmax"] == 64
+    default = both[1]
+    for a, b in zip([a for a in default.attempts if a.motion < 2], rec.attempts, strict=True):
+        assert (a.motion, a.steps, a.success) == (b.motion, b.steps, b.success)
+        local = [x.qpos - np.r_[r.tiled.offsets[x.motion], np.zeros(x.qpos.shape[1] - 2)]
+                 for x, r in ((a, default), (b, rec))]  # each batch has its own tiled world
+        np.testing.assert_allclose(local[0], local[1], rtol=0, atol=1e-3)
+
+
+def test_the_workflow_records_on_the_warp_backend(tmp_path):
+    """The demo through Snakemake with backend: mujoco_warp (Warp's CPU device): the same
+    outcomes as the CPU backend's, and the backend named in every recorded file."""
+    import json
+    from physrec.formats.motion_file import read_motion_file
+    from physrec.formats.tables import read_tsv_records
+    from snakemake_project import base_config, make_project, snakemake
+    runs = {}
+    for name, extra in (("cpu", {}), ("warp", {"backend": "mujoco_warp", "device": "cpu"})):
+        project = make_project(tmp_path / name, base_config("builtin:demo", **extra))
+        snakemake(project)
+        runs[name] = project / "results" / "iter0"
+    status = {k: {r["name"]: r["status"] for r in read_tsv_records(v / "manifest.tsv")} for k, v in runs.items()}
+    assert status["cpu"] == status["warp"]
+    record_dir = next((runs["warp"] / "record").iterdir())
+    env = json.loads((record_dir / "rollouts.json").read_text())["env_info"]["env_kwargs"]
+    assert env["backend"] == "mujoco_warp" and env["device"] == "CPU" and env["warp_version"] == wp_version()
+    recorded = sorted((runs["warp"] / "recorded_motions").glob("*.pkl"))
+    assert recorded
+    for path in recorded:
+        assert read_motion_file(path).misc["physrec:backend"].startswith("mujoco_warp 4.")
+
+
+def wp_version() -> str:
+    import warp
+    return warp.__version__

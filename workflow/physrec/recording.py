@@ -14,6 +14,7 @@ moved into it by the motion's offset when they are collected.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -25,11 +26,13 @@ from physrec.motion.character import Character
 from physrec.formats.motion_file import MotionData
 from physrec.motion.reference import ReferenceSet
 from physrec.motion.terrain import Heightfield, TiledTerrain, crop_around_path, heightfield_boxes, tile_square
-from physrec.sim.backend import BackendOutOfMemory, BackendSpec, SimBackend, backend_capacity, make_backend
+from physrec.sim.backend import (BackendOutOfMemory, BackendSpec, LimitExceeded, SimBackend, backend_capacity,
+                                 make_backend, tensor_device)
 from physrec.sim.world import PhysicsSettings, pad_boxes
 from physrec.trackers.base import Tracker, TrackingInput
 
 TERRAIN_DEPTH = 1.0  # metres of solid ground below the lowest cell
+MAX_LIMIT_SCALE = 16  # a batch whose buffers overflow at 16x the defaults fails its job
 
 
 @dataclass(frozen=True)
@@ -361,7 +364,8 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
     ref = build_reference(character, motions)
     observer = None
     if tracker.observation:
-        observer = Observer(tracker.observation, character, motions, 1.0 / settings.physics.control_hz)
+        observer = Observer(tracker.observation, character, motions, 1.0 / settings.physics.control_hz,
+                            tensor_device(backend))
     n = len(motions)
     pending = np.ones(n, dtype=bool)
     attempts: list[Attempt] = []
@@ -413,6 +417,13 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
                 raise
             progress(f"{label} {e}; taking these motions again in halves")
             todo[:0] = np.array_split(chunk, 2)
+            continue
+        except LimitExceeded as e:
+            if backend.limit_scale >= MAX_LIMIT_SCALE:
+                raise
+            backend = dataclasses.replace(backend, limit_scale=2 * backend.limit_scale)
+            progress(f"{label} {e}; recording these motions again with {backend.limit_scale}x the limits")
+            todo.insert(0, chunk)
             continue
         for a in found:
             a.motion = int(chunk[a.motion])

@@ -33,11 +33,23 @@ class BackendOutOfMemory(BackendError):
     """The device could not hold this many environments: the recorder retries with fewer."""
 
 
+class LimitExceeded(BackendError):
+    """A preallocated buffer overflowed in some environments, so the call's results are
+    invalid: the recorder runs them again with BackendSpec.limit_scale doubled."""
+
+    def __init__(self, message: str, limits: tuple[str, ...], envs: np.ndarray) -> None:
+        super().__init__(message)
+        self.limits, self.envs = limits, envs
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     name: str = "mujoco"
     device: str = "cpu"  # mujoco_warp: "cuda:N" or "cpu" (Warp's CPU device)
     threads: int = 1  # mujoco: rollout threads
+    # Multiplier of preallocated buffers (mujoco_warp: contacts and constraint rows per
+    # world); the recorder doubles it when a backend raises LimitExceeded.
+    limit_scale: int = 1
 
 
 @dataclass
@@ -88,6 +100,14 @@ def backend_capacity(spec: BackendSpec, character: Character, settings: PhysicsS
     module, _ = _module(spec)
     capacity = getattr(module, "capacity", None)
     return None if capacity is None else int(capacity(spec, character, settings, terrain_slots))
+
+
+def tensor_device(spec: BackendSpec) -> str:
+    """Where the recorder's torch tensors (observation, policy) live: the backend's GPU, or
+    the CPU. A backend module on a device defines `tensor_device(spec)`."""
+    module, _ = _module(spec)
+    resolve = getattr(module, "tensor_device", None)
+    return "cpu" if resolve is None else str(resolve(spec))
 
 
 def make_backend(spec: BackendSpec, character: Character, settings: PhysicsSettings, num_envs: int,

@@ -33,7 +33,7 @@ import mujoco
 import numpy as np
 
 from physrec.motion.character import Character
-from physrec.sim.backend import BackendError, BackendOutOfMemory, BackendSpec, Steps
+from physrec.sim.backend import BackendError, BackendOutOfMemory, BackendSpec, LimitExceeded, Steps
 from physrec.sim.devices import claim
 from physrec.sim.world import PhysicsSettings, box_geom_fields, world_mjcf
 
@@ -57,15 +57,6 @@ except ImportError as _e:  # the CPU backend must keep working without the GPU p
     _IMPORT_ERROR: ImportError | None = _e
 else:
     _IMPORT_ERROR = None
-
-
-class LimitExceeded(BackendError):
-    """A preallocated MuJoCo Warp buffer overflowed; `limits` names the constructor
-    arguments to raise (empty where the limit is fixed inside MuJoCo Warp)."""
-
-    def __init__(self, message: str, limits: tuple[str, ...], envs: np.ndarray) -> None:
-        super().__init__(message)
-        self.limits, self.envs = limits, envs
 
 
 def _overflow_meaning() -> dict[int, tuple[str, str]]:
@@ -185,14 +176,16 @@ class WarpBackend:
     name = "mujoco_warp"
 
     def __init__(self, spec: BackendSpec, character: Character, settings: PhysicsSettings, num_envs: int,
-                 terrain_slots: int, *, nconmax: int = NCONMAX, njmax: int = NJMAX, graph: bool | None = None) -> None:
+                 terrain_slots: int, *, nconmax: int | None = None, njmax: int | None = None,
+                 graph: bool | None = None) -> None:
         """`nconmax`/`njmax`: MuJoCo Warp's preallocated contacts (per world, pooled) and
-        constraint rows (per world); raise them when `LimitExceeded` names them. `graph`:
+        constraint rows (per world); default NCONMAX and NJMAX times spec.limit_scale. `graph`:
         replay each control step as a captured graph (None: wherever Warp can capture)."""
         self._device = _device(spec)
         self.character, self.settings = character, settings
         self.num_envs, self.terrain_slots = int(num_envs), max(1, int(terrain_slots))
-        self.nconmax, self.njmax = int(nconmax), int(njmax)
+        self.nconmax = int(nconmax or NCONMAX * spec.limit_scale)
+        self.njmax = int(njmax or NJMAX * spec.limit_scale)
         mjm = _world(character, self.terrain_slots, settings)
         self._nq, self._nv, self._nu = mjm.nq, mjm.nv, mjm.nu
         self._nbody = character.num_bodies
@@ -348,13 +341,13 @@ class WarpBackend:
             + (f"; raise {', '.join(limits)}" if limits else ""), limits, envs)
 
 
-def capacity(spec: BackendSpec, character: Character, settings: PhysicsSettings, terrain_slots: int, *,
-             nconmax: int = NCONMAX, njmax: int = NJMAX) -> int:
+def capacity(spec: BackendSpec, character: Character, settings: PhysicsSettings, terrain_slots: int) -> int:
     """Most environments whose arrays fit in half the device's free memory (the other half
     for the step's temporaries and the graph)."""
     device = _device(spec)
     with wp.ScopedDevice(device):
-        model, data = _put(_world(character, max(1, int(terrain_slots)), settings), 1, nconmax, njmax)
+        model, data = _put(_world(character, max(1, int(terrain_slots)), settings), 1,
+                           NCONMAX * spec.limit_scale, NJMAX * spec.limit_scale)
         per_env = _device_bytes(model, data, _snapshot(data))[1]
     if device.is_cuda:
         free = device.free_memory
@@ -366,10 +359,17 @@ def capacity(spec: BackendSpec, character: Character, settings: PhysicsSettings,
 _CLAIMED: dict[str, Any] = {}  # "cuda" -> (device, lock file held until the process exits)
 
 
+def tensor_device(spec: BackendSpec) -> str:
+    """The torch device of this backend's GPU ("cuda:N"; "cpu" on Warp's CPU device)."""
+    device = _device(spec)
+    return device.alias if device.is_cuda else "cpu"
+
+
 def _device(spec: BackendSpec) -> Any:
     if _IMPORT_ERROR is not None:
         raise BackendError(f"the mujoco_warp backend needs MuJoCo Warp and Warp ({_IMPORT_ERROR}); "
                            'install them with: pip install -e ".[gpu]"')
+    wp.config.quiet = True  # no line per kernel module loaded: a record job's log is for its batch
     wp.init()
     if spec.device == "cuda":
         return _claimed_gpu()

@@ -20,7 +20,7 @@ from physrec.recording import BatchMotion, BatchRecording, RecordSettings, recor
 from physrec.formats.rollouts import write_h5, write_json
 from physrec.formats.tables import write_tsv
 from physrec.motion.terrain import boxes_mesh
-from physrec.sim.backend import BackendSpec
+from physrec.sim.backend import BackendSpec, tensor_device
 from physrec.trackers.base import make_tracker
 
 ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_time", "steps", "success",
@@ -93,7 +93,8 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     if tracker_spec["kind"] != "pd":  # only learned trackers import torch
         from physrec.trackers.policy import limit_torch_threads
         limit_torch_threads(threads)
-    tracker = make_tracker(tracker_spec, character)  # a bad model file fails here, before any simulation
+    # A bad model file fails here, before any simulation; a policy runs where the simulator does.
+    tracker = make_tracker(tracker_spec, character, tensor_device(backend))
     motions, rows = load_batch(plan, batch, rec, character)
     where = f"{threads} thread(s)" if backend.name == "mujoco" else f"{backend.name} on {backend.device}"
     progress(f"[{batch}] recording {len(motions)} motions with {tracker.describe()} on {where}")
