@@ -19,6 +19,7 @@ environment runs its whole motion whatever the tracker does; the checks still ru
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -106,22 +107,12 @@ def _tracker(kind: str, character: Character, threads: int) -> Tracker:
                                                 "random weights")
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--envs", type=int, default=48, help="environments (motions) in the batch")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--repeats", type=int, default=5, help="best of this many runs of each")
-    p.add_argument("--tracker", choices=("pd", "parc"), default="pd")
-    p.add_argument("--backend", choices=("mujoco", "mujoco_warp"), default="mujoco")
-    p.add_argument("--device", default="cuda", help="mujoco_warp: cuda, cuda:N or cpu")
-    p.add_argument("--motions", nargs="*", type=Path, default=[],
-                   help="PARC motion files to cycle through (default: demo motions that pd tracks)")
-    a = p.parse_args(argv)
-    character = Character.load()
+def measure(envs: int, a: argparse.Namespace, character: Character, tracker: Tracker) -> dict:
+    """One batch size: the rates of raw stepping, simulator + bare policy (closed loop) and the
+    recorder, best of `a.repeats` interleaved runs, and what they print."""
     closed = a.tracker != "pd"
     settings = RecordSettings(start_fractions=(), termination=NO_TERMINATION)
-    motions = bench_motions(a.envs, a.motions)
-    tracker = _tracker(a.tracker, character, a.threads)
+    motions = bench_motions(envs, a.motions)
     spec = BackendSpec(a.backend, a.device if a.backend == "mujoco_warp" else "cpu", a.threads)
     rec = record_batch(motions, character, tracker, settings, spec)  # warm-up, and the actions to replay
     replay = _Replay(spec, character, motions, settings, rec)
@@ -131,24 +122,88 @@ def main(argv: list[str] | None = None) -> None:
         if closed:
             loop = min(loop, replay.with_policy(tracker.policy))  # type: ignore[attr-defined]
         recorder = min(recorder, record_batch(motions, character, tracker, settings, spec).wall_seconds)
-    physics = rec.sim_steps
+    memory = replay.sim.memory()
+    replay.sim.close()
     motion_seconds = sum(x.end_time - x.start_time for x in rec.attempts)
-    where = ", ".join(sorted({m.name.rsplit("_", 1)[0] for m in motions}))
-    print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
-          f"{platform.system()} {platform.release()}, MuJoCo {mujoco.__version__}")
-    print(f"batch: {a.envs} environments ({where}), {a.threads} threads, {settings.physics.physics_hz} Hz physics, "
-          f"{settings.physics.control_hz} Hz control, {tracker.describe()}")
-    print(f"backend: {rec.provenance}")
-    print(f"raw {a.backend} (one call, no Python between steps): {replay.physics_steps / raw:,.0f} physics steps/s")
+    out = {"envs": envs, "motions": sorted({m.name.rsplit("_", 1)[0] for m in motions}), "tracker": tracker.describe(),
+           "backend": rec.provenance, "bytes_per_env": memory["per_env"],
+           "raw_steps_per_s": replay.physics_steps / raw, "recorder_steps_per_s": rec.sim_steps / recorder,
+           "motion_seconds_per_s": motion_seconds / recorder}
+    out["recorder_over_raw"] = out["recorder_steps_per_s"] / out["raw_steps_per_s"]
     if closed:
+        out["loop_steps_per_s"] = replay.physics_steps / loop
+        out["recorder_over_loop"] = out["recorder_steps_per_s"] / out["loop_steps_per_s"]
+    return out
+
+
+def report(r: dict, a: argparse.Namespace, physics_hz: int, control_hz: int) -> None:
+    print(f"batch: {r['envs']} environments ({', '.join(r['motions'])}), {a.threads} threads, {physics_hz} Hz physics, "
+          f"{control_hz} Hz control, {r['tracker']}")
+    print(f"backend: {r['backend']}, {r['bytes_per_env']:,} bytes per environment")
+    print(f"raw {a.backend} (one call over the horizon, no Python between steps): "
+          f"{r['raw_steps_per_s']:,.0f} physics steps/s")
+    if "loop_steps_per_s" in r:
         print(f"{a.backend} + bare policy forward (one call and one forward per control step): "
-              f"{replay.physics_steps / loop:,.0f} physics steps/s")
-    print(f"recorder ({a.tracker} tracker{', observation' if closed else ''}, termination, bookkeeping): "
-          f"{physics / recorder:,.0f} physics steps/s, {motion_seconds / recorder:,.1f} motion-seconds recorded "
-          f"per wall-second")
-    print(f"ratio recorder/raw: {(physics / recorder) / (replay.physics_steps / raw):.2f}")
-    if closed:
-        print(f"ratio recorder/(MuJoCo + policy): {(physics / recorder) / (replay.physics_steps / loop):.2f}")
+              f"{r['loop_steps_per_s']:,.0f} physics steps/s")
+    print(f"recorder ({a.tracker} tracker{', observation' if 'loop_steps_per_s' in r else ''}, termination, "
+          f"bookkeeping): {r['recorder_steps_per_s']:,.0f} physics steps/s, {r['motion_seconds_per_s']:,.1f} "
+          f"motion-seconds recorded per wall-second")
+    print(f"ratio recorder/raw: {r['recorder_over_raw']:.2f}")
+    if "recorder_over_loop" in r:
+        print(f"ratio recorder/({a.backend} + policy): {r['recorder_over_loop']:.2f}")
+
+
+def plot(results: list[dict], title: str, path: Path) -> None:
+    """Physics steps/s against batch size, raw and recorder, on log axes."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    envs = [r["envs"] for r in results]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(envs, [r["raw_steps_per_s"] for r in results], "o-", label="raw simulator")
+    if "loop_steps_per_s" in results[0]:
+        ax.plot(envs, [r["loop_steps_per_s"] for r in results], "s-", label="simulator + bare policy")
+    ax.plot(envs, [r["recorder_steps_per_s"] for r in results], "^-", label="recorder")
+    ax.set(xscale="log", yscale="log", xlabel="environments in the batch", ylabel="physics steps / s", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--envs", default="48", help="environments (motions) in the batch; a comma list measures each")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--repeats", type=int, default=5, help="best of this many runs of each")
+    p.add_argument("--tracker", choices=("pd", "parc"), default="pd")
+    p.add_argument("--backend", choices=("mujoco", "mujoco_warp"), default="mujoco")
+    p.add_argument("--device", default="cuda", help="mujoco_warp: cuda, cuda:N or cpu")
+    p.add_argument("--motions", nargs="*", type=Path, default=[],
+                   help="PARC motion files to cycle through (default: demo motions that pd tracks)")
+    p.add_argument("--json", type=Path, help="write the figures and the machine here")
+    p.add_argument("--plot", type=Path, help="plot physics steps/s against batch size here (needs matplotlib)")
+    a = p.parse_args(argv)
+    character = Character.load()
+    tracker = _tracker(a.tracker, character, a.threads)
+    physics = RecordSettings().physics
+    machine = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cores": os.cpu_count(),
+               "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+               "mujoco": mujoco.__version__, "date": time.strftime("%Y-%m-%d")}
+    print(f"machine: {machine['machine']} {machine['cores']} cores, {machine['system']}, MuJoCo {mujoco.__version__}")
+    results = []
+    for envs in (int(x) for x in a.envs.split(",")):
+        results.append(measure(envs, a, character, tracker))
+        report(results[-1], a, physics.physics_hz, physics.control_hz)
+    device = results[0]["backend"].get("device", "cpu")
+    if a.json:
+        a.json.write_text(json.dumps({**machine, "device": device, "tracker": a.tracker, "backend": a.backend,
+                                      "results": results}, indent=2) + "\n")
+    if a.plot:
+        plot(results, f"{a.backend} on {device}, {a.tracker} tracker ({', '.join(results[0]['motions'])})", a.plot)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ except ImportError as _e:  # the CPU backend must keep working without the GPU p
     _IMPORT_ERROR: ImportError | None = _e
 else:
     _IMPORT_ERROR = None
+    wp.config.quiet = True  # no line per kernel module loaded: a record job's log is for its batch
 
 
 def _overflow_meaning() -> dict[int, tuple[str, str]]:
@@ -369,7 +370,6 @@ def _device(spec: BackendSpec) -> Any:
     if _IMPORT_ERROR is not None:
         raise BackendError(f"the mujoco_warp backend needs MuJoCo Warp and Warp ({_IMPORT_ERROR}); "
                            'install them with: pip install -e ".[gpu]"')
-    wp.config.quiet = True  # no line per kernel module loaded: a record job's log is for its batch
     wp.init()
     if spec.device == "cuda":
         return _claimed_gpu()
