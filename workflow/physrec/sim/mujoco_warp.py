@@ -57,7 +57,9 @@ except ImportError as _e:  # the CPU backend must keep working without the GPU p
     _IMPORT_ERROR: ImportError | None = _e
 else:
     _IMPORT_ERROR = None
-    wp.config.quiet = True  # no line per kernel module loaded: a record job's log is for its batch
+    # No line per kernel module loaded, nor the start-up banner: a record job's log is for its batch.
+    wp.config.log_level = wp.LOG_WARNING
+    wp.config.quiet = True
 
 
 def _overflow_meaning() -> dict[int, tuple[str, str]]:
