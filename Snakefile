@@ -17,6 +17,7 @@ except physrec_config.ConfigError as e:
 R = CFG["results_dir"]
 api.export_package_source(f"{workflow.basedir}/workflow")
 ENV_CPU = "../../envs/record-cpu.yaml"
+ENV_RECORD = "../../envs/record-gpu.yaml" if CFG["backend"] == "mujoco_warp" else ENV_CPU
 ITERATIONS = {it["name"]: it for it in CFG["iterations"]}
 
 

@@ -268,3 +268,21 @@ def test_the_workflow_records_on_the_warp_backend(tmp_path):
 def wp_version() -> str:
     import warp
     return warp.__version__
+
+
+def test_the_control_loop_stays_on_the_device(ch, demo_batch, both, monkeypatch):
+    """With mujoco_warp the recorder never asks for host arrays per step (WarpBackend.step):
+    it steps through step_tensors and reads the buffers when a pass ends."""
+    from physrec.recording import RecordSettings, record_batch
+    from physrec.trackers.pd import PDTracker
+
+    def host_step(*args, **kwargs):
+        raise AssertionError("the recorder stepped through the host path")
+    monkeypatch.setattr(WarpBackend, "step", host_step)
+    calls = []
+    original = WarpBackend.step_tensors
+    monkeypatch.setattr(WarpBackend, "step_tensors", lambda self, *a: calls.append(1) or original(self, *a))
+    rec = record_batch(demo_batch, ch, PDTracker(), RecordSettings(), WARP)
+    assert len(calls) >= max(a.steps for a in rec.attempts)
+    assert [(a.motion, a.steps, a.fail_reason) for a in rec.attempts] == \
+        [(a.motion, a.steps, a.fail_reason) for a in both[1].attempts]

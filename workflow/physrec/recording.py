@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -187,17 +188,22 @@ class _Pass:
         dof = self.ch.joint_rot_to_dof(pose.joint_rot).reshape(m, h, self.ch.num_dof) if with_dof else None
         return body, pose.root_rot.reshape(m, h, 4), dof
 
+    def _reset(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every environment on its reference at its start time: qpos, qvel, contacts."""
+        ch = self.ch
+        pose = self.ref.pose(self.motion, self.t0)
+        vel = self.ref.velocity(self.motion, self.t0)
+        qpos0 = ch.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot)
+        qvel0 = ch.velocities_to_qvel(pose.root_rot, vel.root_lin_vel, vel.root_ang_vel, vel.dof_vel)
+        return qpos0, qvel0, self.sim.reset(self.motion, qpos0, qvel0)
+
     def run(self, tracker: Tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
         ch, sim, n, K = self.ch, self.sim, len(self.motion), int(self.steps.max())
         horizon = min(self.settings.max_steps_per_call, tracker.max_horizon or self.settings.max_steps_per_call)
         with_dof = self.observer is None
         reference = Lookahead(n, 1 if horizon > 1 else Observer.window,
                               lambda env, step, count: self._reference_window(env, step, count, with_dof))
-        pose = self.ref.pose(self.motion, self.t0)
-        vel = self.ref.velocity(self.motion, self.t0)
-        qpos0 = ch.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot)
-        qvel0 = ch.velocities_to_qvel(pose.root_rot, vel.root_lin_vel, vel.root_ang_vel, vel.dof_vel)
-        contacts0 = sim.reset(self.motion, qpos0, qvel0)
+        qpos0, qvel0, contacts0 = self._reset()
         Q = np.zeros((n, K + 1, ch.nq)); V = np.zeros((n, K + 1, ch.nv))
         C = np.zeros((n, K + 1, ch.num_bodies), dtype=bool)
         A = np.zeros((n, K, ch.num_dof)); E = np.zeros((n, K, len(termination.ERROR_COLUMNS)))
@@ -324,6 +330,16 @@ class Observer:
                  joint_rot: np.ndarray | None = None, body_pos: np.ndarray | None = None):
         """Observations [len(env), O] of the pass's environments `env` in states qpos, qvel, `step`
         control steps after reset; `joint_rot` [m, J, 4] and `body_pos` [m, B, 3] if the caller has them."""
+        arrays = self.character.parc_state(qpos, qvel)
+        arrays["contacts"] = contacts
+        if joint_rot is not None and body_pos is not None:
+            arrays["joint_rot"] = joint_rot
+            arrays["key_pos"] = body_pos[:, self.layout.key_index]
+        return self.observe(self._state.from_arrays(arrays, self.device), env, step)
+
+    def observe(self, state, env: np.ndarray, step: int):
+        """Observations of environments `env` in `state` (observations.parc.CharacterState on
+        this observer's device), `step` control steps after reset."""
         torch = self._torch
         ids = torch.as_tensor(self.motion[env], device=self.device)
         targets, rows, col = self._targets.get(env, step)
@@ -332,12 +348,7 @@ class Observer:
             targets = targets.rows(slice(col * width, (col + 1) * width))
         else:
             targets = targets.rows(torch.as_tensor(col * width + rows, device=self.device))
-        arrays = self.character.parc_state(qpos, qvel)
-        arrays["contacts"] = contacts
-        if joint_rot is not None and body_pos is not None:
-            arrays["joint_rot"] = joint_rot
-            arrays["key_pos"] = body_pos[:, self.layout.key_index]
-        return self.layout.compute(self._state.from_arrays(arrays, self.device), ids, None, targets)
+        return self.layout.compute(state, ids, None, targets)
 
 
 class _PassProgress:
@@ -372,6 +383,11 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
     fractions = (0.0,) + tuple(settings.start_fractions)
     no_autograd = contextlib.nullcontext() if observer is None else observer.inference_mode()
     sim = make_backend(backend, character, settings.physics, n, boxes.shape[1])
+    pass_type: Callable[..., _Pass] = _Pass
+    if hasattr(sim, "step_tensors"):  # a backend on a device: the control loop stays there
+        from physrec.recording_device import DevicePass, DeviceTables
+        pass_type = functools.partial(DevicePass, tables=DeviceTables(character, motions, sim.tensor_device))
+        no_autograd = DevicePass.inference_mode()
     with contextlib.closing(sim), no_autograd:
         sim.set_terrain(np.arange(n), boxes)
         for p, fraction in enumerate(fractions):
@@ -380,7 +396,7 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
                 continue
             say = (f"{label} pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
                    f"{n - int(pending.sum())}/{n} motions recorded before it)")
-            run = _Pass(sim, ref, settings, todo, fraction, offsets, observer)
+            run = pass_type(sim, ref, settings, todo, fraction, offsets, observer)
             for a in run.run(tracker, _PassProgress(progress, say, len(todo))):
                 attempts.append(a)
                 if a.success:

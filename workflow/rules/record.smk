@@ -31,7 +31,7 @@ rule record:
         runtime=120,
         gpu=api.record_gpus(CFG),
     conda:
-        ENV_CPU
+        ENV_RECORD
     log:
         "logs/{it}/record/{batch}.log",
     benchmark:

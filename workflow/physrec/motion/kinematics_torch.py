@@ -13,6 +13,7 @@ and gathered with ``index_select`` (several times cheaper than fancy indexing on
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from physrec.motion import quat_torch as tq
 from physrec.motion.character import BALL, FIXED, HINGE, Character
@@ -54,6 +55,11 @@ class TorchKinematics:
         self.parent_at = index([at[parents[b]] for b in order[1:]])
         self.body_order = index([at[b] for b in range(character.num_bodies)])
         self._at = at
+        # MuJoCo's state layout (Character's index arrays): where each joint sits in qpos/qvel.
+        L = character._layout
+        self.ball, self.hinge = index(L.ball.tolist()), index(L.hinge.tolist())
+        self.ball_qpos, self.hinge_qpos = index(L.ball_qpos.tolist()), index(L.hinge_qpos.tolist())
+        self.dof_qvel = index(L.dof_qvel.tolist())
 
     def body_index(self, names: tuple[str, ...]) -> list[int]:
         missing = [n for n in names if n not in self.character.body_names]
@@ -95,3 +101,35 @@ class TorchKinematics:
         for first, end, parents, _ in self.levels:
             pos[:, first:end] = pos.index_select(1, parents) + offsets[:, first - 1:end - 1]
         return pos.index_select(1, self.body_order if select is None else select)
+
+    # -- MuJoCo's state (Character.qpos_to_pose, joint_rot_to_dof and parc_state on a device) --
+    def qpos_to_pose(self, qpos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """[N, nq] -> root_pos [N, 3], root_rot [N, 4], joint_rot [N, J, 4] (x, y, z, w, normalised)."""
+        n = qpos.shape[0]
+        joint = torch.zeros((n, self.character.num_joints, 4), dtype=qpos.dtype, device=qpos.device)
+        joint[..., 3] = 1
+        joint[:, self.ball] = tq.from_mujoco(qpos.index_select(1, self.ball_qpos).reshape(n, -1, 4))
+        axes = torch.as_tensor(self.character._layout.hinge_axes, dtype=qpos.dtype, device=qpos.device)
+        joint[:, self.hinge] = tq.axis_angle_to_quat(axes.expand(n, -1, -1), qpos.index_select(1, self.hinge_qpos))
+        return qpos[:, 0:3], tq.normalize(tq.from_mujoco(qpos[:, 3:7])), tq.normalize(joint)
+
+    def joint_rot_to_dof(self, joint_rot: Tensor) -> Tensor:
+        """[N, J, 4] local rotations -> [N, D] PARC DOF (exp map for ball joints, angle for hinges)."""
+        n = joint_rot.shape[0]
+        dof = torch.zeros((n, self.character.num_dof), dtype=joint_rot.dtype, device=joint_rot.device)
+        dof[:, self.ball_dof] = tq.quat_to_exp_map(joint_rot.index_select(1, self.ball)).reshape(n, -1)
+        axes = torch.as_tensor(self.character._layout.hinge_axes, dtype=joint_rot.dtype, device=joint_rot.device)
+        dof[:, self.hinge_dof] = tq.hinge_angle(joint_rot.index_select(1, self.hinge), axes)
+        return dof
+
+    def parc_state(self, qpos: Tensor, qvel: Tensor) -> dict[str, Tensor]:
+        """MuJoCo state -> PARC's simulator quantities (Character.parc_state)."""
+        n = qpos.shape[0]
+        root_rot = tq.normalize(tq.from_mujoco(qpos[:, 3:7]))
+        dof = torch.zeros((n, self.character.num_dof), dtype=qpos.dtype, device=qpos.device)
+        balls = tq.from_mujoco(qpos.index_select(1, self.ball_qpos).reshape(n, -1, 4))
+        dof[:, self.ball_dof] = tq.quat_to_exp_map(balls).reshape(n, -1)
+        dof[:, self.hinge_dof] = qpos.index_select(1, self.hinge_qpos)
+        return {"root_pos": qpos[:, 0:3], "root_rot": root_rot, "root_vel": qvel[:, 0:3],
+                "root_ang_vel": tq.rotate(root_rot, qvel[:, 3:6]), "dof": dof,
+                "dof_vel": qvel.index_select(1, self.dof_qvel)}

@@ -1,8 +1,9 @@
 """Quaternion maths on numpy arrays, in PARC's order (x, y, z, w: scalar last).
 
 Everything in physrec keeps quaternions scalar-last, as PARC's files do. MuJoCo wants
-scalar-first; :func:`to_mujoco` and :func:`from_mujoco` are the only place that converts.
-All functions broadcast over leading dimensions.
+scalar-first; :data:`TO_MUJOCO` and :data:`FROM_MUJOCO` say how, once, for these
+functions and for their torch twins (quat_torch). All functions broadcast over leading
+dimensions.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import numpy as np
 _EPS = 1e-9
 
 
+TO_MUJOCO = (3, 0, 1, 2)  # (x, y, z, w)[TO_MUJOCO] = MuJoCo's (w, x, y, z)
+FROM_MUJOCO = (1, 2, 3, 0)  # (w, x, y, z)[FROM_MUJOCO] = (x, y, z, w)
+
+
 def to_mujoco(q_xyzw: np.ndarray) -> np.ndarray:
     """(x, y, z, w) -> MuJoCo's (w, x, y, z)."""
-    return np.concatenate([q_xyzw[..., 3:4], q_xyzw[..., 0:3]], axis=-1)
+    return q_xyzw[..., TO_MUJOCO]
 
 
 def from_mujoco(q_wxyz: np.ndarray) -> np.ndarray:
     """MuJoCo's (w, x, y, z) -> (x, y, z, w)."""
-    return np.concatenate([q_wxyz[..., 1:4], q_wxyz[..., 0:1]], axis=-1)
+    return q_wxyz[..., FROM_MUJOCO]
 
 
 def identity(shape: tuple[int, ...] = ()) -> np.ndarray:

@@ -7,12 +7,16 @@ PARC's own formulas where the rounding or a special case matters: the thresholds
 ``exp_map_to_quat`` and of ``slerp`` (which averages nearly equal quaternions without
 normalising them), and the heading quaternion built through ``axis_angle_to_quat``.
 They run on any device; :mod:`physrec.motion.quat` is the float64 numpy twin used by
-the simulator side, and the only place that converts to MuJoCo's scalar-first order.
+the simulator side, and defines MuJoCo's scalar-first order. The last functions here
+(from MuJoCo's state to PARC's quantities, angles) follow that twin, for a recorder whose
+control loop runs on the GPU.
 """
 
 from __future__ import annotations
 
 import torch
+
+from physrec.motion.quat import FROM_MUJOCO
 
 Tensor = torch.Tensor
 
@@ -107,3 +111,31 @@ def slerp(q0: Tensor, q1: Tensor, t: Tensor) -> Tensor:
     wa = torch.where(same, 1.0, torch.where(near, 0.5, wa))
     wb = torch.where(same, 0.0, torch.where(near, 0.5, wb))
     return wa * q0 + (wb * sign) * q1
+
+
+# -- twins of physrec.motion.quat, for the simulator side on a device -------------------------
+def from_mujoco(q_wxyz: Tensor) -> Tensor:
+    """MuJoCo's (w, x, y, z) -> (x, y, z, w)."""
+    return q_wxyz[..., list(FROM_MUJOCO)]
+
+
+def quat_to_exp_map(q: Tensor) -> Tensor:
+    """Unit quaternion -> rotation vector with angle in [0, pi] (quat.quat_to_exp_map)."""
+    q = normalize(q)
+    q = torch.where(q[..., 3:4] < 0, -q, q)
+    sin_half = q[..., :3].norm(dim=-1, keepdim=True)
+    angle = 2.0 * torch.atan2(sin_half, q[..., 3:4])
+    scale = torch.where(sin_half > 1e-8, angle / sin_half.clamp(min=1e-12), torch.full_like(angle, 2.0))
+    return q[..., :3] * scale
+
+
+def angle_between(a: Tensor, b: Tensor) -> Tensor:
+    """Angle in [0, pi] of the rotation that takes b to a (quat.angle_between)."""
+    q = normalize(mul(a, torch.cat([-b[..., :3], b[..., 3:]], dim=-1)))
+    return 2.0 * torch.atan2(q[..., :3].norm(dim=-1), q[..., 3].abs())
+
+
+def hinge_angle(q: Tensor, axis: Tensor) -> Tensor:
+    """Signed angle of q about a unit axis, in [-pi, pi) (quat.hinge_angle)."""
+    a = 2.0 * torch.atan2((q[..., :3] * axis).sum(-1), q[..., 3])
+    return torch.remainder(a + torch.pi, 2.0 * torch.pi) - torch.pi

@@ -185,6 +185,7 @@ class WarpBackend:
         constraint rows (per world); default NCONMAX and NJMAX times spec.limit_scale. `graph`:
         replay each control step as a captured graph (None: wherever Warp can capture)."""
         self._device = _device(spec)
+        self.tensor_device = self._device.alias if self._device.is_cuda else "cpu"  # where torch shares its arrays
         self.character, self.settings = character, settings
         self.num_envs, self.terrain_slots = int(num_envs), max(1, int(terrain_slots))
         self.nconmax = int(nconmax or NCONMAX * spec.limit_scale)
@@ -253,7 +254,7 @@ class WarpBackend:
             found = wp.empty((len(env), self._nbody), dtype=wp.float32)
             wp.launch(k.gather_found, dim=found.shape, inputs=[env_wp, self._contact_adr, d.sensordata, found])
             contacts = found.numpy() > 0
-        self._check_overflow()
+        self.check_overflow()
         return contacts
 
     def step(self, env: np.ndarray, targets: np.ndarray) -> Steps:
@@ -283,9 +284,35 @@ class WarpBackend:
                 wp.launch(k.end_control_step, dim=self.num_envs,
                           inputs=[slot_wp, i, self._contact_adr, d.sensordata, *state, *snap, out])
             host = out.numpy()
-        self._check_overflow()
+        self.check_overflow()
         return Steps(host[..., :nq].astype(np.float64), host[..., nq:nq + nv].astype(np.float64),
                      host[..., nq + nv:] > 0)
+
+    def step_tensors(self, slot: Any, targets: Any) -> Any:
+        """`step` for a control loop on the device: torch tensors in and out, shared with Warp
+        without copies, no host transfer and no overflow check (call `check_overflow` every
+        so often). slot [num_envs] int32: the row of each world in `targets` [n, H, nu]
+        float32, or -1 for a world that keeps its state. Returns [n, H, nq + nv + B] float32:
+        qpos, qvel and contact flags (> 0) after each control step."""
+        import torch
+        n, h = targets.shape[0], targets.shape[1]
+        k, d = _kernels(), self.data
+        out = torch.empty((n, h, self._nq + self._nv + self._nbody), dtype=torch.float32, device=targets.device)
+        state = [d.qpos, d.qvel, d.act, d.qacc_warmstart, d.time]
+        # On CUDA, Warp runs on torch's stream, so both see each other's work in order.
+        stream = wp.ScopedStream(wp.stream_from_torch()) if self._device.is_cuda else contextlib.nullcontext()
+        with wp.ScopedDevice(self._device), stream:
+            slot_wp, targets_wp, out_wp = wp.from_torch(slot), wp.from_torch(targets), wp.from_torch(out)
+            wp.launch(k.begin_call, dim=self.num_envs, inputs=[slot_wp, *state, *self._snapshot])
+            for i in range(h):
+                wp.launch(k.set_ctrl, dim=(self.num_envs, self._nu), inputs=[slot_wp, targets_wp, i, d.ctrl])
+                if self._graph is not None:
+                    wp.capture_launch(self._graph)
+                else:
+                    self._advance()
+                wp.launch(k.end_control_step, dim=self.num_envs,
+                          inputs=[slot_wp, i, self._contact_adr, d.sensordata, *state, *self._snapshot, out_wp])
+        return out
 
     def memory(self) -> dict[str, int]:
         """Bytes of the model, data and snapshot arrays on the device (the step's temporaries
@@ -327,7 +354,7 @@ class WarpBackend:
             return None
         return capture.graph
 
-    def _check_overflow(self) -> None:
+    def check_overflow(self) -> None:
         """LimitExceeded if any world overflowed a buffer since the call began (MuJoCo Warp
         ORs OverflowType bits into Data.overflow; the contact pool is shared, so one world's
         contacts can overflow them all)."""
