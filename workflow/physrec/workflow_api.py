@@ -67,6 +67,12 @@ def record_threads(cfg: dict, cores: int | None, envs: int) -> int:
     return max(1, min(envs, wanted if wanted > 0 else (cores or os.cpu_count() or 1)))
 
 
+def record_mem_mb(cfg: dict) -> int:
+    """Host memory of a record job: a GPU job holds thousands of motions' recordings (and,
+    for learned trackers, their observations: about 5 kB per frame) until it writes them."""
+    return 16000 if cfg["backend"] == "mujoco_warp" else 4000
+
+
 def record_gpus(cfg: dict) -> int:
     """GPUs a record job takes: one on the GPU backend, so `--resources gpu=N` runs N at once."""
     return int(cfg["backend"] == "mujoco_warp" and cfg["device"] != "cpu")

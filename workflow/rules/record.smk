@@ -27,7 +27,7 @@ rule record:
         out=folder_of("h5"),
     threads: lambda wc: api.record_threads(CFG, workflow.cores, len(batch_sources(wc)))
     resources:
-        mem_mb=4000,
+        mem_mb=api.record_mem_mb(CFG),
         runtime=120,
         gpu=api.record_gpus(CFG),
     conda:
