@@ -43,11 +43,6 @@ PARC_BOUNDS = {
 
 
 @pytest.fixture(scope="module")
-def ch():
-    return Character.load()
-
-
-@pytest.fixture(scope="module")
 def model(ch):
     return mujoco.MjModel.from_xml_string(ch.mjcf)
 

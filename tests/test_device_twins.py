@@ -13,11 +13,6 @@ from physrec.motion.character import Character
 from physrec.motion.kinematics_torch import TorchKinematics
 
 
-@pytest.fixture(scope="module")
-def ch():
-    return Character.load()
-
-
 def _states(ch, n=64, seed=0):
     rng = np.random.default_rng(seed)
     joint_rot = ch.dof_to_joint_rot(rng.uniform(-1.5, 1.5, (n, ch.num_dof)))

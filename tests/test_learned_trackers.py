@@ -34,11 +34,6 @@ from physrec.trackers.parc_policy import random_state_dict
 SMALL = (64, 32, 16)
 
 
-@pytest.fixture(scope="module")
-def ch():
-    return Character.load()
-
-
 def _checkpoint(path: Path, widths=SMALL, edit: dict | None = None) -> Path:
     """A PARC-layout checkpoint; `edit` replaces entries (None deletes one)."""
     state = random_state_dict(1312, 28, widths, seed=1)
@@ -185,11 +180,6 @@ def test_a_policy_returning_nan_ends_only_those_attempts(tmp_path, ch, demo_batc
 
 
 # -- recording with a learned tracker ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def demo_batch():
-    return [BatchMotion(name, mf.motion, mf.terrain) for name, mf in demo_motions().items()]
-
-
 def test_observations_are_recorded_from_the_simulated_state(tmp_path_factory, ch, demo_batch):
     """At the reset frame the simulator holds the reference pose and velocities: the recorded
     observation's character part must be that state seen through PARC's conversions."""

@@ -43,11 +43,6 @@ pytestmark = pytest.mark.skipif(not ORACLE.is_dir(), reason=f"PARC oracle files 
 
 
 @pytest.fixture(scope="module")
-def ch():
-    return Character.load()
-
-
-@pytest.fixture(scope="module")
 def computed(tmp_path_factory, ch):
     out = tmp_path_factory.mktemp("obs")
     return {m: parc_obs(SAMPLES / f"{m}.pkl", ORACLE / f"{m}_states.npz", out / f"{m}.npy", ch) for m in MOTIONS}

@@ -16,16 +16,6 @@ PD = PDTracker()
 
 
 @pytest.fixture(scope="module")
-def ch():
-    return Character.load()
-
-
-@pytest.fixture(scope="module")
-def demo_batch():
-    return [BatchMotion(name, mf.motion, mf.terrain) for name, mf in demo_motions().items()]
-
-
-@pytest.fixture(scope="module")
 def demo_rec(ch, demo_batch):
     return record_batch(demo_batch, ch, PD, RecordSettings())
 

@@ -24,16 +24,6 @@ from physrec.trackers.pd import PDTracker
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "parc_samples"
 
 
-@pytest.fixture(scope="module")
-def ch():
-    return Character.load()
-
-
-@pytest.fixture(scope="module")
-def demo_batch():
-    return [BatchMotion(name, mf.motion, mf.terrain) for name, mf in demo_motions().items()]
-
-
 def _standing(ch, batch):
     """Each motion's first frame as a state, its DOF as PD targets held for 30 control steps."""
     m = [b.motion for b in batch]

@@ -29,11 +29,6 @@ WARP = BackendSpec(name="mujoco_warp", device="cpu")
 
 
 @pytest.fixture(scope="module")
-def ch() -> Character:
-    return Character.load("builtin:humanoid")
-
-
-@pytest.fixture(scope="module")
 def scene(ch):
     """Four environments on different terrains: standing on flat ground, on top of a step
     (feet 1.4 mm into it, so in contact at reset), on the ramp's stairs, and dropped 0.2 m
@@ -149,12 +144,6 @@ def test_a_wrongly_shaped_input_is_refused(scene, warp):
 # motions that fail diverge once the character loses balance (chaotic contact), up to
 # 1.3e-2 m within their first second. The bound is for the worst attempt of the demo.
 RECORDED_ROOT_ATOL = 0.03
-
-
-@pytest.fixture(scope="module")
-def demo_batch():
-    from physrec.recording import BatchMotion
-    return [BatchMotion(name, mf.motion, mf.terrain) for name, mf in demo.demo_motions().items()]
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,7 @@ class DevicePass(_Pass):
             code_end, body_end = torch.where(done, code, code_end), torch.where(done, body, body_end)
             active &= ~done
             slot[motion] = torch.where(active, rows, -1)  # ended attempts keep their state
-            if obs is not None:
+            if obs is not None:  # for every row: an ended attempt's row is a zero state, never read
                 obs = self._observe(qpos, qvel, contacts, env, k + 1, joint_rot, body_pos)
                 if O is not None:
                     O[:, k + 1] = obs

@@ -264,25 +264,13 @@ class WarpBackend:
         nq, nv, nb = self._nq, self._nv, self._nbody
         if n == 0:
             return Steps(np.zeros((0, h, nq)), np.zeros((0, h, nv)), np.zeros((0, h, nb), dtype=bool))
-        k, d = _kernels(), self.data
         slot = np.full(self.num_envs, -1, dtype=np.int32)
         slot[env] = np.arange(n, dtype=np.int32)
-        snap = self._snapshot
-        state = [d.qpos, d.qvel, d.act, d.qacc_warmstart, d.time]
         with wp.ScopedDevice(self._device), _out_of_memory(self._device, self.num_envs):
-            slot_wp = wp.array(slot, dtype=wp.int32)
-            targets_wp = wp.array(np.ascontiguousarray(targets, dtype=np.float32), dtype=wp.float32)
             out = wp.empty((n, h, nq + nv + nb), dtype=wp.float32)
-            d.overflow.zero_()
-            wp.launch(k.begin_call, dim=self.num_envs, inputs=[slot_wp, *state, *snap])
-            for i in range(h):
-                wp.launch(k.set_ctrl, dim=(self.num_envs, self._nu), inputs=[slot_wp, targets_wp, i, d.ctrl])
-                if self._graph is not None:
-                    wp.capture_launch(self._graph)
-                else:
-                    self._advance()
-                wp.launch(k.end_control_step, dim=self.num_envs,
-                          inputs=[slot_wp, i, self._contact_adr, d.sensordata, *state, *snap, out])
+            self.data.overflow.zero_()
+            self._launch_steps(wp.array(slot, dtype=wp.int32),
+                               wp.array(np.ascontiguousarray(targets, dtype=np.float32), dtype=wp.float32), out)
             host = out.numpy()
         self.check_overflow()
         return Steps(host[..., :nq].astype(np.float64), host[..., nq:nq + nv].astype(np.float64),
@@ -293,26 +281,31 @@ class WarpBackend:
         without copies, no host transfer and no overflow check (call `check_overflow` every
         so often). slot [num_envs] int32: the row of each world in `targets` [n, H, nu]
         float32, or -1 for a world that keeps its state. Returns [n, H, nq + nv + B] float32:
-        qpos, qvel and contact flags (> 0) after each control step."""
+        qpos, qvel and contact flags (> 0) after each control step; zeros in the rows no world
+        points to."""
         import torch
         n, h = targets.shape[0], targets.shape[1]
-        k, d = _kernels(), self.data
-        out = torch.empty((n, h, self._nq + self._nv + self._nbody), dtype=torch.float32, device=targets.device)
-        state = [d.qpos, d.qvel, d.act, d.qacc_warmstart, d.time]
+        out = torch.zeros((n, h, self._nq + self._nv + self._nbody), dtype=torch.float32, device=targets.device)
         # On CUDA, Warp runs on torch's stream, so both see each other's work in order.
         stream = wp.ScopedStream(wp.stream_from_torch()) if self._device.is_cuda else contextlib.nullcontext()
         with wp.ScopedDevice(self._device), stream:
-            slot_wp, targets_wp, out_wp = wp.from_torch(slot), wp.from_torch(targets), wp.from_torch(out)
-            wp.launch(k.begin_call, dim=self.num_envs, inputs=[slot_wp, *state, *self._snapshot])
-            for i in range(h):
-                wp.launch(k.set_ctrl, dim=(self.num_envs, self._nu), inputs=[slot_wp, targets_wp, i, d.ctrl])
-                if self._graph is not None:
-                    wp.capture_launch(self._graph)
-                else:
-                    self._advance()
-                wp.launch(k.end_control_step, dim=self.num_envs,
-                          inputs=[slot_wp, i, self._contact_adr, d.sensordata, *state, *self._snapshot, out_wp])
+            self._launch_steps(wp.from_torch(slot), wp.from_torch(targets), wp.from_torch(out))
         return out
+
+    def _launch_steps(self, slot: Any, targets: Any, out: Any) -> None:
+        """The control steps of `targets` [n, H, nu] for the worlds with a row in `slot`,
+        each written to `out` [n, H, nq + nv + B]; worlds without one restored after each."""
+        k, d = _kernels(), self.data
+        state = [d.qpos, d.qvel, d.act, d.qacc_warmstart, d.time]
+        wp.launch(k.begin_call, dim=self.num_envs, inputs=[slot, *state, *self._snapshot])
+        for i in range(targets.shape[1]):
+            wp.launch(k.set_ctrl, dim=(self.num_envs, self._nu), inputs=[slot, targets, i, d.ctrl])
+            if self._graph is not None:
+                wp.capture_launch(self._graph)
+            else:
+                self._advance()
+            wp.launch(k.end_control_step, dim=self.num_envs,
+                      inputs=[slot, i, self._contact_adr, d.sensordata, *state, *self._snapshot, out])
 
     def memory(self) -> dict[str, int]:
         """Bytes of the model, data and snapshot arrays on the device (the step's temporaries
