@@ -275,3 +275,10 @@ def test_the_control_loop_stays_on_the_device(ch, demo_batch, both, monkeypatch)
     assert len(calls) >= max(a.steps for a in rec.attempts)
     assert [(a.motion, a.steps, a.fail_reason) for a in rec.attempts] == \
         [(a.motion, a.steps, a.fail_reason) for a in both[1].attempts]
+
+
+def test_device_cuda_without_a_gpu_says_so(ch):
+    if mujoco_warp.wp.get_cuda_device_count():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(BackendError, match="device 'cuda': Warp sees no CUDA device here"):
+        make_backend(BackendSpec(name="mujoco_warp", device="cuda"), ch, SETTINGS, 1, 1)
