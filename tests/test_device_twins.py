@@ -5,11 +5,9 @@ recorder computes in float64 numpy; the two must agree to float32 rounding.
 """
 
 import numpy as np
-import pytest
 import torch
 
 from physrec.motion import quat, quat_torch as tq, termination, termination_torch
-from physrec.motion.character import Character
 from physrec.motion.kinematics_torch import TorchKinematics
 
 

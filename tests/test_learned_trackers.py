@@ -20,11 +20,10 @@ import yaml
 from first_target_policy import FirstTargetFrame
 from snakemake_project import IT, REPO, base_config, make_project, snakemake
 from physrec import config
-from physrec.demo import demo_motions, write_demo
+from physrec.demo import write_demo
 from physrec.formats.tables import read_tsv_records
 from physrec.motion import quat
-from physrec.motion.character import Character
-from physrec.recording import BatchMotion, RecordSettings, build_reference, record_batch
+from physrec.recording import RecordSettings, build_reference, record_batch
 from physrec.stages.batch_plan import batch_ids, make_plan, write_plan
 from physrec.stages.index import index_dataset, read_manifest, write_manifest
 from physrec.stages.record import run_record

@@ -12,7 +12,6 @@ import torch
 
 from physrec import cli
 from physrec.inspection import InspectionError, parc_act, parc_obs
-from physrec.motion.character import Character
 from physrec.observations.parc import observation_shapes, observation_size
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "parc_samples"

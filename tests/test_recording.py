@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from physrec.motion import quat
-from physrec.motion.character import Character
-from physrec.demo import FPS, STAND_HEIGHT, demo_motions
+from physrec.demo import FPS, STAND_HEIGHT
 from physrec.formats.motion_file import MotionData
 from physrec.recording import BatchMotion, RecordSettings, record_batch, start_plan
 from physrec.sim.backend import BackendSpec

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 
 from physrec import config
-from physrec.demo import demo_motions
 from physrec.formats.motion_file import read_motion_file
-from physrec.motion.character import Character
 from physrec.motion.terrain import height_at, heightfield_boxes
 from physrec.recording import TERRAIN_DEPTH, BatchMotion, RecordSettings, motion_boxes, record_batch
 from physrec.sim.backend import BACKENDS, BackendError, BackendOutOfMemory, BackendSpec, make_backend

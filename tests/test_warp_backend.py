@@ -12,7 +12,6 @@ import pytest
 pytest.importorskip("mujoco_warp", reason="the mujoco_warp backend needs MuJoCo Warp: pip install -e '.[gpu]'")
 
 from physrec import demo
-from physrec.motion.character import Character
 from physrec.motion.terrain import Heightfield, height_at, heightfield_boxes
 from physrec.sim import mujoco_warp
 from physrec.sim.backend import BackendError, BackendSpec, backend_capacity, make_backend

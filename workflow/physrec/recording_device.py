@@ -17,11 +17,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from physrec.motion import termination
-from physrec.motion import termination_torch
+from physrec.motion import termination, termination_torch
+from physrec.motion.character import Character
 from physrec.motion.kinematics_torch import TorchKinematics
 from physrec.observations.parc import CharacterState, MotionTable
-from physrec.motion.character import Character
 from physrec.recording import Attempt, BatchMotion, _Pass
 from physrec.trackers.base import Tracker
 
