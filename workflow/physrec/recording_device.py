@@ -106,8 +106,12 @@ class DevicePass(_Pass):
             if (k + 1) % SYNC == 0 or k + 1 == K:
                 sim.check_overflow()  # type: ignore[attr-defined]
                 ended = ~active.cpu().numpy()
-                for e in np.flatnonzero(ended & ~reported):
-                    on_finish(int(e), self._success(int(e), int(end[e]), self._reason(code_end[e], body_end[e])))
+                new = np.flatnonzero(ended & ~reported)
+                if len(new):  # one copy for all of them, not one per environment
+                    at = torch.as_tensor(new, device=dev)
+                    ends, codes, bodies = (x.index_select(0, at).cpu().numpy() for x in (end, code_end, body_end))
+                    for e, T, c, b in zip(new, ends, codes, bodies):
+                        on_finish(int(e), self._success(int(e), int(T), self._reason(c, b)))
                 reported |= ended
                 if reported.all():
                     break
