@@ -27,8 +27,9 @@ rule record:
         out=folder_of("h5"),
     threads: lambda wc: api.record_threads(CFG, workflow.cores, len(batch_sources(wc)))
     resources:
-        mem_mb=api.record_mem_mb(CFG),
-        runtime=120,
+        # Each retry (--retries) gets more: a job killed for memory or time is tried bigger.
+        mem_mb=lambda wc, attempt: api.record_mem_mb(CFG) * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
         gpu=api.record_gpus(CFG),
     conda:
         ENV_RECORD
