@@ -191,3 +191,33 @@ def test_files_the_config_names_must_exist(tmp_path, capsys):
     assert f"character: {tmp_path / 'humanoid.xml'}: character file not found" in capsys.readouterr().err
     doc["character"] = "builtin:humanoid"
     assert cli.main(["check-config", str(_write(tmp_path, doc))]) == 0
+    # A dataset the workflow does not write must exist; an earlier iteration's merged one need not yet.
+    doc["iterations"][0]["dataset"] = str(tmp_path / "parc.yaml")
+    assert cli.main(["check-config", str(_write(tmp_path, doc))]) == 1
+    assert f"iterations.0.dataset: {tmp_path / 'parc.yaml'}: dataset file not found" in capsys.readouterr().err
+    doc["iterations"][0]["dataset"] = "builtin:demo"
+    doc["iterations"][0]["base_dataset"] = "results/earlier/dataset.yaml"
+    assert cli.main(["check-config", str(_write(tmp_path, doc))]) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--record", "{}", "--tracker", '{"kind": "pd"}', "--backend", "{"],
+     "--backend: not valid JSON (Expecting property name enclosed in double quotes at character 1)"),
+    (["--record", '{"termination": {"root_pos_error_m": -1}}', "--tracker", '{"kind": "pd"}'],
+     "--record: termination.root_pos_error_m: -1 is less than or equal to the minimum of 0"),
+    (["--record", '{"thread": 2}', "--tracker", '{"kind": "pd"}'],
+     "--record: (top level): Additional properties are not allowed ('thread' was unexpected)"),
+    (["--record", "{}", "--tracker", '{"kind": "parc"}'], "--tracker: kind 'parc' needs 'model'"),
+    (["--record", "{}", "--tracker", '{"kind": "pd"}', "--backend", '{"name": "bullet"}'],
+     "--backend: name: 'bullet' is not one of ['mujoco', 'mujoco_warp']"),
+])
+def test_a_stage_answers_bad_arguments_in_one_line(tmp_path, args, message):
+    """The JSON a rule passes to `physrec record` is checked as the workflow checks the config."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "physrec", "record", "--plan", str(tmp_path / "plan.tsv"),
+                        "--batch", "b0000000000", "--out-dir", str(tmp_path / "out"), *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().endswith(message) and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

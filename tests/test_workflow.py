@@ -213,6 +213,20 @@ def test_dry_run_after_complete_run_has_nothing_to_do(demo_project):
     assert "Nothing to be done" in out, out[-3000:]
 
 
+def test_the_rule_graph_shows_every_file_a_rule_reads(demo_project):
+    """record reads the batch plan: the graph draws split -> record (and the rest of the flow)."""
+    project, _ = demo_project
+    dot = snakemake(project, "--rulegraph").stdout
+    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', dot, re.M))
+    edges = {(names[a], names[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M)}
+    assert {("index", "split"), ("split", "record"), ("record", "select"), ("select", "merge"),
+            ("split", "merge")} <= edges, edges
+    # Re-splitting rewrites the plan: its time stamp alone re-records nothing.
+    os.utime(project / "results" / IT / "batches" / "plan.tsv")
+    out = snakemake(project, "-n").stdout
+    assert "Nothing to be done" in out, out[-3000:]
+
+
 def test_threshold_change_reruns_select_and_merge_only(demo_project, tmp_path):
     src, _ = demo_project
     project = tmp_path / "demo_copy"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -59,7 +58,9 @@ def cmd_split(a: argparse.Namespace) -> None:
 def cmd_record(a: argparse.Namespace) -> None:
     from physrec.stages.record import run_record
     start = time.perf_counter()
-    rec = run_record(a.plan, a.batch, json.loads(a.record), json.loads(a.tracker), json.loads(a.backend),
+    from physrec.config import json_section
+    rec = run_record(a.plan, a.batch, json_section("record", a.record, "--record"),
+                     json_section("tracker", a.tracker, "--tracker"), json_section("backend", a.backend, "--backend"),
                      a.character, a.seed, a.threads, a.out_dir, ["physrec"] + sys.argv[1:], progress=log.info)
     motion_s = sum(a_.end_time - a_.start_time for a_ in rec.attempts)
     wall = time.perf_counter() - start
@@ -69,7 +70,8 @@ def cmd_record(a: argparse.Namespace) -> None:
 
 def cmd_select(a: argparse.Namespace) -> None:
     from physrec.stages.select import run_select
-    rows = run_select(a.record_dir, json.loads(a.selection), a.out_dir)
+    from physrec.config import json_section
+    rows = run_select(a.record_dir, json_section("selection", a.selection, "--selection"), a.out_dir)
     kept = sum(r["status"].startswith("recorded") for r in rows)
     log.info("selected %d of %d motions from %s", kept, len(rows), a.record_dir)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 from importlib import resources
 from pathlib import Path
@@ -43,15 +44,39 @@ def _where(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
-def validate(config: dict, source: str = "config") -> dict:
-    """Validated copy of `config` with every default filled in; ConfigError otherwise."""
-    sch = schema()
-    cfg = _fill_defaults(copy.deepcopy(dict(config)), sch)
-    errors = sorted(jsonschema.Draft202012Validator(sch).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+def _check(value: Any, sch: dict, source: str) -> Any:
+    """`value` with its defaults filled in, valid against `sch`; ConfigError naming the first problem."""
+    value = _fill_defaults(copy.deepcopy(value), sch)
+    errors = sorted(jsonschema.Draft202012Validator(sch).iter_errors(value), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(f"{source}: {_where(e)}: {e.message}{more}")
+    return value
+
+
+def json_section(name: str, text: str, option: str) -> Any:
+    """A config section passed to a stage on its command line as JSON (`record`, `selection`,
+    `tracker`, `backend`), checked as the workflow checks it, with its defaults."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{option}: not valid JSON ({e.msg} at character {e.pos})") from None
+    props = schema()["properties"]
+    if name == "tracker":
+        value = _check(value, props["iterations"]["items"]["properties"]["tracker"], option)
+        _check_tracker(value, option)
+        return value
+    if name == "backend":  # the record job's form: {"name": ..., "device": ...}
+        sch = {"type": "object", "additionalProperties": False, "required": ["name"],
+               "properties": {"name": props["backend"], "device": props["device"]}}
+        return _check(value, sch, option)
+    return _check(value, props[name], option)
+
+
+def validate(config: dict, source: str = "config") -> dict:
+    """Validated copy of `config` with every default filled in; ConfigError otherwise."""
+    cfg = _check(dict(config), schema(), source)
     names = [it["name"] for it in cfg["iterations"]]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -95,12 +120,18 @@ def _expand_paths(cfg: dict, source: str) -> None:
 
 
 def check_files(cfg: dict, source: str = "config") -> None:
-    """The files a validated config names must exist before any job runs: the character and
-    the learned trackers' models (the datasets' motions are checked by index, one by one)."""
+    """The files a validated config names must exist before any job runs: the character, the
+    learned trackers' models and the dataset YAMLs that the workflow does not write itself
+    (the datasets' motions are checked by index, one by one)."""
     from physrec.motion.character import is_builtin
     places = [("character", cfg["character"], "character file")] if not is_builtin(cfg["character"]) else []
     places += [(f"iterations.{i}.tracker.model", it["tracker"]["model"], "model file")
                for i, it in enumerate(cfg["iterations"]) if it["tracker"].get("model")]
+    # Datasets, unless the workflow writes them (an earlier iteration's merged dataset.yaml).
+    made = Path(cfg["results_dir"]).resolve()
+    places += [(f"iterations.{i}.{key}", it[key], "dataset file") for i, it in enumerate(cfg["iterations"])
+               for key in ("dataset", "base_dataset") if it.get(key) and it[key] != DEMO
+               and made not in Path(it[key]).resolve().parents]
     for where, path, what in places:
         if not Path(path).is_file():
             raise ConfigError(f"{source}: {where}: {path}: {what} not found")

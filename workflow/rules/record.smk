@@ -5,9 +5,12 @@
 
 rule record:
     input:
-        batch_sources,
-        api.character_inputs(CFG),
-        lambda wc: api.tracker_inputs(ITERATIONS[wc.it]["tracker"]),
+        # The plan is read (the batch's members); its rewrite by split must not re-record
+        # every batch, so its time stamp is ignored and the batch's digest (params) decides.
+        plan=ancient(f"{R}/{{it}}/batches/plan.tsv"),
+        sources=batch_sources,
+        character=api.character_inputs(CFG),
+        model=lambda wc: api.tracker_inputs(ITERATIONS[wc.it]["tracker"]),
     output:
         h5=f"{R}/{{it}}/record/{{batch}}/rollouts.h5",
         json=f"{R}/{{it}}/record/{{batch}}/rollouts.json",
@@ -16,7 +19,6 @@ rule record:
         env=f"{R}/{{it}}/record/{{batch}}/record_env.yaml",
         args=f"{R}/{{it}}/record/{{batch}}/record_args.txt",
     params:
-        plan=plan_of,
         digest=lambda wc: api.batch_digest(plan_of(wc), wc.batch),
         record=api.json_arg(physrec_config.record_physics_keys(CFG["record"])),
         tracker=lambda wc: api.json_arg(ITERATIONS[wc.it]["tracker"]),
@@ -38,7 +40,7 @@ rule record:
     benchmark:
         "benchmarks/{it}/record/{batch}.tsv"
     shell:
-        "python -m physrec --log {log} record --plan {params.plan:q} --batch {wildcards.batch}"
+        "python -m physrec --log {log} record --plan {input.plan:q} --batch {wildcards.batch}"
         " --record {params.record:q} --tracker {params.tracker:q} --backend {params.backend:q}"
         " --character {params.character:q}"
         " --seed {params.seed} --threads {threads} --out-dir {params.out:q}"
