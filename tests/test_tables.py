@@ -24,14 +24,14 @@ def test_format_and_round_trip(tmp_path):
     }
     assert records[1]["name"] == "NA" and records[1]["note"] == '"q'  # no NA or quote interpretation
     assert float(records[0]["weight"]) == 0.1 + 0.2
-    assert list(read_tsv(path).columns) == COLUMNS
+    assert read_tsv(path)[0] == COLUMNS
 
 
 def test_header_only(tmp_path):
     path = tmp_path / "empty.tsv"
     write_tsv(path, [], COLUMNS)
-    df = read_tsv(path)
-    assert list(df.columns) == COLUMNS and len(df) == 0
+    columns, rows = read_tsv(path)
+    assert columns == COLUMNS and rows == []
 
 
 def test_deterministic(tmp_path):
@@ -52,3 +52,13 @@ def test_rejects_bad_rows(tmp_path):
     with pytest.raises(TypeError, match="column 'note'"):
         write_tsv(path, [{"name": "a", "frames": 1, "weight": 1.0, "ok": True, "note": [1]}], COLUMNS)
     assert not path.exists()
+
+
+def test_a_truncated_or_ragged_table_is_named(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text("")
+    with pytest.raises(ValueError, match="t.tsv: empty table"):
+        read_tsv(path)
+    path.write_text("a\tb\n1\t2\n3\n")
+    with pytest.raises(ValueError, match="t.tsv: line 3 has 1 fields; the header has 2"):
+        read_tsv(path)
