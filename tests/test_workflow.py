@@ -515,3 +515,59 @@ def test_iterations_chain(tmp_path):
     assert rows["stand_again"]["status"] == "recorded"
     # Recording it again would shadow iteration 0's stand_flat_rec: reported, not written into the dataset.
     assert rows["stand_flat"]["status"] == "name_clash" and "stand_flat_rec" in rows["stand_flat"]["error"]
+
+
+def planned(output: str) -> dict[tuple[str, str], int]:
+    """(rule, iteration) -> jobs that a dry run's printout plans."""
+    jobs: dict[tuple[str, str], int] = {}
+    for block in re.split(r"\n(?=\[[^\n]*\]\n(?:local)?rule )", output):
+        m = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        it = re.search(r"^\s+wildcards: .*?\bit=([\w.-]+)", block, re.M)
+        if m and it:
+            jobs[(m.group(1), it.group(1))] = jobs.get((m.group(1), it.group(1)), 0) + 1
+    return jobs
+
+
+def test_a_change_reruns_its_iteration_and_what_follows_only(tmp_path):
+    """Iteration k+1 merges onto iteration k's dataset: adding an iteration runs only it;
+    a new model for iteration k re-records k and re-merges k+1, and leaves k-1 alone."""
+    import torch
+    from first_target_policy import FirstTargetFrame
+    from physrec.motion.character import Character
+    project = tmp_path / "chain"
+    project.mkdir()
+
+    class Damped(FirstTargetFrame):
+        def forward(self, obs):
+            return 0.9 * super().forward(obs)
+
+    def export(path, module):
+        n = torch.export.Dim("n", min=1)
+        torch.export.save(torch.export.export(module(Character.load()), (torch.zeros(2, 1312),),
+                                              dynamic_shapes={"obs": {0: n}}), path)
+    export(project / "policy.pt2", FirstTargetFrame)
+    demo = demo_motions()
+    write_motion_file(project / "new" / "stand_again.pkl", _short(demo["stand_flat"], 1.0))
+    write_dataset(project / "new" / "dataset.yaml", [("stand_again.pkl", 1.0)])
+    cfg = base_config("builtin:demo")
+    cfg["iterations"].append({"name": "iter1", "dataset": "new/dataset.yaml",
+                              "tracker": {"kind": "exported", "model": "policy.pt2", "observation": "parc"}})
+    make_project(project, cfg)
+    snakemake(project)
+    # A further iteration: only its own jobs run.
+    write_motion_file(project / "newer" / "wave_again.pkl", _short(demo["wave_flat"], 1.0))
+    write_dataset(project / "newer" / "dataset.yaml", [("wave_again.pkl", 1.0)])
+    cfg["iterations"].append({"name": "iter2", "dataset": "newer/dataset.yaml", "tracker": {"kind": "pd"}})
+    write_config(project, cfg)
+    jobs = planned(snakemake(project, "-n").stdout)
+    assert jobs and {it for _, it in jobs} == {"iter2"}, jobs
+    snakemake(project)
+    # The same model written again (same bytes) changes nothing.
+    export(project / "policy.pt2", FirstTargetFrame)
+    assert not planned(snakemake(project, "-n").stdout)
+    # A new model for iter1: iter1 is recorded again, iter2 merged again onto it, iter0 untouched.
+    export(project / "policy.pt2", Damped)
+    jobs = planned(snakemake(project, "-n").stdout)
+    assert jobs.get(("record", "iter1")) == 1 and jobs.get(("merge", "iter2")) == 1, jobs
+    assert not any(it == "iter0" for _, it in jobs), jobs
+    assert not jobs.get(("record", "iter2")), jobs

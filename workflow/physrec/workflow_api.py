@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from physrec import __version__ as PHYSREC_VERSION
+from physrec import RECORDING_VERSION, SELECTION_VERSION
 from physrec import config as cfgmod
 from physrec.motion.character import is_builtin
 from physrec.stages.batch_plan import batch_digest, batch_ids, batch_rows
@@ -13,7 +13,7 @@ from physrec.formats.dataset_yaml import DatasetError, read_dataset
 from physrec.stages.index import display_path
 from physrec.demo import DEMO_NAMES, demo_motion_path
 
-__all__ = ["batch_digest", "batch_ids", "DEMO_NAMES", "PHYSREC_VERSION"]
+__all__ = ["batch_digest", "batch_ids", "DEMO_NAMES", "RECORDING_VERSION", "SELECTION_VERSION"]
 
 
 def export_package_source(folder: str) -> None:

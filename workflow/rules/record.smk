@@ -25,7 +25,7 @@ rule record:
         backend=api.json_arg(physrec_config.backend_spec(CFG)),
         character=CFG["character"],
         seed=CFG["seed"],
-        physrec_version=api.PHYSREC_VERSION,
+        recording_version=api.RECORDING_VERSION,
         out=folder_of("h5"),
     threads: lambda wc: api.record_threads(CFG, workflow.cores, len(batch_sources(wc)))
     resources:
@@ -57,7 +57,7 @@ rule select:
         motions=directory(f"{R}/{{it}}/select/{{batch}}/motions"),
     params:
         selection=api.json_arg(CFG["selection"]),
-        physrec_version=api.PHYSREC_VERSION,
+        selection_version=api.SELECTION_VERSION,
         record_dir=lambda wc, input: os.path.dirname(input.rollouts),
         out=folder_of("selected"),
     conda:
