@@ -166,3 +166,16 @@ def test_a_batch_larger_than_the_device_is_recorded_in_chunks_with_the_same_resu
     for a, b in zip(sorted(whole.attempts, key=key), sorted(chunked.attempts, key=key), strict=True):
         assert (a.motion, a.start_fraction, a.steps, a.fail_reason) == (b.motion, b.start_fraction, b.steps, b.fail_reason)
         assert np.array_equal(a.qpos, b.qpos) and np.array_equal(a.actions, b.actions)
+
+
+def test_concurrent_jobs_claim_different_gpus(tmp_path):
+    """Two record jobs started at once on a 2-GPU machine (`--resources gpu=2`) take one GPU each."""
+    import subprocess
+    import sys
+    code = ("import sys, time; from pathlib import Path; from physrec.sim.devices import claim; "
+            "i, lock = claim(['0000:01:00.0', '0000:41:00.0'], folder=Path(sys.argv[1])); "
+            "print(i, flush=True); time.sleep(2)")
+    jobs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    got = sorted(int(p.communicate(timeout=60)[0]) for p in jobs)
+    assert got == [0, 1]
