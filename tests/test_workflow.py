@@ -571,3 +571,20 @@ def test_a_change_reruns_its_iteration_and_what_follows_only(tmp_path):
     assert jobs.get(("record", "iter1")) == 1 and jobs.get(("merge", "iter2")) == 1, jobs
     assert not any(it == "iter0" for _, it in jobs), jobs
     assert not jobs.get(("record", "iter2")), jobs
+
+
+def test_a_failed_recording_is_not_shadowed_by_older_results(tmp_path):
+    """A record job that fails leaves no outputs; the iteration's older merged results must not
+    then pass for up to date (Snakemake does not rerun a job only because an input it made is
+    missing): select and merge carry the recording's identity, so the next run records again."""
+    project = make_project(tmp_path / "failing", base_config("builtin:demo"))
+    snakemake(project)
+    (project / "model.pt").write_bytes(b"not a checkpoint")
+    cfg = base_config("builtin:demo")
+    cfg["iterations"][0]["tracker"] = {"kind": "parc", "model": "model.pt"}
+    write_config(project, cfg)
+    r = snakemake(project, check=False)
+    assert r.returncode != 0 and "not a readable PyTorch file" in (r.stdout + r.stderr)
+    assert not list((project / "results" / IT / "record").glob("*/attempts.tsv"))
+    jobs = planned(snakemake(project, "-n").stdout)
+    assert jobs.get(("record", IT)) == 1 and jobs.get(("merge", IT)) == 1, jobs

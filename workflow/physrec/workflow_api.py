@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 
 from physrec import RECORDING_VERSION, SELECTION_VERSION
 from physrec import config as cfgmod
@@ -12,8 +13,9 @@ from physrec.stages.batch_plan import batch_digest, batch_ids, batch_rows
 from physrec.formats.dataset_yaml import DatasetError, read_dataset
 from physrec.stages.index import display_path
 from physrec.demo import DEMO_NAMES, demo_motion_path
+from physrec.formats.hashing import sha256_file, stable_hash
 
-__all__ = ["batch_digest", "batch_ids", "DEMO_NAMES", "RECORDING_VERSION", "SELECTION_VERSION"]
+__all__ = ["batch_digest", "batch_ids", "DEMO_NAMES", "RECORDING_VERSION", "SELECTION_VERSION", "stable_hash"]
 
 
 def export_package_source(folder: str) -> None:
@@ -86,6 +88,30 @@ def character_inputs(cfg: dict) -> list[str]:
 def tracker_inputs(tracker: dict) -> list[str]:
     """A learned tracker's model file: an input of every record job that uses it."""
     return [tracker["model"]] if tracker.get("model") else []
+
+
+@lru_cache(maxsize=64)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
+
+
+def _content(path: str) -> str:
+    """sha256 of a file (cached by time stamp and size: a DAG build asks once per job)."""
+    st = os.stat(path)
+    return _file_sha256(os.path.abspath(path), st.st_mtime_ns, st.st_size)
+
+
+def recording_identity(cfg: dict, iteration: str, plan: str, batch: str) -> str:
+    """Everything a batch's recording depends on, as one digest: its members, the record
+    settings, tracker (and its model file's content), backend, character, seed and
+    RECORDING_VERSION. select and merge carry it as a param, so that a recording that is
+    due again (and failed, leaving no outputs) is not shadowed by their older outputs:
+    Snakemake does not rerun a job only because an input it made is missing."""
+    tracker = cfg["iterations"][[it["name"] for it in cfg["iterations"]].index(iteration)]["tracker"]
+    files = [f for f in [*tracker_inputs(tracker), *character_inputs(cfg)] if os.path.isfile(f)]
+    return stable_hash([batch_digest(plan, batch), cfgmod.record_physics_keys(cfg["record"]), tracker,
+                        cfgmod.backend_spec(cfg), cfg["character"], cfg["seed"], RECORDING_VERSION,
+                        [_content(f) for f in files]])
 
 
 def json_arg(value: object) -> str:

@@ -19,6 +19,8 @@ rule merge:
         record_dirs=lambda wc: [f"{R}/{wc.it}/record/{b}" for b in batches_of(wc)],
         base=lambda wc: api.base_dataset(CFG, wc.it),
         scale=CFG["merge"]["recorded_weight_scale"],
+        recordings=lambda wc: api.stable_hash([api.recording_identity(CFG, wc.it, plan_of(wc), b)
+                                                for b in batches_of(wc)]),
         out=folder_of("summary"),
     conda:
         ENV_CPU

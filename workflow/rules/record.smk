@@ -58,6 +58,7 @@ rule select:
     params:
         selection=api.json_arg(CFG["selection"]),
         selection_version=api.SELECTION_VERSION,
+        recording=lambda wc: api.recording_identity(CFG, wc.it, plan_of(wc), wc.batch),
         record_dir=lambda wc, input: os.path.dirname(input.rollouts),
         out=folder_of("selected"),
     conda:
