@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from bad_motions import build_bad_dataset
-from snakemake_project import BIN, CONFIG, IT, base_config, make_project, snakemake, write_config
+from snakemake_project import BIN, CONFIG, IT, REPO, base_config, make_project, snakemake, write_config
 from physrec.formats.dataset_yaml import motion_name, read_dataset, write_dataset
 from physrec.demo import demo_motions, write_demo
 from physrec.formats.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
@@ -211,6 +211,25 @@ def test_dry_run_after_complete_run_has_nothing_to_do(demo_project):
         (project / CONFIG).write_text(original)
     out = r.stdout + r.stderr
     assert "Nothing to be done" in out, out[-3000:]
+    # A motion file touched without a change of content re-records nothing.
+    motion = next((project / "results" / "builtin_demo").rglob("*.pkl"))
+    os.utime(motion)
+    out = snakemake(project, "-n").stdout
+    assert "Nothing to be done" in out, out[-3000:]
+
+
+def test_another_character_indexes_and_records_again(demo_project, tmp_path):
+    humanoid = REPO.parent / "shared" / "parc_samples" / "humanoid.xml"
+    if not humanoid.is_file():
+        pytest.skip(f"PARC's humanoid.xml absent ({humanoid}): ../shared is not mounted")
+    project = tmp_path / "copy"
+    shutil.copytree(demo_project[0], project, symlinks=True)
+    cfg = yaml.safe_load((project / CONFIG).read_text())
+    cfg["character"] = str(humanoid)
+    write_config(project, cfg)
+    snakemake(project, "--until", "split")  # the plan is a checkpoint: a dry run sees past it only then
+    jobs = planned(snakemake(project, "-n").stdout)
+    assert jobs == {("record", IT): 1, ("select", IT): 1, ("merge", IT): 1}, jobs
 
 
 def test_the_rule_graph_shows_every_file_a_rule_reads(demo_project):
