@@ -287,7 +287,8 @@ class WarpBackend:
         n, h = targets.shape[0], targets.shape[1]
         out = torch.zeros((n, h, self._nq + self._nv + self._nbody), dtype=torch.float32, device=targets.device)
         # On CUDA, Warp runs on torch's stream, so both see each other's work in order.
-        stream = wp.ScopedStream(wp.stream_from_torch()) if self._device.is_cuda else contextlib.nullcontext()
+        stream = (wp.ScopedStream(wp.stream_from_torch(self.tensor_device)) if self._device.is_cuda
+                  else contextlib.nullcontext())
         with wp.ScopedDevice(self._device), stream:
             self._launch_steps(wp.from_torch(slot), wp.from_torch(targets), wp.from_torch(out))
         return out
