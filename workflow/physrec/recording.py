@@ -113,10 +113,15 @@ def motion_boxes(m: BatchMotion, margin: float) -> np.ndarray:
     return heightfield_boxes(crop, bottom=float(crop.hf.min()) - TERRAIN_DEPTH)
 
 
+def batch_boxes(motions: list[BatchMotion], margin: float) -> np.ndarray:
+    """Every motion's cropped terrain, padded to one box count: [N, slots, 6]."""
+    return pad_boxes([motion_boxes(m, margin) for m in motions])
+
+
 def open_backend(spec: BackendSpec, character: Character, motions: list[BatchMotion],
                  settings: RecordSettings) -> SimBackend:
     """A backend with one environment per motion, each on its own cropped terrain."""
-    padded = pad_boxes([motion_boxes(m, settings.terrain_margin) for m in motions])
+    padded = batch_boxes(motions, settings.terrain_margin)
     sim = make_backend(spec, character, settings.physics, len(motions), padded.shape[1])
     sim.set_terrain(np.arange(len(motions)), padded)
     return sim
@@ -414,7 +419,7 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     """
     wall = time.perf_counter()
     tiled = tile_square([m.terrain for m in motions])
-    boxes = pad_boxes([motion_boxes(m, settings.terrain_margin) for m in motions])
+    boxes = batch_boxes(motions, settings.terrain_margin)
     n = len(motions)
     size = min(n, backend_capacity(backend, character, settings.physics, boxes.shape[1]) or n)
     if size < n:

@@ -65,14 +65,12 @@ def world_mjcf(character: Character, terrain_slots: int, settings: PhysicsSettin
     return ET.tostring(root, encoding="unicode")
 
 
-def pad_boxes(terrains: list[np.ndarray], slots: int | None = None) -> np.ndarray:
-    """Box rows of every terrain padded to one count: [N, slots, 6]. A parked slot sits 1 cm
-    above the bottom of the terrain's first box (terrain boxes reach 1 m below the surface)."""
-    slots = max([len(b) for b in terrains] + [1]) if slots is None else slots
+def pad_boxes(terrains: list[np.ndarray]) -> np.ndarray:
+    """Box rows of every terrain padded to the largest count: [N, slots, 6]. A parked slot sits
+    1 cm above the bottom of the terrain's first box (terrain boxes reach 1 m below the surface)."""
+    slots = max([len(b) for b in terrains] + [1])
     out = np.tile(PARKED_BOX, (len(terrains), slots, 1))
     for i, b in enumerate(terrains):
-        if len(b) > slots:
-            raise ValueError(f"terrain {i} has {len(b)} boxes; the world has {slots} slots")
         out[i, :len(b)] = b
         if len(b):
             first = b[0]
