@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from physrec import demo
@@ -32,11 +31,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def tiny_motion(i: int):
     """The demo's standing pose for 2 frames (1/30 s), shifted per motion so files differ."""
-    mf = demo._motion(demo._still(0.01 * (i % 10), 0.0, 1.0 / demo.FPS), demo.flat_terrain())
-    return mf
+    return demo._motion(demo._still(0.01 * (i % 10), 0.0, 1.0 / demo.FPS), demo.flat_terrain())
 
 
-def make_project(root: Path, n: int, cores: int) -> Path:
+def make_project(root: Path, n: int) -> Path:
     """A project folder: the repo's Snakefile and rules, a config, and N motion files."""
     if root.exists():
         shutil.rmtree(root)
@@ -82,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     a = p.parse_args(argv)
     start = time.perf_counter()
-    root = make_project(a.dir, a.motions, a.cores)
+    root = make_project(a.dir, a.motions)
     print(f"{a.motions} motions written in {time.perf_counter() - start:.1f} s ({root})", flush=True)
     figures = {}
     figures["DAG build from scratch (dry run)"], _ = snakemake(root, a.cores, "-n")
