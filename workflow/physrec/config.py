@@ -70,7 +70,8 @@ def json_section(name: str, text: str, option: str) -> Any:
     if name == "backend":  # the record job's form: {"name": ..., "device": ...}
         sch = {"type": "object", "additionalProperties": False, "required": ["name"],
                "properties": {"name": props["backend"], "device": props["device"]}}
-        return _check(value, sch, option)
+        value = _check(value, sch, option)
+        return backend_spec({"backend": value["name"], "device": value["device"]})
     return _check(value, props[name], option)
 
 

@@ -124,8 +124,9 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
             **kept_error_summary(a.errors, a.kept_steps)})
     env_info = {
         "max_episode_steps": max((a.steps for a in recording.attempts), default=0),
-        "env_kwargs": {"batch": batch, **recording.provenance, "physrec_version": __version__, "character": character_spec, "tracker": tracker_spec,
-                       "seed": seed, "record": config.record_physics_keys(rec),
+        "env_kwargs": {"batch": batch, **recording.provenance, "physrec_version": __version__,
+                       "character": character_spec, "tracker": tracker_spec, "seed": seed,
+                       "record": config.record_physics_keys(rec),
                        "config_hash": stable_hash({"record": config.record_physics_keys(rec), "tracker": tracker_spec,
                                                    "backend": backend_spec, "character": character_spec,
                                                    "seed": seed}),
