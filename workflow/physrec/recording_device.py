@@ -87,7 +87,7 @@ class DevicePass(_Pass):
             targets = torch.where(bad[:, None], 0.0, targets).clamp(low, high)
             out = sim.step_tensors(slot, targets[:, None].contiguous())[:, 0]  # type: ignore[attr-defined]
             qpos, qvel, contacts = out[:, :ch.nq], out[:, ch.nq:ch.nq + ch.nv], out[:, ch.nq + ch.nv:] > 0
-            root_pos, root_rot, joint_rot = kin.qpos_to_pose(qpos)
+            pose = root_pos, root_rot, joint_rot = kin.qpos_to_pose(qpos)
             body_pos = kin.body_positions(root_pos, root_rot, joint_rot)
             ref_body = kin.body_positions(ref_pos, ref_rot, ref_joints)
             code, body, errors = termination_torch.check(body_pos, root_rot, ref_body, ref_rot,
@@ -100,7 +100,7 @@ class DevicePass(_Pass):
             active &= ~done
             slot[motion] = torch.where(active, rows, -1)  # ended attempts keep their state
             if obs is not None:  # for every row: an ended attempt's row is a zero state, never read
-                obs = self._observe(qpos, qvel, contacts, env, k + 1, joint_rot, body_pos)
+                obs = self._observe(qpos, qvel, contacts, env, k + 1, pose, body_pos)
                 if O is not None:
                     O[:, k + 1] = obs
             if (k + 1) % SYNC == 0 or k + 1 == K:
@@ -125,12 +125,12 @@ class DevicePass(_Pass):
     def _reason(self, code, body) -> str:
         return termination.reason(int(code), int(body), self.ch.body_names)
 
-    def _observe(self, qpos, qvel, contacts, env: np.ndarray, step: int, joint_rot=None, body_pos=None):
+    def _observe(self, qpos, qvel, contacts, env: np.ndarray, step: int, pose=None, body_pos=None):
         """The observer's view of states on the device; kinematics reused where the caller has them."""
         kin = self.tables.kin
-        if joint_rot is None:
-            root_pos, root_rot, joint_rot = kin.qpos_to_pose(qpos)
-            body_pos = kin.body_positions(root_pos, root_rot, joint_rot)
-        state = CharacterState(**kin.parc_state(qpos, qvel), contacts=contacts.to(torch.float32),
-                               joint_rot=joint_rot, key_pos=body_pos[:, self.observer.layout.key_index])
+        if pose is None:
+            pose = kin.qpos_to_pose(qpos)
+            body_pos = kin.body_positions(*pose)
+        state = CharacterState(**kin.parc_state(qpos, qvel, pose), contacts=contacts.to(torch.float32),
+                               joint_rot=pose[2], key_pos=body_pos[:, self.observer.layout.key_index])
         return self.observer.observe(state, env, step)

@@ -122,13 +122,14 @@ class TorchKinematics:
         dof[:, self.hinge_dof] = tq.hinge_angle(joint_rot.index_select(1, self.hinge), axes)
         return dof
 
-    def parc_state(self, qpos: Tensor, qvel: Tensor) -> dict[str, Tensor]:
-        """MuJoCo state -> PARC's simulator quantities (Character.parc_state)."""
+    def parc_state(self, qpos: Tensor, qvel: Tensor,
+                   pose: tuple[Tensor, Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+        """MuJoCo state -> PARC's simulator quantities (Character.parc_state); `pose`:
+        qpos_to_pose(qpos), where the caller has it already."""
         n = qpos.shape[0]
-        root_rot = tq.normalize(tq.from_mujoco(qpos[:, 3:7]))
+        _, root_rot, joint_rot = self.qpos_to_pose(qpos) if pose is None else pose
         dof = torch.zeros((n, self.character.num_dof), dtype=qpos.dtype, device=qpos.device)
-        balls = tq.from_mujoco(qpos.index_select(1, self.ball_qpos).reshape(n, -1, 4))
-        dof[:, self.ball_dof] = tq.quat_to_exp_map(balls).reshape(n, -1)
+        dof[:, self.ball_dof] = tq.quat_to_exp_map(joint_rot.index_select(1, self.ball)).reshape(n, -1)
         dof[:, self.hinge_dof] = qpos.index_select(1, self.hinge_qpos)
         return {"root_pos": qpos[:, 0:3], "root_rot": root_rot, "root_vel": qvel[:, 0:3],
                 "root_ang_vel": tq.rotate(root_rot, qvel[:, 3:6]), "dof": dof,

@@ -17,7 +17,7 @@ from mujoco import rollout
 
 from physrec.motion.character import Character
 from physrec.sim.backend import BackendSpec, Steps
-from physrec.sim.world import PhysicsSettings, box_geom_fields, world_bvh_aabb, world_mjcf
+from physrec.sim.world import PhysicsSettings, box_geom_fields, compile_world, world_bvh_aabb
 
 _STATE = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
@@ -31,9 +31,7 @@ class MujocoBackend:
                  terrain_slots: int) -> None:
         self.character, self.settings = character, settings
         self.num_envs, self.terrain_slots = int(num_envs), max(1, int(terrain_slots))
-        base = mujoco.MjModel.from_xml_string(world_mjcf(character, self.terrain_slots, settings))
-        # MuJoCo uses the larger friction of two touching geoms: set it on all of them.
-        base.geom_friction[:, 0] = settings.friction
+        base = compile_world(character, self.terrain_slots, settings)
         self.models = [copy.copy(base) for _ in range(self.num_envs)]
         self.threads = max(1, int(spec.threads))
         self._datas = [mujoco.MjData(base) for _ in range(self.threads)]

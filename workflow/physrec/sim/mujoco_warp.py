@@ -35,7 +35,7 @@ import numpy as np
 from physrec.motion.character import Character
 from physrec.sim.backend import BackendError, BackendOutOfMemory, BackendSpec, LimitExceeded, Steps
 from physrec.sim.devices import claim
-from physrec.sim.world import PhysicsSettings, box_geom_fields, world_mjcf
+from physrec.sim.world import PhysicsSettings, box_geom_fields, compile_world
 
 # Contacts per world on average (the contact pool holds nconmax * num_envs, shared by all
 # worlds) and constraint rows per world (a hard per-world limit). Measured with the built-in
@@ -190,7 +190,7 @@ class WarpBackend:
         self.num_envs, self.terrain_slots = int(num_envs), max(1, int(terrain_slots))
         self.nconmax = int(nconmax or NCONMAX * spec.limit_scale)
         self.njmax = int(njmax or NJMAX * spec.limit_scale)
-        mjm = _world(character, self.terrain_slots, settings)
+        mjm = compile_world(character, self.terrain_slots, settings)
         self._nq, self._nv, self._nu = mjm.nq, mjm.nv, mjm.nu
         self._nbody = character.num_bodies
         with wp.ScopedDevice(self._device), _out_of_memory(self._device, self.num_envs):
@@ -370,7 +370,7 @@ def capacity(spec: BackendSpec, character: Character, settings: PhysicsSettings,
     for the step's temporaries and the graph)."""
     device = _device(spec)
     with wp.ScopedDevice(device):
-        model, data = _put(_world(character, max(1, int(terrain_slots)), settings), 1,
+        model, data = _put(compile_world(character, max(1, int(terrain_slots)), settings), 1,
                            NCONMAX * spec.limit_scale, NJMAX * spec.limit_scale)
         per_env = _device_bytes(model, data, _snapshot(data))[1]
     if device.is_cuda:
@@ -413,14 +413,6 @@ def _claimed_gpu() -> Any:
         index, lock = claim([g.pci_bus_id for g in gpus], say=print)
         _CLAIMED["cuda"] = (gpus[index], lock)
     return _CLAIMED["cuda"][0]
-
-
-def _world(character: Character, terrain_slots: int, settings: PhysicsSettings) -> mujoco.MjModel:
-    """The world as MujocoBackend compiles it."""
-    mjm = mujoco.MjModel.from_xml_string(world_mjcf(character, terrain_slots, settings))
-    # MuJoCo uses the larger friction of two touching geoms: set it on all of them.
-    mjm.geom_friction[:, 0] = settings.friction
-    return mjm
 
 
 def _put(mjm: mujoco.MjModel, nworld: int, nconmax: int, njmax: int) -> tuple[Any, Any]:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 
 from physrec.motion.character import Character
 from physrec.sim.terrain_mjcf import terrain_geoms_xml
 
+PARKED_HALF = 0.005  # half size of a parked slot's cube
 # A parked slot in the compiled model, before any terrain is set: a 1 cm cube 1 km down.
-PARKED_BOX = np.array([0.0, 0.0, -1000.0, 0.005, 0.005, 0.005])
-PARKED_HALF = 0.005
+PARKED_BOX = np.array([0.0, 0.0, -1000.0, PARKED_HALF, PARKED_HALF, PARKED_HALF])
 TERRAIN_PREFIX = "terrain"
 
 
@@ -63,6 +64,14 @@ def world_mjcf(character: Character, terrain_slots: int, settings: PhysicsSettin
     for name in character.body_names:
         ET.SubElement(sensor, "contact", {"name": f"contact_{name}", "body1": name, "data": "found", "num": "1"})
     return ET.tostring(root, encoding="unicode")
+
+
+def compile_world(character: Character, terrain_slots: int, settings: PhysicsSettings) -> mujoco.MjModel:
+    """The compiled world every backend starts from."""
+    model = mujoco.MjModel.from_xml_string(world_mjcf(character, terrain_slots, settings))
+    # MuJoCo uses the larger friction of two touching geoms: set it on all of them.
+    model.geom_friction[:, 0] = settings.friction
+    return model
 
 
 def pad_boxes(terrains: list[np.ndarray]) -> np.ndarray:
