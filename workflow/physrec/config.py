@@ -12,10 +12,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from typing import TYPE_CHECKING
+
 from physrec.formats.dataset_yaml import expand_env
-from physrec.recording import RecordSettings
-from physrec.sim.world import PhysicsSettings
-from physrec.motion.termination import TerminationSettings
+
+if TYPE_CHECKING:  # imported where used: select and merge jobs, and the DAG build, need none of it
+    from physrec.recording import RecordSettings
 
 DEMO = "builtin:demo"
 
@@ -65,8 +67,7 @@ def json_section(name: str, text: str, option: str) -> Any:
     props = schema()["properties"]
     if name == "tracker":
         value = _check(value, props["iterations"]["items"]["properties"]["tracker"], option)
-        _check_tracker(value, option)
-        return value
+        return tracker_spec(value, option)
     if name == "backend":  # the record job's form: {"name": ..., "device": ...}
         sch = {"type": "object", "additionalProperties": False, "required": ["name"],
                "properties": {"name": props["backend"], "device": props["device"]}}
@@ -83,7 +84,7 @@ def validate(config: dict, source: str = "config") -> dict:
     if dup:
         raise ConfigError(f"{source}: iterations: duplicate iteration name(s) {', '.join(dup)}")
     for i, it in enumerate(cfg["iterations"]):
-        _check_tracker(it["tracker"], f"{source}: iterations.{i}.tracker")
+        it["tracker"] = tracker_spec(it["tracker"], f"{source}: iterations.{i}.tracker")
     _expand_paths(cfg, source)
     rec = cfg["record"]
     if rec["physics_hz"] % rec["control_hz"]:
@@ -92,12 +93,17 @@ def validate(config: dict, source: str = "config") -> dict:
     return cfg
 
 
-# The keys each tracker kind takes besides `kind`, and which of them it needs.
+# The keys each tracker kind takes besides `kind`, and which of them it needs
+# (`sampling`: the keys of the schema's $defs.sampling_tracker, each with a default).
 TRACKER_KEYS = {"pd": ((), ()), "parc": (("model",), ("model",)),
                 "exported": (("model", "observation"), ("model", "observation"))}
 
 
-def _check_tracker(spec: dict, where: str) -> None:
+def tracker_spec(spec: dict, where: str = "tracker") -> dict:
+    """A tracker spec checked for its kind, with every default of its kind written out."""
+    if spec["kind"] == "sampling":
+        rest = _check({k: v for k, v in spec.items() if k != "kind"}, schema()["$defs"]["sampling_tracker"], where)
+        return {"kind": "sampling", **rest}
     allowed, required = TRACKER_KEYS[spec["kind"]]
     for key in spec:
         if key != "kind" and key not in allowed:
@@ -105,6 +111,7 @@ def _check_tracker(spec: dict, where: str) -> None:
     for key in required:
         if key not in spec:
             raise ConfigError(f"{where}: kind '{spec['kind']}' needs '{key}'")
+    return spec
 
 
 def _expand_paths(cfg: dict, source: str) -> None:
@@ -152,6 +159,9 @@ def load(path: str | Path) -> dict:
 
 def record_settings(rec: dict) -> RecordSettings:
     """RecordSettings from the validated `record` section."""
+    from physrec.motion.termination import TerminationSettings
+    from physrec.recording import RecordSettings
+    from physrec.sim.world import PhysicsSettings
     term = rec["termination"]
     return RecordSettings(
         physics=PhysicsSettings(control_hz=rec["control_hz"], physics_hz=rec["physics_hz"],

@@ -30,7 +30,8 @@ from physrec.motion.terrain import Heightfield, TiledTerrain, crop_around_path, 
 from physrec.sim.backend import (BackendOutOfMemory, BackendSpec, LimitExceeded, SimBackend, backend_capacity,
                                  make_backend, tensor_device)
 from physrec.sim.world import PhysicsSettings, pad_boxes
-from physrec.trackers.base import Tracker, TrackingInput
+from physrec.formats.hashing import stable_hash
+from physrec.trackers.base import Plan, Planner, PlanRequest, Tracker, TrackingInput, is_planner
 
 TERRAIN_DEPTH = 1.0  # metres of solid ground below the lowest cell
 MAX_LIMIT_SCALE = 16  # a batch whose buffers overflow at 16x the defaults fails its job
@@ -76,6 +77,7 @@ class Attempt:
     errors: np.ndarray  # [T, 4] termination.ERROR_COLUMNS
     ref_time: np.ndarray  # [T+1] motion time of each frame
     obs: np.ndarray | None = None  # [T+1, O] float32: the tracker's observation at each frame
+    search: dict[str, Any] | None = None  # a planner's statistics (trackers.base.Plan.stats), with how pd did
 
     @property
     def kept_steps(self) -> int:
@@ -132,6 +134,11 @@ def build_reference(character: Character, motions: list[BatchMotion]) -> Referen
                         [m.motion.joint_rot for m in motions], [m.motion.fps for m in motions])
 
 
+def episode_seed(seed: int, name: str, fraction: float) -> int:
+    """Per-attempt seed derived from the run seed, stable under batch changes."""
+    return int(stable_hash([seed, name, round(fraction, 9)])[:8], 16)
+
+
 def start_plan(lengths: np.ndarray, fraction: float, pending: np.ndarray, min_remaining: float) -> np.ndarray:
     """Motions to attempt from `fraction`: still pending, and (for later starts) long enough."""
     if fraction == 0.0:
@@ -169,7 +176,8 @@ class _Pass:
     """Environments of one start fraction, stepped together until each ends."""
 
     def __init__(self, sim: SimBackend, ref: ReferenceSet, settings: RecordSettings, motion: np.ndarray,
-                 fraction: float, offsets: np.ndarray, observer: "Observer | None" = None) -> None:
+                 fraction: float, offsets: np.ndarray, observer: "Observer | None" = None,
+                 plans: "list[Plan] | None" = None) -> None:
         self.sim, self.ref, self.settings, self.observer = sim, ref, settings, observer
         self.offsets = offsets
         self.ch = ref.character
@@ -178,6 +186,12 @@ class _Pass:
         self.fraction = fraction
         self.t0 = fraction * ref.length[motion]
         self.steps = np.maximum(1, np.ceil((ref.length[motion] - self.t0) / self.dt - 1e-6).astype(np.int64))
+        # A planner's targets may stop short of the end: the attempt ends there, for its reason.
+        self.cut = [""] * len(motion)
+        if plans is not None:
+            self.steps = np.minimum(self.steps, np.maximum(1, [len(p.targets) for p in plans]))
+            self.cut = [p.reason or ("" if self._success(e, int(self.steps[e]), "plan_incomplete") else
+                                     "plan_incomplete") for e, p in enumerate(plans)]
 
     def _reference_window(self, idx: np.ndarray, k: int, h: int, with_dof: bool) -> tuple[np.ndarray, ...]:
         """Reference at control steps k+1 .. k+h of environments `idx`, in one vectorised lookup.
@@ -264,7 +278,7 @@ class _Pass:
             for j in np.flatnonzero(done.any(axis=1)):
                 e, first = idx[j], int(np.argmax(done[j]))
                 end[e] = k + 1 + first
-                reasons[e] = termination.reason(int(code[j, first]), int(body[j, first]), ch.body_names)
+                reasons[e] = termination.reason(int(code[j, first]), int(body[j, first]), ch.body_names) or self.cut[e]
                 active[e] = False
                 on_finish(e, self._success(e, int(end[e]), reasons[e]))
             k += h
@@ -287,6 +301,64 @@ class _Pass:
             contacts=C[e, :T + 1].copy(), errors=E[e, :T].astype(np.float32),
             ref_time=np.minimum(self.t0[e] + np.arange(T + 1) * self.dt, self.ref.length[self.motion[e]]),
             obs=None if O is None else O[e, :T + 1].copy())
+
+
+class PlanReplay:
+    """An open-loop tracker that plays back a planner's targets, one plan per environment of
+    a pass, in simulator calls of the planner's length (see trackers.base.Planner)."""
+
+    kind = "replay"
+    observation = None
+
+    def __init__(self, planner: Planner, plans: list[Plan], run: _Pass) -> None:
+        self.planner, self.max_horizon = planner, planner.replay_steps
+        self.targets = {int(m): p.targets for m, p in zip(run.motion, plans)}
+        self.t0 = {int(m): t for m, t in zip(run.motion, run.t0)}
+
+    def describe(self) -> str:
+        return self.planner.describe()
+
+    def act(self, inp: TrackingInput) -> np.ndarray:
+        assert inp.ref_dof is not None
+        out = inp.ref_dof.copy()  # past a plan's end (its attempt stops there): the reference
+        h = out.shape[1]
+        for i, (m, t) in enumerate(zip(inp.motion, inp.time)):
+            plan = self.targets[int(m)]
+            k = int(round((t - self.t0[int(m)]) / inp.control_dt))
+            part = plan[k:k + h]
+            out[i, :len(part)] = part
+        return out
+
+
+def _planned_pass(planner: Planner, sim: SimBackend, ref: ReferenceSet, settings: RecordSettings,
+                  todo: np.ndarray, fraction: float, offsets: np.ndarray, request: Callable[..., PlanRequest],
+                  progress: Callable[[int, bool], None], say: Callable[[str], None]) -> list[Attempt]:
+    """One pass of a planner: its open-loop tracker first (pd), then a plan for each attempt
+    that one failed, replayed by the recorder; the attempts in `todo` order."""
+    found: dict[int, Attempt] = {}
+    first: dict[int, Attempt] = {}
+    if planner.first is not None:
+        for a in _Pass(sim, ref, settings, todo, fraction, offsets).run(planner.first, lambda e, ok: None):
+            first[a.motion] = a
+            if a.success:
+                a.search = {"method": planner.first.kind}
+                found[a.motion] = a
+                progress(0, True)
+        say(f"{planner.first.kind} recorded {len(found)}/{len(todo)}; searching {len(todo) - len(found)}")
+    rest = np.array([m for m in todo if m not in found], dtype=np.int64)
+    if len(rest):
+        plans = planner.plan(request(rest))
+        run = _Pass(sim, ref, settings, rest, fraction, offsets, plans=plans)
+        for a, p in zip(run.run(PlanReplay(planner, plans, run), progress), plans):
+            a.search = dict(p.stats)
+            if a.motion in first:
+                a.search.update(first_tracker=planner.first.kind,  # type: ignore[union-attr]
+                                first_end_time=round(first[a.motion].end_time, 6),
+                                first_fail_reason=first[a.motion].fail_reason)
+            if p.stats.get("found") and not a.success:  # the replay left the searched path
+                a.search["replay_diverged"] = True
+            found[a.motion] = a
+    return [found[int(m)] for m in todo]
 
 
 class Observer:
@@ -374,12 +446,12 @@ class _PassProgress:
 
 
 def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndarray, character: Character,
-                 tracker: Tracker, settings: RecordSettings, backend: BackendSpec,
-                 progress: Callable[[str], None], label: str) -> tuple[list[Attempt], dict[str, Any]]:
+                 tracker: Tracker | Planner, settings: RecordSettings, backend: BackendSpec,
+                 progress: Callable[[str], None], label: str, seed: int) -> tuple[list[Attempt], dict[str, Any]]:
     """Every pass over `motions`, one environment each, on one backend: (attempts, provenance)."""
     ref = build_reference(character, motions)
     observer = None
-    if tracker.observation:
+    if getattr(tracker, "observation", None):
         observer = Observer(tracker.observation, character, motions, 1.0 / settings.physics.control_hz,
                             tensor_device(backend))
     n = len(motions)
@@ -401,17 +473,48 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
                 continue
             say = (f"{label} pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
                    f"{n - int(pending.sum())}/{n} motions recorded before it)")
-            run = pass_type(sim, ref, settings, todo, fraction, offsets, observer)
-            for a in run.run(tracker, _PassProgress(progress, say, len(todo))):
+            done = _PassProgress(progress, say, len(todo))
+            if is_planner(tracker):
+                found = _planned_pass(tracker, sim, ref, settings, todo, fraction, offsets,  # type: ignore[arg-type]
+                                      functools.partial(plan_request, ref, motions, boxes, character, settings,
+                                                        backend, fraction, seed, progress, f"{label} pass {p + 1}"),
+                                      done, lambda text: progress(f"{say}: {text}"))
+            else:
+                found = pass_type(sim, ref, settings, todo, fraction, offsets, observer).run(tracker, done)
+            for a in found:
                 attempts.append(a)
                 if a.success:
                     pending[a.motion] = False
         return attempts, sim.provenance()
 
 
-def record_batch(motions: list[BatchMotion], character: Character, tracker: Tracker,
+def plan_request(ref: ReferenceSet, motions: list[BatchMotion], boxes: np.ndarray, character: Character,
+                 settings: RecordSettings, backend: BackendSpec, fraction: float, seed: int,
+                 progress: Callable[[str], None], label: str, motion: np.ndarray) -> PlanRequest:
+    """What a planner gets for the attempts of `motion` from `fraction`: simulators of the
+    recorder's backend, opened on those motions' terrains."""
+    slots = boxes.shape[1]
+
+    def open_sim(rows: np.ndarray) -> SimBackend:
+        sim = make_backend(backend, character, settings.physics, len(rows), slots)
+        for r in np.unique(rows):
+            env = np.flatnonzero(rows == r)
+            sim.set_terrain(env, np.broadcast_to(boxes[motion[r]], (len(env),) + boxes.shape[1:]))
+        return sim
+
+    dt = 1.0 / settings.physics.control_hz
+    t0 = fraction * ref.length[motion]
+    return PlanRequest(
+        reference=ref, motion=motion, names=[motions[i].name for i in motion], start_time=t0,
+        steps=np.maximum(1, np.ceil((ref.length[motion] - t0) / dt - 1e-6).astype(np.int64)),
+        seeds=np.array([episode_seed(seed, motions[i].name, fraction) for i in motion]),
+        termination=settings.termination, control_dt=dt, substeps=settings.physics.substeps, open_sim=open_sim,
+        capacity=backend_capacity(backend, character, settings.physics, slots), progress=progress, label=label)
+
+
+def record_batch(motions: list[BatchMotion], character: Character, tracker: Tracker | Planner,
                  settings: RecordSettings, backend: BackendSpec = BackendSpec(),
-                 progress: Callable[[str], None] = lambda s: None, batch: str = "") -> BatchRecording:
+                 progress: Callable[[str], None] = lambda s: None, batch: str = "", seed: int = 0) -> BatchRecording:
     """Track every motion of a batch; return all attempts in pass order.
 
     A backend with limited memory (the GPU) takes the batch in chunks that fit it, each chunk
@@ -432,7 +535,7 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
         label = f"[{batch}]" if len(chunk) == n else f"[{batch}] motions {chunk[0] + 1}-{chunk[-1] + 1}/{n}"
         try:
             found, provenance = _record_envs([motions[i] for i in chunk], tiled.offsets[chunk], boxes[chunk],
-                                             character, tracker, settings, backend, progress, label)
+                                             character, tracker, settings, backend, progress, label, seed)
         except BackendOutOfMemory as e:
             if len(chunk) == 1:
                 raise

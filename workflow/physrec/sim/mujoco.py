@@ -32,7 +32,8 @@ class MujocoBackend:
         self.character, self.settings = character, settings
         self.num_envs, self.terrain_slots = int(num_envs), max(1, int(terrain_slots))
         base = compile_world(character, self.terrain_slots, settings)
-        self.models = [copy.copy(base) for _ in range(self.num_envs)]
+        self._base = base
+        self.models = [base] * self.num_envs  # until set_terrain gives each its own
         self.threads = max(1, int(spec.threads))
         self._datas = [mujoco.MjData(base) for _ in range(self.threads)]
         self._rollout = rollout.Rollout(nthread=self.threads if self.threads > 1 else 0)
@@ -51,17 +52,26 @@ class MujocoBackend:
         self.close()
 
     def set_terrain(self, env: np.ndarray, boxes: np.ndarray) -> None:
-        slots, m0 = self.terrain_slots, self.models[0]
-        fields = box_geom_fields(boxes)
+        """Environments given the same terrain share one model copy: a sampling search puts
+        hundreds of environments on each motion's terrain, and a copy costs ~100 kB."""
+        env = np.asarray(env)
+        rows: dict[bytes, list[int]] = {}
+        for j in range(len(env)):
+            rows.setdefault(np.ascontiguousarray(boxes[j]).tobytes(), []).append(j)
+        first = np.array([js[0] for js in rows.values()], dtype=np.int64)
+        slots, m0 = self.terrain_slots, self._base
+        fields = box_geom_fields(np.asarray(boxes)[first])
         # The world body's bounding volumes: MuJoCo culls contacts with them.
         nodes = slice(m0.body_bvhadr[0], m0.body_bvhadr[0] + m0.body_bvhnum[0])
         bvh = world_bvh_aabb(m0.bvh_child[nodes], m0.bvh_nodeid[nodes], m0.bvh_depth[nodes],
                              fields["geom_pos"], fields["geom_aabb"])
-        for j, e in enumerate(np.asarray(env)):
-            m = self.models[e]
+        for u, js in enumerate(rows.values()):
+            m = copy.copy(m0)  # a fresh copy: a model another environment keeps is never changed
             for name, value in fields.items():
-                getattr(m, name)[:slots] = value[j]
-            m.bvh_aabb[nodes] = bvh[j]
+                getattr(m, name)[:slots] = value[u]
+            m.bvh_aabb[nodes] = bvh[u]
+            for j in js:
+                self.models[env[j]] = m
 
     def reset(self, env: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
         contacts = np.zeros((len(env), self.character.num_bodies), dtype=bool)
@@ -94,8 +104,9 @@ class MujocoBackend:
                      out_sens[:, last][..., self._contact_adr] > 0)
 
     def memory(self) -> dict[str, int]:
-        per_env = int(self.models[0].nbuffer) + self.states[0].nbytes if self.models else 0
-        return {"host": per_env * self.num_envs + sum(int(d.nbuffer) for d in self._datas), "per_env": per_env}
+        models = sum(int(m.nbuffer) for m in {id(m): m for m in self.models}.values())
+        per_env = int(self._base.nbuffer) + self.states[0].nbytes  # an environment with a terrain of its own
+        return {"host": models + self.states.nbytes + sum(int(d.nbuffer) for d in self._datas), "per_env": per_env}
 
     def provenance(self) -> dict[str, Any]:
         return {"backend": self.name, "mujoco_version": mujoco.__version__, "device": "cpu"}

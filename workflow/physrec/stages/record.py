@@ -16,11 +16,12 @@ from physrec.motion.character import Character
 from physrec.formats.hashing import sha256_file, stable_hash
 from physrec.stages.index import check_motion
 from physrec.formats.motion_file import MotionFile, write_motion_file
-from physrec.recording import BatchMotion, BatchRecording, RecordSettings, record_batch
+from physrec.recording import BatchMotion, BatchRecording, RecordSettings, episode_seed, record_batch
 from physrec.formats.rollouts import write_h5, write_json
 from physrec.formats.tables import write_tsv
 from physrec.motion.terrain import boxes_mesh
 from physrec.sim.backend import BackendSpec, tensor_device
+from physrec.sim import devices
 from physrec.trackers.base import make_tracker
 
 ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_time", "steps", "success",
@@ -30,11 +31,6 @@ ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_tim
 
 class RecordError(RuntimeError):
     pass
-
-
-def episode_seed(seed: int, name: str, fraction: float) -> int:
-    """Per-episode seed derived from the run seed, stable under batch changes."""
-    return int(stable_hash([seed, name, round(fraction, 9)])[:8], 16)
 
 
 def load_batch(plan: str | Path, batch: str, rec: dict, character: Character) -> tuple[list[BatchMotion], list[dict]]:
@@ -90,15 +86,16 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     settings = config.record_settings(rec)
     check_settings(settings, character)
     backend = BackendSpec(name=backend_spec["name"], device=backend_spec.get("device", "cpu"), threads=threads)
-    if tracker_spec["kind"] != "pd":  # only learned trackers import torch
+    if tracker_spec["kind"] in ("parc", "exported"):  # only learned trackers import torch
         from physrec.trackers.policy import limit_torch_threads
         limit_torch_threads(threads)
     # A bad model file fails here, before any simulation; a policy runs where the simulator does.
     tracker = make_tracker(tracker_spec, character, tensor_device(backend))
     motions, rows = load_batch(plan, batch, rec, character)
+    devices.claim_standin(progress)  # tests only: PHYSREC_STANDIN_GPUS (sim/devices.py)
     where = f"{threads} thread(s)" if backend.name == "mujoco" else f"{backend.name} on {backend.device}"
     progress(f"[{batch}] recording {len(motions)} motions with {tracker.describe()} on {where}")
-    recording = record_batch(motions, character, tracker, settings, backend, progress, batch)
+    recording = record_batch(motions, character, tracker, settings, backend, progress, batch, seed)
     source_type = f"tracker:{tracker_spec['kind']}"
     h5_eps, json_eps, attempt_rows = [], [], []
     for i, a in enumerate(recording.attempts):
@@ -115,6 +112,7 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
             "end_time": a.end_time, "success": a.success, "fail_reason": a.fail_reason,
             "world_offset": [float(v) for v in recording.tiled.offsets[a.motion]],
             "source_type": source_type, "source_desc": recording.tracker_desc,
+            **({"search": a.search} if a.search is not None else {}),
         })
         attempt_rows.append({
             "attempt": f"traj_{i}", "motion": row["name"], "start_fraction": a.start_fraction,
@@ -138,6 +136,7 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     atomic_write_text(out / "record_env.yaml", yaml.safe_dump({
         **env_info["env_kwargs"], "control_hz": settings.physics.control_hz,
         "physics_hz": settings.physics.physics_hz, "terrain_layout": "square",
+        **({"gpu": devices.held_gpu()} if devices.held_gpu() else {}),  # the GPU this job claimed
         "motions": [{"name": m.name, "offset": [float(v) for v in off]}
                     for m, off in zip(recording.motions, recording.tiled.offsets)]}, sort_keys=False))
     atomic_write_text(out / "record_args.txt", shlex.join(argv) + "\n")

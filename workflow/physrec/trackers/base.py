@@ -8,9 +8,15 @@ recorder clips them to the action bounds. Three kinds fit behind it:
   whole offered horizon of H control steps, which lets the simulator run H steps per call;
 - policies (``parc``, ``exported``) read an observation (``observation`` names its layout,
   see :mod:`physrec.observations`) and answer one control step at a time;
-- planners that search with the simulator (a later issue).
+- planners (``sampling``) search with the batch simulator itself before anything is
+  recorded: they implement :class:`Planner`, receive a :class:`PlanRequest` (the attempts
+  to plan, the reference, a way to open simulators on the motions' terrains) and return
+  one :class:`Plan` of PD targets per attempt. The recorder then simulates those targets
+  from the attempt's start like any open-loop tracker's, so what is written is what the
+  recorder simulated, never a copy of the search's states.
 
-A new kind implements :class:`Tracker` and registers a factory in :data:`TRACKERS`.
+A new kind implements :class:`Tracker` (or :class:`Planner`) and registers a factory in
+:data:`TRACKERS`.
 Factories import their own heavy dependencies (torch), so a ``pd`` job never loads them.
 """
 
@@ -57,18 +63,67 @@ class Tracker(Protocol):
         ...
 
 
+@dataclass
+class PlanRequest:
+    """Attempts of one recording pass for a planner: m motions, each from its start time."""
+
+    reference: Any  # recording's ReferenceSet of the batch (each motion in its own frame)
+    motion: np.ndarray  # [m] motion index in `reference`
+    names: list[str]  # [m] motion names, for messages
+    start_time: np.ndarray  # [m] seconds
+    steps: np.ndarray  # [m] control steps from the start to the motion's end
+    seeds: np.ndarray  # [m] per-attempt seed (run seed, motion, start): plans never depend on the batch
+    termination: Any  # motion.termination.TerminationSettings
+    control_dt: float
+    substeps: int  # physics steps per control step
+    # open_sim(rows): a backend whose environment e is on the terrain of motion[rows[e]];
+    # the caller closes it. Its `step` holds targets over the substeps, as the recorder's does.
+    open_sim: Callable[[np.ndarray], Any]
+    capacity: int | None  # most environments one backend may hold (None: the host's memory, the CPU)
+    progress: Callable[[str], None]
+    label: str
+
+
+@dataclass
+class Plan:
+    """A planner's answer for one attempt."""
+
+    targets: np.ndarray  # [T, D] clipped PD targets from the start, held one control step each
+    reason: str  # "" when the targets reach the motion's end; otherwise why the planner stopped
+    stats: dict[str, Any]  # deterministic search statistics: written with the attempt
+
+
+class Planner(Protocol):
+    kind: str
+    observation: None
+    # The open-loop tracker the recorder runs first; only the attempts it fails are planned.
+    first: Tracker | None
+    # Control steps per simulator call when the plan is replayed: the planner simulated its
+    # targets in calls of this length, and MuJoCo's solver warm start restarts at each call.
+    replay_steps: int
+
+    def describe(self) -> str: ...
+
+    def plan(self, request: PlanRequest) -> list[Plan]: ...
+
+
+def is_planner(tracker: Any) -> bool:
+    return callable(getattr(tracker, "plan", None))
+
+
 # kind -> "module:factory"; a factory takes (spec, character, device) and returns a Tracker.
 TRACKERS: dict[str, str] = {
     "pd": "physrec.trackers.pd:make",
     "parc": "physrec.trackers.parc_policy:make",
     "exported": "physrec.trackers.exported:make",
+    "sampling": "physrec.trackers.sampling:make",
 }
 
 
-def make_tracker(spec: dict, character: Character, device: str = "cpu") -> Tracker:
+def make_tracker(spec: dict, character: Character, device: str = "cpu") -> Tracker | Planner:
     kind = spec.get("kind")
     if kind not in TRACKERS:
         raise TrackerError(f"unknown tracker kind {kind!r}; available: {', '.join(sorted(TRACKERS))}")
     module, name = TRACKERS[kind].split(":")
-    factory: Callable[..., Tracker] = getattr(importlib.import_module(module), name)
+    factory: Callable[..., Tracker | Planner] = getattr(importlib.import_module(module), name)
     return factory(spec, character, device)

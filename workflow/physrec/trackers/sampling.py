@@ -1,0 +1,344 @@
+"""``sampling``: a tracker that needs no training. It searches PD-target offsets with the
+simulator as its model, window by window, and keeps the best (after SAMCON: Liu, Yin,
+van de Panne, Shao and Xu, SIGGRAPH 2010).
+
+For each attempt, a beam of `kept` simulator states advances `window_steps` control steps
+at a time. Every window, `samples` children are spread over the kept states; a child holds
+one offset over the window, added to the nominal targets (the reference one control step
+ahead plus kd/kp x the reference's DOF velocity, which makes the servo track velocity too):
+
+    offset = parent_weight x parent's offset + noise_rad x scale(body) x N(0, 1)
+
+with one noise-free child per kept state. Each child is also simulated `lookahead_steps`
+further with its offset held; its cost is the tracking cost over the window and the
+look-ahead, plus `lookahead_termination_cost` per look-ahead step lost to a termination. A
+child that terminates inside its window is dead; the `kept` cheapest survivors go on. The
+look-ahead is what makes it work: without it no failing motion was ever tracked.
+
+When every child dies, the window is tried again with 2x, then 4x the samples and 1.5x the
+noise (`window_retries`, `retry_noise_growth`); then the attempt starts over from its start
+with the next seed (`restarts`); the recorder's later-start passes come after that. A
+budget of physics steps per second of motion bounds the work on a motion that cannot be
+tracked: it ends as a failure with its search statistics, never as a hang.
+
+All attempts of a pass are searched together, one simulator call per window for all of
+them, so the job's threads (or the GPU's worlds) are used fully. Every random draw comes
+from the attempt's own generator (seeded by run seed, motion and start, plus the restart),
+and each environment's physics is independent of the others', so a plan does not depend
+on the batch, the thread count or the order of motions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from physrec.motion import termination
+from physrec.motion.character import Character
+from physrec.trackers.base import Plan, PlanRequest, TrackerError
+from physrec.trackers.pd import PDTracker
+
+# The defaults (config schema, $defs.sampling_tracker) are the spec measured on this
+# project's simulator and termination rules (issue 7).
+DEATH_NAMES = {termination.ROOT_POSITION: "root_position", termination.ROOT_ROTATION: "root_rotation",
+               termination.BODY_OFFSET: "body_offset"}
+AUTO_CPU_SAMPLES = 512
+MAX_AUTO_SAMPLES = 65536
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    samples: int | str  # children per window per attempt; "auto": sized from the GPU's memory
+    kept: int
+    window_steps: int
+    lookahead_steps: int
+    noise_rad: float
+    parent_weight: float
+    body_noise_scale: dict[str, float]  # per joint body; bodies not named: 1.0
+    velocity_feedforward: bool
+    lookahead_termination_cost: float
+    window_retries: int
+    retry_noise_growth: float
+    restarts: int
+    budget_steps_per_second: float  # physics steps per second of the attempt, all tries together
+    cost_weights: dict[str, float]
+    offset_excess_from: float  # body-offset ratio (error / termination limit) where that term starts
+    pd_first: bool
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "SamplingSettings":
+        """The spec's values over the defaults, checked as the workflow checks them."""
+        from physrec.config import ConfigError, tracker_spec
+        try:
+            full = tracker_spec({**spec, "kind": "sampling"})
+        except ConfigError as e:
+            raise TrackerError(str(e)) from None
+        s = cls(**{k: v for k, v in full.items() if k != "kind"})
+        if s.samples != "auto" and int(s.samples) < s.kept:
+            raise TrackerError(f"tracker.samples ({s.samples}) must be at least tracker.kept ({s.kept})")
+        return s
+
+
+class SamplingPlanner:
+    kind = "sampling"
+    observation = None
+
+    def __init__(self, settings: SamplingSettings, character: Character) -> None:
+        self.settings, self.ch = settings, character
+        self.first = PDTracker() if settings.pd_first else None
+        self.replay_steps = settings.window_steps
+        names = character.body_names
+        unknown = sorted(set(settings.body_noise_scale) - set(names[1:]))
+        if unknown:
+            raise TrackerError(f"tracker.body_noise_scale: {', '.join(unknown)} not a joint body of the character "
+                               f"({', '.join(names[1:])})")
+        self.noise_scale = np.ones(character.num_dof)
+        for j, s in enumerate(character.dof_slices):
+            self.noise_scale[s] = settings.body_noise_scale.get(names[j + 1], 1.0)
+        self.feedforward = np.where(character.kp > 0, character.kd / np.maximum(character.kp, 1e-12), 0.0)
+
+    def describe(self) -> str:
+        s = self.settings
+        first = "pd first, then " if s.pd_first else ""
+        return (f"sampling: {first}beam search over PD-target offsets, {s.samples} samples x {s.kept} kept per "
+                f"{s.window_steps}-step window, {s.lookahead_steps}-step look-ahead, {s.restarts} restarts")
+
+    def samples_for(self, request: PlanRequest, pending: int) -> int:
+        s = self.settings
+        if s.samples != "auto":
+            return int(s.samples)
+        if request.capacity is None:  # the CPU
+            return AUTO_CPU_SAMPLES
+        per_attempt = request.capacity // (max(1, pending) * 2 ** s.window_retries)
+        return int(np.clip(per_attempt, max(s.kept, 64), MAX_AUTO_SAMPLES))
+
+    def plan(self, request: PlanRequest) -> list[Plan]:
+        s = self.settings
+        m = len(request.motion)
+        samples = self.samples_for(request, m)
+        block = samples * 2 ** s.window_retries  # environments one attempt may use in one call
+        # Attempts in groups that fit one backend (the GPU's memory; the CPU holds them all).
+        group = m if request.capacity is None else max(1, request.capacity // block)
+        plans: list[Plan] = []
+        for g in range(0, m, group):
+            rows = np.arange(g, min(m, g + group))
+            plans += _GroupSearch(self, request, rows, samples, block).run()
+        return plans
+
+
+class _Attempt:
+    """The search state of one attempt: its beam, its generator, its tries and its budget."""
+
+    def __init__(self, planner: SamplingPlanner, request: PlanRequest, row: int, slot: int) -> None:
+        s, ch, ref = planner.settings, planner.ch, request.reference
+        self.planner, self.row, self.slot, self.seed = planner, row, slot, int(request.seeds[row])
+        self.T = int(request.steps[row])
+        # The recorder calls an attempt that ends within end_tolerance of the motion's end a
+        # success, terminated or not: the search needs every step before that alive.
+        slack = int(np.floor(request.termination.end_tolerance / request.control_dt + 1e-6))
+        self.need = max(1, self.T - slack)
+        self.budget = s.budget_steps_per_second * self.T * request.control_dt
+        motion = np.full(self.T + s.window_steps + s.lookahead_steps + 1, request.motion[row])
+        times = request.start_time[row] + np.arange(len(motion)) * request.control_dt
+        pose = ref.pose(motion, times)
+        vel = ref.velocity(motion, times)
+        # Index j: the reference one control step after step j starts (times[j + 1]).
+        dof = ch.joint_rot_to_dof(pose.joint_rot)
+        nominal = dof + (planner.feedforward * vel.dof_vel if s.velocity_feedforward else 0.0)
+        self.nominal = nominal[1:]
+        self.ref_body = ref.body_pos(pose)[1:]
+        self.ref_root_rot = pose.root_rot[1:]
+        self.ref_root_vel = vel.root_lin_vel[1:]
+        self.qpos0 = ch.pose_to_qpos(pose.root_pos[:1], pose.root_rot[:1], pose.joint_rot[:1])
+        self.qvel0 = ch.velocities_to_qvel(pose.root_rot[:1], vel.root_lin_vel[:1], vel.root_ang_vel[:1],
+                                           vel.dof_vel[:1])
+        self.restart, self.sim_steps, self.windows, self.retried_windows = -1, 0, 0, 0
+        self.deaths: dict[str, int] = {}
+        self.best: np.ndarray = np.zeros((0, ch.num_dof))  # longest targets any try reached
+        self.done, self.reason = False, ""
+        self._start_over()
+
+    def _start_over(self) -> None:
+        self.restart += 1
+        self.rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.restart]))
+        self.k, self.retry = 0, 0
+        self.qpos, self.qvel = self.qpos0.copy(), self.qvel0.copy()
+        self.offset = np.zeros((1, self.planner.ch.num_dof))
+        self.history: list[tuple[np.ndarray, np.ndarray]] = []  # per window: parents [K], targets [K, w, D]
+
+    def children(self, samples: int) -> tuple[np.ndarray, np.ndarray]:
+        """(parent index [n], offset [n, D]) of this window's children."""
+        s, K = self.planner.settings, len(self.qpos)
+        n = samples * 2 ** self.retry
+        parent = np.repeat(np.arange(K), np.diff(np.linspace(0, n, K + 1).round().astype(np.int64)))
+        noise = self.rng.standard_normal((n, self.offset.shape[1]))
+        first = np.r_[True, parent[1:] != parent[:-1]]  # the first child of each kept state is noise-free
+        noise[first] = 0.0
+        sigma = s.noise_rad * s.retry_noise_growth ** self.retry
+        return parent, s.parent_weight * self.offset[parent] + sigma * self.planner.noise_scale * noise
+
+    def targets(self, offset: np.ndarray, horizon: int) -> np.ndarray:
+        nominal = self.nominal[self.k:self.k + horizon]
+        return self.planner.ch.clip_action(nominal[None] + offset[:, None])
+
+    def trace(self, best: int) -> np.ndarray:
+        """Targets from the start to the end of the last window, of kept state `best`."""
+        parts = []
+        for parent, targets in reversed(self.history):
+            parts.append(targets[best])
+            best = int(parent[best])
+        return np.concatenate(parts[::-1]) if parts else np.zeros((0, self.offset.shape[1]))
+
+    def advance(self, parent: np.ndarray, offset: np.ndarray, targets: np.ndarray, qpos: np.ndarray,
+                qvel: np.ndarray, code: np.ndarray, cost: np.ndarray, steps_run: int) -> None:
+        """Judge one window's children (their states, termination codes and costs after each step)."""
+        s = self.planner.settings
+        self.sim_steps += steps_run
+        w = min(s.window_steps, self.T - self.k)
+        la = s.lookahead_steps  # past the motion's end too, towards its last frame (the reference holds it)
+        failed = code != termination.OK
+        dead = failed[:, :min(w, self.need - 1 - self.k)].any(axis=1)  # a termination at step `need` is a success
+        alive = np.flatnonzero(~dead)
+        self.windows += 1
+        if len(alive) == 0:
+            first = code[np.arange(len(code)), np.argmax(failed[:, :w], axis=1)]  # each child's first termination
+            for c, count in zip(*np.unique(first, return_counts=True)):
+                name = DEATH_NAMES.get(int(c), str(int(c)))
+                self.deaths[name] = self.deaths.get(name, 0) + int(count)
+            self._extinct()
+            return
+        look = failed[:, w:w + la]
+        survived = np.where(look.any(axis=1), np.argmax(look, axis=1), la)
+        step_cost = np.where(np.arange(w + la)[None] < (w + survived)[:, None], cost[:, :w + la], 0.0)
+        total = step_cost.sum(axis=1) + s.lookahead_termination_cost * (la - survived)
+        keep = alive[np.argsort(total[alive], kind="stable")[:s.kept]]
+        self.history.append((parent[keep], targets[keep, :w]))
+        self.qpos, self.qvel = qpos[keep, w - 1], qvel[keep, w - 1]
+        self.offset = offset[keep]
+        self.k += w
+        if self.retry:
+            self.retried_windows += 1
+        self.retry = 0
+        if self.k >= self.need:
+            self.best, self.done = self.trace(0), True
+        elif self.sim_steps > self.budget:
+            self._give_up("search_budget")
+
+    def _extinct(self) -> None:
+        s = self.planner.settings
+        if self.retry < s.window_retries:
+            self.retry += 1
+        elif self.restart < s.restarts:
+            self._keep_best()
+            self._start_over()
+        else:
+            self._give_up("search_exhausted")
+        if not self.done and self.sim_steps > self.budget:
+            self._give_up("search_budget")
+
+    def _keep_best(self) -> None:
+        reached = self.trace(0)
+        if len(reached) > len(self.best):
+            self.best = reached
+
+    def _give_up(self, reason: str) -> None:
+        self._keep_best()
+        self.done, self.reason = True, reason
+
+    def stats(self, request: PlanRequest) -> dict[str, Any]:
+        dt = request.control_dt
+        seconds = max(self.T * dt, dt)
+        return {"method": "search", "found": not self.reason, "restarts": self.restart,
+                "windows": self.windows, "retried_windows": self.retried_windows,
+                "searched_to_s": round(float(request.start_time[self.row] + len(self.best) * dt), 6),
+                "physics_steps": int(self.sim_steps),
+                "physics_steps_per_motion_second": int(round(self.sim_steps / seconds)),
+                "sample_terminations": dict(sorted(self.deaths.items()))}
+
+
+class _GroupSearch:
+    """Attempts searched together: one simulator call per window for all of them."""
+
+    def __init__(self, planner: SamplingPlanner, request: PlanRequest, rows: np.ndarray, samples: int,
+                 block: int) -> None:
+        self.planner, self.request, self.samples, self.block = planner, request, samples, block
+        self.attempts = [_Attempt(planner, request, int(r), i) for i, r in enumerate(rows)]
+
+    def run(self) -> list[Plan]:
+        req, s = self.request, self.planner.settings
+        wall, cpu = time.perf_counter(), time.process_time()
+        horizon_max = s.window_steps + s.lookahead_steps
+        sim = req.open_sim(np.repeat([a.row for a in self.attempts], self.block))
+        last_say = time.perf_counter()
+        try:
+            while True:
+                todo = [a for a in self.attempts if not a.done]
+                if not todo:
+                    break
+                H = horizon_max
+                parts = []
+                for a in todo:
+                    parent, offset = a.children(self.samples)
+                    env = a.slot * self.block + np.arange(len(parent))
+                    parts.append((a, parent, offset, env, a.targets(offset, H), a.qpos[parent], a.qvel[parent]))
+                env = np.concatenate([p[3] for p in parts])
+                sim.reset(env, np.concatenate([p[5] for p in parts]), np.concatenate([p[6] for p in parts]))
+                out = sim.step(env, np.concatenate([p[4] for p in parts]))
+                at = 0
+                for a, parent, offset, _, targets, _, _ in parts:
+                    n = len(parent)
+                    qpos, qvel = out.qpos[at:at + n], out.qvel[at:at + n]
+                    code, cost = self._judge(a, qpos, qvel, H)
+                    a.advance(parent, offset, targets, qpos, qvel, code, cost, n * H * req.substeps)
+                    at += n
+                if time.perf_counter() - last_say > 10.0:
+                    last_say = time.perf_counter()
+                    req.progress(f"{req.label} search: " + ", ".join(
+                        f"{req.names[a.row]} {'done' if a.done else f'{a.k / max(a.T, 1):.0%}'}"
+                        + (f" (restart {a.restart})" if a.restart else "") for a in self.attempts))
+        finally:
+            sim.close()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        total_steps = max(1, sum(a.sim_steps for a in self.attempts))
+        plans = []
+        for a in self.attempts:
+            stats = a.stats(req)
+            seconds = max(a.T * req.control_dt, req.control_dt)
+            share = a.sim_steps / total_steps  # this attempt's part of the group's compute
+            outcome = "found" if not a.reason else f"{a.reason} at {stats['searched_to_s']:.2f} s"
+            req.progress(f"{req.label} {req.names[a.row]}: search {outcome}, {a.restart} restart(s), "
+                         f"{stats['physics_steps']:,} physics steps, ~{share * cpu / seconds:.1f} CPU-s and "
+                         f"~{share * wall / seconds:.1f} s wall per motion-second")
+            plans.append(Plan(a.best, a.reason, stats))
+        return plans
+
+    def _judge(self, a: _Attempt, qpos: np.ndarray, qvel: np.ndarray, H: int) -> tuple[np.ndarray, np.ndarray]:
+        """Termination codes and tracking costs [n, H] after each of the call's steps."""
+        ch, s, req = self.planner.ch, self.planner.settings, self.request
+        n, h = len(qpos), H
+        root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos[:, :h])
+        body = ch.body_positions(root_pos, root_rot, joint_rot)  # [n, h, B, 3]
+        ref_body = np.broadcast_to(a.ref_body[a.k:a.k + h], body.shape)
+        ref_rot = np.broadcast_to(a.ref_root_rot[a.k:a.k + h], root_rot.shape)
+        chk = termination.check(body.reshape(n * h, -1, 3), root_rot.reshape(n * h, 4),
+                                ref_body.reshape(n * h, -1, 3), ref_rot.reshape(n * h, 4), req.termination)
+        w = s.cost_weights
+        err = chk.errors.reshape(n, h, -1)
+        offset_err = np.linalg.norm((body[..., 1:, :] - body[..., :1, :]) - (ref_body[..., 1:, :] - ref_body[..., :1, :]),
+                                    axis=-1)
+        ratio = offset_err / np.asarray(req.termination.body_offset_limits)
+        root_vel = qvel[:, :h, :3]  # free joint: world-frame linear velocity
+        cost = (w["root_pos"] * err[..., 0] + w["root_rot"] * err[..., 1]
+                + w["body_offset"] * offset_err.mean(axis=-1)
+                + w["offset_excess"] * (np.maximum(0.0, ratio - s.offset_excess_from) ** 2).sum(axis=-1)
+                + w["body_pos"] * err[..., 3]
+                + w["root_vel"] * np.linalg.norm(root_vel - a.ref_root_vel[a.k:a.k + h], axis=-1)
+                + w["root_height"] * np.abs(body[..., 0, 2] - ref_body[..., 0, 2]))
+        return chk.code.reshape(n, h), cost
+
+
+def make(spec: dict, character: Character, device: str = "cpu") -> SamplingPlanner:
+    return SamplingPlanner(SamplingSettings.from_spec(spec), character)
