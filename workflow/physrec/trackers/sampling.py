@@ -182,7 +182,8 @@ class _Attempt:
 
     def targets(self, offset: np.ndarray, horizon: int) -> np.ndarray:
         nominal = self.nominal[self.k:self.k + horizon]
-        return self.planner.ch.clip_action(nominal[None] + offset[:, None])
+        # Rounded to float32, as recordings store actions: a recorded attempt replays exactly.
+        return self.planner.ch.clip_action(nominal[None] + offset[:, None]).astype(np.float32).astype(np.float64)
 
     def trace(self, best: int) -> np.ndarray:
         """Targets from the start to the end of the last window, of kept state `best`."""
@@ -210,10 +211,12 @@ class _Attempt:
                 self.deaths[name] = self.deaths.get(name, 0) + int(count)
             self._extinct()
             return
-        look = failed[:, w:w + la]
-        survived = np.where(look.any(axis=1), np.argmax(look, axis=1), la)
-        step_cost = np.where(np.arange(w + la)[None] < (w + survived)[:, None], cost[:, :w + la], 0.0)
-        total = step_cost.sum(axis=1) + s.lookahead_termination_cost * (la - survived)
+        # Steps each child lived through, window and look-ahead together; every step lost to a
+        # termination costs the same (in the window that is only possible in the end's tolerance).
+        span = failed[:, :w + la]
+        lived = np.where(span.any(axis=1), np.argmax(span, axis=1), w + la)
+        step_cost = np.where(np.arange(w + la)[None] < lived[:, None], cost[:, :w + la], 0.0)
+        total = step_cost.sum(axis=1) + s.lookahead_termination_cost * (w + la - lived)
         keep = alive[np.argsort(total[alive], kind="stable")[:s.kept]]
         self.history.append((parent[keep], targets[keep, :w]))
         self.qpos, self.qvel = qpos[keep, w - 1], qvel[keep, w - 1]
