@@ -177,9 +177,15 @@ def plot(results: list[dict], title: str, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--envs", default="48", help="environments (motions) in the batch; a comma list measures each")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", type=int, help="simulator threads (default: every core; sampling: 1, "
+                   "so that CPU seconds are core-seconds)")
     p.add_argument("--repeats", type=int, default=5, help="best of this many runs of each")
-    p.add_argument("--tracker", choices=("pd", "parc"), default="pd")
+    p.add_argument("--tracker", choices=("pd", "parc", "sampling"), default="pd",
+                   help="sampling: each motion recorded alone, see physrec.bench_sampling")
+    p.add_argument("--samples", help="sampling: samples per window, a comma list measures each "
+                   "(default: the tracker's, 512; auto: from the GPU's memory)")
+    p.add_argument("--later-starts", action="store_true", help="sampling: also try PARC's later start times")
+    p.add_argument("--verbose", action="store_true", help="sampling: print the recorder's progress")
     p.add_argument("--backend", choices=("mujoco", "mujoco_warp"), default="mujoco")
     p.add_argument("--device", default="cuda", help="mujoco_warp: cuda, cuda:N or cpu")
     p.add_argument("--motions", nargs="*", type=Path, default=[],
@@ -187,13 +193,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", type=Path, help="write the figures and the machine here")
     p.add_argument("--plot", type=Path, help="plot physics steps/s against batch size here (needs matplotlib)")
     a = p.parse_args(argv)
+    if a.threads is None:
+        a.threads = 1 if a.tracker == "sampling" else os.cpu_count() or 1
     character = Character.load()
-    tracker = _tracker(a.tracker, character, a.threads)
     physics = RecordSettings().physics
     machine = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cores": os.cpu_count(),
                "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
                "mujoco": mujoco.__version__, "date": time.strftime("%Y-%m-%d")}
     print(f"machine: {machine['machine']} {machine['cores']} cores, {machine['system']}, MuJoCo {mujoco.__version__}")
+    if a.tracker == "sampling":
+        from physrec import bench_sampling
+        spec = BackendSpec(a.backend, a.device if a.backend == "mujoco_warp" else "cpu", a.threads)
+        found = bench_sampling.run(a, character, spec)
+        if a.json:
+            a.json.write_text(json.dumps({**machine, "threads": a.threads, "backend": a.backend,
+                                          "device": spec.device, "tracker": "sampling", "results": found},
+                                         indent=2) + "\n")
+        return
+    tracker = _tracker(a.tracker, character, a.threads)
     results = []
     for envs in (int(x) for x in a.envs.split(",")):
         results.append(measure(envs, a, character, tracker))

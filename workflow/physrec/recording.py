@@ -139,6 +139,18 @@ def episode_seed(seed: int, name: str, fraction: float) -> int:
     return int(stable_hash([seed, name, round(fraction, 9)])[:8], 16)
 
 
+def attempt_steps(length: np.ndarray, t0: np.ndarray, dt: float) -> np.ndarray:
+    """Control steps from start times t0 to the motions' ends (at least one)."""
+    return np.maximum(1, np.ceil((length - t0) / dt - 1e-6).astype(np.int64))
+
+
+def success_steps(length: np.ndarray, t0: np.ndarray, dt: float, end_tolerance: float) -> np.ndarray:
+    """Fewest control steps after which an attempt that terminates still succeeded: it
+    ended within end_tolerance of its motion's end (the rule of _Pass._success)."""
+    full = attempt_steps(length, t0, dt)
+    return np.minimum(full, np.maximum(1, np.ceil((length - end_tolerance - t0) / dt - 1e-6).astype(np.int64)))
+
+
 def start_plan(lengths: np.ndarray, fraction: float, pending: np.ndarray, min_remaining: float) -> np.ndarray:
     """Motions to attempt from `fraction`: still pending, and (for later starts) long enough."""
     if fraction == 0.0:
@@ -185,7 +197,7 @@ class _Pass:
         self.motion = motion
         self.fraction = fraction
         self.t0 = fraction * ref.length[motion]
-        self.steps = np.maximum(1, np.ceil((ref.length[motion] - self.t0) / self.dt - 1e-6).astype(np.int64))
+        self.steps = attempt_steps(ref.length[motion], self.t0, self.dt)
         # A planner's targets may stop short of the end: the attempt ends there, for its reason.
         self.cut = [""] * len(motion)
         if plans is not None:
@@ -504,9 +516,11 @@ def plan_request(ref: ReferenceSet, motions: list[BatchMotion], boxes: np.ndarra
 
     dt = 1.0 / settings.physics.control_hz
     t0 = fraction * ref.length[motion]
+    length = ref.length[motion]
     return PlanRequest(
         reference=ref, motion=motion, names=[motions[i].name for i in motion], start_time=t0,
-        steps=np.maximum(1, np.ceil((ref.length[motion] - t0) / dt - 1e-6).astype(np.int64)),
+        steps=attempt_steps(length, t0, dt),
+        required_steps=success_steps(length, t0, dt, settings.termination.end_tolerance),
         seeds=np.array([episode_seed(seed, motions[i].name, fraction) for i in motion]),
         termination=settings.termination, control_dt=dt, substeps=settings.physics.substeps, open_sim=open_sim,
         capacity=backend_capacity(backend, character, settings.physics, slots), progress=progress, label=label)

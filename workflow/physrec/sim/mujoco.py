@@ -20,6 +20,7 @@ from physrec.sim.backend import BackendSpec, Steps
 from physrec.sim.world import PhysicsSettings, box_geom_fields, compile_world, world_bvh_aabb
 
 _STATE = mujoco.mjtState.mjSTATE_FULLPHYSICS
+ROLLOUT_BYTES = 256 << 20
 
 
 class MujocoBackend:
@@ -92,6 +93,14 @@ class MujocoBackend:
             return Steps(np.zeros((0, h, self._nq)), np.zeros((0, h, self._nv)),
                          np.zeros((0, h, self.character.num_bodies), dtype=bool))
         sub = self.settings.substeps
+        # rollout returns every substep's state: calls of at most ROLLOUT_BYTES of it (a
+        # search steps tens of thousands of environments at once).
+        rows = max(2 * self.threads, ROLLOUT_BYTES // (h * sub * self.nstate * 8))
+        parts = [self._step_rows(env[i:i + rows], targets[i:i + rows]) for i in range(0, n, rows)]
+        return Steps(*(np.concatenate(x) for x in zip(*parts))) if len(parts) > 1 else Steps(*parts[0])
+
+    def _step_rows(self, env: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n, h, sub = len(env), targets.shape[1], self.settings.substeps
         controls = np.repeat(targets, sub, axis=1)
         # Few large chunks: per-chunk dispatch costs more than the small imbalance between envs.
         out_state, out_sens = self._rollout.rollout(
@@ -100,8 +109,8 @@ class MujocoBackend:
         last = slice(sub - 1, None, sub)
         seq = out_state[:, last]
         self.states[env] = seq[:, -1]
-        return Steps(seq[..., 1:1 + self._nq], seq[..., 1 + self._nq:1 + self._nq + self._nv],
-                     out_sens[:, last][..., self._contact_adr] > 0)
+        return (seq[..., 1:1 + self._nq], seq[..., 1 + self._nq:1 + self._nq + self._nv],
+                out_sens[:, last][..., self._contact_adr] > 0)
 
     def memory(self) -> dict[str, int]:
         models = sum(int(m.nbuffer) for m in {id(m): m for m in self.models}.values())

@@ -72,6 +72,9 @@ class PlanRequest:
     names: list[str]  # [m] motion names, for messages
     start_time: np.ndarray  # [m] seconds
     steps: np.ndarray  # [m] control steps from the start to the motion's end
+    # [m] steps an attempt must live through: one that terminates after them, within the
+    # end's tolerance, still succeeds (recording.success_steps)
+    required_steps: np.ndarray
     seeds: np.ndarray  # [m] per-attempt seed (run seed, motion, start): plans never depend on the batch
     termination: Any  # motion.termination.TerminationSettings
     control_dt: float

@@ -136,10 +136,7 @@ class _Attempt:
         s, ch, ref = planner.settings, planner.ch, request.reference
         self.planner, self.row, self.slot, self.seed = planner, row, slot, int(request.seeds[row])
         self.T = int(request.steps[row])
-        # The recorder calls an attempt that ends within end_tolerance of the motion's end a
-        # success, terminated or not: the search needs every step before that alive.
-        slack = int(np.floor(request.termination.end_tolerance / request.control_dt + 1e-6))
-        self.need = max(1, self.T - slack)
+        self.need = int(request.required_steps[row])  # a termination after these is still a success
         self.budget = s.budget_steps_per_second * self.T * request.control_dt
         motion = np.full(self.T + s.window_steps + s.lookahead_steps + 1, request.motion[row])
         times = request.start_time[row] + np.arange(len(motion)) * request.control_dt
