@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -271,3 +272,13 @@ def test_tile_square_round_trips_parc_sample_terrains():
     assert tiled.grid == (2, 2) and tiled.slot_cells == (104, 104)
     for k, t in enumerate(terrains):
         np.testing.assert_array_equal(height_at(tiled.world, _cell_centres(t) + tiled.offsets[k]), t.hf)
+
+
+def test_tile_square_takes_float32_and_float64_of_one_cell_size_as_one():
+    """PARC's files store dx as float32 (0.4000000059604645), generated motions as 0.4."""
+    a = _hf(np.zeros((3, 3)), dx=0.4)
+    b = dataclasses.replace(a, dx=float(np.float32(0.4)))
+    assert b.dx != a.dx
+    assert tile_square([a, b]).world.dx == a.dx
+    with pytest.raises(ValueError, match="different dx"):
+        tile_square([a, dataclasses.replace(a, dx=a.dx / 2)])

@@ -73,10 +73,11 @@ class TiledTerrain:
 
 
 def _common_dx(terrains: list[Heightfield]) -> float:
-    """The shared cell size; a mix of sizes cannot share one world grid."""
+    """The shared cell size; a mix of sizes cannot share one world grid. Sizes equal in
+    float32 are one size (PARC stores 0.4 as float32 0.4000000059604645)."""
     dx = terrains[0].dx
     for t in terrains[1:]:
-        if t.dx != dx:
+        if np.float32(t.dx) != np.float32(dx):
             raise ValueError(f"terrains have different dx: {dx!r} and {t.dx!r}")
     return dx
 
