@@ -365,6 +365,21 @@ def test_rerun_records_only_changed_batches(tmp_path):
     rec = read_motion_file(project / "results" / IT / "recorded_motions" / f"{victim}_rec.pkl")
     assert rec.motion.num_frames == 37  # the new 1.2 s content, not the old 1.0 s
 
+    # A motion file removed (its dataset entry stays): index reports it missing, and only the
+    # batches whose members changed are recorded again.
+    gone_batch = next(b for b in sorted(new_plan) if len(new_plan[b]) >= 2 and b != victim_batch)
+    gone = new_plan[gone_batch][0]
+    (project / "data" / "motions" / f"{gone}.pkl").unlink()
+    fourth = snakemake(project)
+    last_plan = plan_members(project)
+    changed = {b for b in last_plan if new_plan.get(b) != last_plan[b]}
+    assert changed and gone not in {n for members in last_plan.values() for n in members}
+    assert jobs_run(fourth.stdout + fourth.stderr, "record") == len(changed)
+    final = h5_mtimes(project)
+    assert all(final[b] == after[b] for b in last_plan if b not in changed)
+    merged = {r["name"]: r for r in read_tsv_records(project / "results" / IT / "manifest.tsv")}
+    assert merged[gone]["status"] == "invalid" and "file not found" in merged[gone]["error"], merged[gone]
+
 
 # ======================================================================================================
 # 5, 7: determinism, and a killed record job
@@ -537,10 +552,10 @@ def test_iterations_chain(tmp_path):
 
 
 def planned(output: str) -> dict[tuple[str, str], int]:
-    """(rule, iteration) -> jobs that a dry run's printout plans."""
+    """(rule, iteration) -> jobs that a dry run's printout plans (checkpoints included)."""
     jobs: dict[tuple[str, str], int] = {}
-    for block in re.split(r"\n(?=\[[^\n]*\]\n(?:local)?rule )", output):
-        m = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+    for block in re.split(r"\n(?=\[[^\n]*\]\n(?:local)?(?:rule|checkpoint) )", output):
+        m = re.search(r"^(?:local)?(?:rule|checkpoint) (\w+):", block, re.M)
         it = re.search(r"^\s+wildcards: .*?\bit=([\w.-]+)", block, re.M)
         if m and it:
             jobs[(m.group(1), it.group(1))] = jobs.get((m.group(1), it.group(1)), 0) + 1
@@ -607,3 +622,179 @@ def test_a_failed_recording_is_not_shadowed_by_older_results(tmp_path):
     assert not list((project / "results" / IT / "record").glob("*/attempts.tsv"))
     jobs = planned(snakemake(project, "-n").stdout)
     assert jobs.get(("record", IT)) == 1 and jobs.get(("merge", IT)) == 1, jobs
+
+
+# ======================================================================================================
+# Several GPUs on one workstation: --resources gpu=N runs N record jobs at once, each on its own device
+# ======================================================================================================
+STANDIN_GPUS = ["0000:01:00.0", "0000:41:00.0"]
+
+
+def _job_intervals(project: Path, rule: str) -> dict[str, tuple[float, float]]:
+    """(start, end) wall time of each job of `rule`, from Snakemake's own benchmark files:
+    written when the job ends (their time stamp), holding the job's wall seconds."""
+    out = {}
+    for p in (project / "benchmarks" / IT / rule).glob("*.tsv"):
+        seconds = float(p.read_text().splitlines()[1].split("\t")[0])
+        end = p.stat().st_mtime
+        out[p.stem] = (end - seconds, end)
+    return out
+
+
+def test_each_gpu_job_gets_a_device_of_its_own(tmp_path, monkeypatch):
+    """`snakemake --cores 4 --resources gpu=2`: two record jobs at a time, never three (4 cores
+    would allow 4 single-threaded ones), and two that run together hold different devices.
+    The CPU backend stands in for GPU jobs (PHYSREC_STANDIN_GPUS, sim/devices.py): each job
+    declares gpu=1, claims one of two stand-in devices as a GPU job claims its GPU, and names
+    it in record_env.yaml."""
+    monkeypatch.setenv("PHYSREC_STANDIN_GPUS", ",".join(STANDIN_GPUS))
+    monkeypatch.setenv("PHYSREC_GPU_LOCK_DIR", str(tmp_path / "locks"))
+    project = make_project(tmp_path / "gpus", base_config("data/dataset.yaml", batch_size=4, record=SLOW))
+    write_demo_copies(project / "data", copies=2)
+    snakemake(project, "--until", "split")
+    batches = plan_members(project)
+    assert len(batches) >= 4, batches
+    dry = snakemake(project, "-n", "--cores", "4", "--resources", "gpu=2").stdout
+    assert dry.count("gpu=1") >= len(batches), dry[-3000:]  # every record job declares one GPU
+    snakemake(project, "--cores", "4", "--resources", "gpu=2")
+    gpu = {b: yaml.safe_load((project / "results" / IT / "record" / b / "record_env.yaml").read_text()).get("gpu")
+           for b in batches}
+    assert set(gpu.values()) <= set(STANDIN_GPUS) and None not in gpu.values(), gpu
+    spans = _job_intervals(project, "record")
+    assert sorted(spans) == sorted(batches)
+    margin = 0.3  # seconds: time stamps and benchmark seconds are not exact to the millisecond
+    overlapping = [(a, b) for a in spans for b in spans
+                   if a < b and min(spans[a][1], spans[b][1]) - max(spans[a][0], spans[b][0]) > margin]
+    assert overlapping, f"no two record jobs ran at once: {spans}"
+    for a, b in overlapping:
+        assert gpu[a] != gpu[b], f"record jobs {a} and {b} ran at once on the same device {gpu[a]}"
+    for t in sorted(s + margin for s, _ in spans.values()):
+        running = [b for b, (s, e) in spans.items() if s <= t <= e - margin]
+        assert len(running) <= 2, f"{len(running)} record jobs at once with gpu=2: {running}"
+    for log in (project / "logs" / IT / "record").glob("*.log"):
+        assert "held by other physrec jobs" not in log.read_text(), f"{log.name}: a job waited for a device"
+
+
+# ======================================================================================================
+# The rerun matrix (README, "What reruns when"): the rows no test above proves
+# ======================================================================================================
+def planned_batches(output: str, rule: str) -> set[str]:
+    """Batches of the `rule` jobs that a dry run's printout plans."""
+    found = set()
+    for block in re.split(r"\n(?=\[[^\n]*\]\n(?:local)?(?:rule|checkpoint) )", output):
+        if re.search(rf"^(?:local)?rule {rule}:", block, re.MULTILINE):
+            m = re.search(r"^\s+wildcards: .*?\bbatch=(b[0-9a-f]+)", block, re.MULTILINE)
+            if m:
+                found.add(m.group(1))
+    return found
+
+
+@pytest.fixture(scope="module")
+def matrix_project(tmp_path_factory):
+    """The demo in batches of 2 (several batches), recorded once."""
+    project = make_project(tmp_path_factory.mktemp("wf") / "matrix", base_config("builtin:demo", batch_size=2))
+    snakemake(project)
+    assert len(plan_members(project)) >= 3
+    return project
+
+
+def _copy(project: Path, dest: Path) -> Path:
+    shutil.copytree(project, dest, symlinks=True)
+    return dest
+
+
+def test_rerun_matrix_rows_in_a_dry_run(matrix_project, tmp_path):
+    """Each change, on its own, against the recorded demo: the jobs a dry run plans."""
+    project = _copy(matrix_project, tmp_path / "m")
+    n = len(plan_members(project))
+    base = base_config("builtin:demo", batch_size=2)
+    every_batch = {("record", IT): n, ("select", IT): n, ("merge", IT): 1}
+    (project / "base.yaml").write_text("motions: []\n")
+    cases = [
+        ("merge.recorded_weight_scale", {"merge": {"recorded_weight_scale": 0.5}}, {("merge", IT): 1}),
+        ("base_dataset", {"iterations": [{**base["iterations"][0], "base_dataset": "base.yaml"}]},
+         {("merge", IT): 1}),
+        ("record.termination", {"record": {**base["record"], "termination": {"root_pos_error_m": 0.5}}}, every_batch),
+        ("record.start_fractions", {"record": {**base["record"], "start_fractions": [0.5]}}, every_batch),
+        ("seed", {"seed": 1}, every_batch),
+        ("device without mujoco_warp", {"device": "cuda:1"}, {}),
+        ("record.threads", {"record": {"threads": 2}}, {}),
+    ]
+    for what, change, expected in cases:
+        write_config(project, {**base, **change})
+        out = snakemake(project, "-n").stdout
+        assert planned(out) == expected, (what, planned(out), out[-3000:])
+    write_config(project, base)
+    # record.min_frames is checked by index: index (and split) first, then every batch.
+    write_config(project, {**base, "record": {**base["record"], "min_frames": 3}})
+    assert {("index", IT), ("split", IT)} <= set(planned(snakemake(project, "-n").stdout))
+    write_config(project, base)
+    # A profile changes how jobs run, not what they make.
+    out = snakemake(project, "-n", "--profile", str(REPO / "workflow" / "profiles" / "workstation")).stdout
+    assert "Nothing to be done" in out, out[-3000:]
+    # The dataset YAML rewritten with the same bytes: nothing.
+    dataset = project / "results" / "builtin_demo" / "dataset.yaml"
+    dataset.write_bytes(dataset.read_bytes())
+    assert "Nothing to be done" in snakemake(project, "-n").stdout
+    # An iteration's new name is a new folder: only its jobs, nothing of the old name's.
+    write_config(project, {**base, "iterations": [{**base["iterations"][0], "name": "renamed"}]})
+    jobs = planned(snakemake(project, "-n").stdout)
+    assert ("index", "renamed") in jobs and {it for _, it in jobs} == {"renamed"}, jobs
+    # device with mujoco_warp: every batch. (MuJoCo Warp is not needed here: --touch marks the
+    # recorded outputs as made with device cpu, so the dry run compares device against device.)
+    warp = {**base, "backend": "mujoco_warp", "device": "cpu"}
+    write_config(project, warp)
+    assert planned(snakemake(project, "-n").stdout) == every_batch
+    snakemake(project, "--touch")
+    assert "Nothing to be done" in snakemake(project, "-n").stdout
+    write_config(project, {**warp, "device": "cuda:0"})
+    assert planned(snakemake(project, "-n").stdout) == every_batch
+
+
+def test_a_new_batch_size_rerecords_exactly_the_batches_whose_members_changed(matrix_project, tmp_path):
+    project = _copy(matrix_project, tmp_path / "bs")
+    old_plan, old_mtimes = plan_members(project), h5_mtimes(project)
+    write_config(project, base_config("builtin:demo", batch_size=1))  # one demo batch of 2 splits in two
+    dry = snakemake(project, "-n")
+    assert ("split", IT) in planned(dry.stdout) and ("index", IT) not in planned(dry.stdout), dry.stdout[-3000:]
+    snakemake(project, "--until", "split")
+    new_plan = plan_members(project)
+    changed = {b for b in new_plan if old_plan.get(b) != new_plan[b]}
+    assert changed and len(changed) < len(new_plan), (old_plan, new_plan)
+    dry = snakemake(project, "-n").stdout
+    assert planned_batches(dry, "record") == changed, (old_plan, new_plan, dry[-3000:])
+    snakemake(project)
+    assert {b: t for b, t in h5_mtimes(project).items() if b in new_plan and b not in changed} == \
+           {b: old_mtimes[b] for b in new_plan if b not in changed}
+
+
+def test_with_batch_size_auto_the_backend_decides_the_batch_size(tmp_path):
+    """batch_size: auto is 64 on the CPU and 4096 on the GPU: a new backend re-splits; with a
+    number it does not (the backend alone then reruns record, not split)."""
+    project = make_project(tmp_path / "auto", base_config("builtin:demo", batch_size="auto"))
+    snakemake(project, "--until", "split")
+    gpu = base_config("builtin:demo", batch_size="auto", backend="mujoco_warp", device="cpu")
+    write_config(project, gpu)
+    out = snakemake(project, "-n", "--until", "split").stdout
+    assert re.search(r"checkpoint split:(?:\n\s+.*)*?\n\s+reason: Params have changed.*before: 64 now: 4096", out), \
+        out[-3000:]
+    project = make_project(tmp_path / "fixed", base_config("builtin:demo", batch_size=16))
+    snakemake(project, "--until", "split")
+    write_config(project, base_config("builtin:demo", batch_size=16, backend="mujoco_warp", device="cpu"))
+    out = snakemake(project, "-n", "--until", "split").stdout
+    assert "Nothing to be done" in out, out[-3000:]
+
+
+def test_a_new_results_dir_runs_everything_there_and_leaves_the_old_one(matrix_project, tmp_path):
+    project = _copy(matrix_project, tmp_path / "rd")
+    before = {p: p.stat().st_mtime_ns for p in (project / "results").rglob("*") if p.is_file()}
+    write_config(project, {**base_config("builtin:demo", batch_size=2), "results_dir": "elsewhere"})
+    r = snakemake(project)
+    text = r.stdout + r.stderr
+    n = len(plan_members(project, "elsewhere"))
+    assert n == len(plan_members(project))
+    for rule, count in (("demo_dataset", 1), ("index", 1), ("split", 1), ("record", n), ("select", n), ("merge", 1)):
+        assert jobs_run(text, rule) == count, (rule, text[-3000:])
+    assert {p: p.stat().st_mtime_ns for p in (project / "results").rglob("*") if p.is_file()} == before
+    assert (project / "elsewhere" / IT / "summary.json").read_bytes() == \
+           (project / "results" / IT / "summary.json").read_bytes()

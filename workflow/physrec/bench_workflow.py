@@ -73,6 +73,14 @@ def jobs(output: str, rule: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def mean_job_seconds(root: Path, rule: str) -> tuple[int, float]:
+    """(jobs, mean wall seconds) of a rule's jobs, from Snakemake's benchmark files: the job's
+    own time, apart from Snakemake's scheduling between jobs."""
+    times = [float(p.read_text().splitlines()[1].split("\t")[0])
+             for p in (root / "benchmarks" / "iter0" / rule).glob("*.tsv")]
+    return len(times), sum(times) / max(1, len(times))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--motions", type=int, default=10000)
@@ -92,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{batches} record jobs planned", flush=True)
     figures["full run"], _ = snakemake(root, a.cores)
     print(f"full run: {figures['full run']:.1f} s", flush=True)
+    for rule in ("record", "select"):
+        n, mean = mean_job_seconds(root, rule)
+        print(f"  {n} {rule} jobs, {mean:.2f} s each on average (Snakemake's benchmark files)", flush=True)
     figures["no-op rerun"], out = snakemake(root, a.cores)
     assert "Nothing to be done" in out, out[-2000:]
     print(f"no-op rerun: {figures['no-op rerun']:.1f} s", flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 from physrec import __version__
 
 log = logging.getLogger("physrec")
+# A job never renders: without this, importing MuJoCo also loads GLFW (tens of ms per job).
+os.environ.setdefault("MUJOCO_GL", "disable")
 
 
 def _setup_logging(log_file: str | None) -> None:

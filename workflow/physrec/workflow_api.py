@@ -14,6 +14,7 @@ from physrec.formats.dataset_yaml import DatasetError, read_dataset
 from physrec.stages.index import display_path
 from physrec.demo import DEMO_NAMES, demo_motion_path
 from physrec.formats.hashing import sha256_file, stable_hash
+from physrec.sim.devices import standin_gpus
 
 __all__ = ["batch_digest", "batch_ids", "DEMO_NAMES", "RECORDING_VERSION", "SELECTION_VERSION", "stable_hash"]
 
@@ -76,8 +77,9 @@ def record_mem_mb(cfg: dict) -> int:
 
 
 def record_gpus(cfg: dict) -> int:
-    """GPUs a record job takes: one on the GPU backend, so `--resources gpu=N` runs N at once."""
-    return int(cfg["backend"] == "mujoco_warp" and cfg["device"] != "cpu")
+    """GPUs a record job takes: one on the GPU backend, so `--resources gpu=N` runs N at once
+    (also with the tests' stand-in devices, PHYSREC_STANDIN_GPUS: see sim/devices.py)."""
+    return int(cfg["backend"] == "mujoco_warp" and cfg["device"] != "cpu" or bool(standin_gpus()))
 
 
 def character_inputs(cfg: dict) -> list[str]:

@@ -77,6 +77,18 @@ def read_episode(path: str | Path, index: int) -> Episode:
                        obs=g["obs"][()] if "obs" in g else None)
 
 
+def open_rollouts(path: str | Path) -> h5py.File:
+    """rollouts.h5 opened for reading: a job that reads many attempts opens it once."""
+    return h5py.File(path, "r")
+
+
+def read_states(f: h5py.File, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(qpos [T+1, nq], body contacts [T+1, B]) of one attempt: all that selection needs,
+    without the actions, errors and (large) observations."""
+    g = f[f"traj_{index}"]
+    return g["env_states/qpos"][()], g["body_contacts"][()]
+
+
 def write_json(path: str | Path, env_info: dict, episodes: list[dict]) -> None:
     atomic_write_text(path, json.dumps({"env_info": {"env_id": ENV_ID, **env_info}, "episodes": episodes},
                                        indent=1, sort_keys=False) + "\n")

@@ -4,6 +4,13 @@ Snakemake counts GPUs (`--resources gpu=N`) but does not say which one a job get
 SLURM allocation shows a job only its own (CUDA_VISIBLE_DEVICES). With `device: cuda` a
 job takes the first visible GPU that no other physrec job on this machine holds, through
 an exclusive lock on a file named after the GPU's PCI bus id, kept until the job exits.
+The claimed GPU is this job's slot among the machine's GPUs: `claim_for_job` takes it once
+per process, and the record job writes its bus id into record_env.yaml (`gpu`).
+
+Test hook: PHYSREC_STANDIN_GPUS="id0,id1" makes every record job declare `gpu=1` and claim
+one of these ids with the same locks, whatever its backend, so the tests can run
+`--resources gpu=N` with the CPU backend standing in for GPU jobs and check which device
+each job was given. Unset (always, outside the tests) it changes nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import IO, Callable
+
+STANDIN_ENV = "PHYSREC_STANDIN_GPUS"
+_HELD: dict[str, object] = {}  # the GPU this process holds: bus id, lock file (open until exit)
 
 
 def lock_dir() -> Path:
@@ -45,3 +55,31 @@ def claim(bus_ids: list[str], say: Callable[[str], None] = lambda s: None, poll_
                 "(give Snakemake --resources gpu=N with N the number of GPUs)")
             waited = True
         time.sleep(poll_s)
+
+
+def claim_for_job(bus_ids: list[str], say: Callable[[str], None] = print) -> int:
+    """Index among `bus_ids` of this process's GPU, claimed on the first call and held until
+    the process exits (every later call returns the same one)."""
+    if "bus_id" not in _HELD:
+        index, lock = claim(bus_ids, say=say)
+        _HELD.update(bus_id=bus_ids[index], lock=lock)
+        say(f"GPU {bus_ids[index]} claimed (device {index} of {len(bus_ids)})")
+    return list(bus_ids).index(str(_HELD["bus_id"]))
+
+
+def held_gpu() -> str | None:
+    """Bus id of the GPU this process claimed, or None (the CPU backend, or a pinned cuda:N)."""
+    bus = _HELD.get("bus_id")
+    return None if bus is None else str(bus)
+
+
+def standin_gpus() -> list[str]:
+    """The stand-in device ids of the test hook (PHYSREC_STANDIN_GPUS); [] when unset."""
+    return [s.strip() for s in os.environ.get(STANDIN_ENV, "").split(",") if s.strip()]
+
+
+def claim_standin(say: Callable[[str], None] = print) -> None:
+    """Test hook: claim one of the stand-in devices as a GPU job would; nothing when unset."""
+    ids = standin_gpus()
+    if ids:
+        claim_for_job(ids, say=say)

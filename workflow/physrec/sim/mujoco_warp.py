@@ -34,7 +34,7 @@ import numpy as np
 
 from physrec.motion.character import Character
 from physrec.sim.backend import BackendError, BackendOutOfMemory, BackendSpec, LimitExceeded, Steps
-from physrec.sim.devices import claim
+from physrec.sim.devices import claim_for_job
 from physrec.sim.world import PhysicsSettings, box_geom_fields, compile_world
 
 # Contacts per world on average (the contact pool holds nconmax * num_envs, shared by all
@@ -380,7 +380,7 @@ def capacity(spec: BackendSpec, character: Character, settings: PhysicsSettings,
     return max(1, int(free * _MEMORY_FRACTION) // per_env)
 
 
-_CLAIMED: dict[str, Any] = {}  # "cuda" -> (device, lock file held until the process exits)
+_CLAIMED: dict[str, Any] = {}  # "cuda" -> the device claimed (its lock: sim.devices, held until exit)
 
 
 def tensor_device(spec: BackendSpec) -> str:
@@ -410,9 +410,8 @@ def _claimed_gpu() -> Any:
         if not gpus:
             raise BackendError("device 'cuda': Warp sees no CUDA device here (no NVIDIA driver, or "
                                "CUDA_VISIBLE_DEVICES hides them all); use device: cpu to run on the CPU")
-        index, lock = claim([g.pci_bus_id for g in gpus], say=print)
-        _CLAIMED["cuda"] = (gpus[index], lock)
-    return _CLAIMED["cuda"][0]
+        _CLAIMED["cuda"] = gpus[claim_for_job([g.pci_bus_id for g in gpus], say=print)]
+    return _CLAIMED["cuda"]
 
 
 def _put(mjm: mujoco.MjModel, nworld: int, nconmax: int, njmax: int) -> tuple[Any, Any]:

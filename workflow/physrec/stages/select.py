@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from physrec.motion.character import Character
 from physrec.formats.hashing import sha256_file, stable_hash
 from physrec.formats.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
 from physrec.motion.quat import positive_w
-from physrec.formats.rollouts import read_episode, read_json
+from physrec.formats.rollouts import open_rollouts, read_json, read_states
 from physrec.formats.tables import read_tsv_records, write_tsv
 from physrec.motion.terrain import crop_around_path
 
@@ -94,48 +95,57 @@ def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path) -> list[d
     attempts = read_tsv_records(record_dir / "attempts.tsv")
     character = Character.load(env["character"])
     fps = int(env["record"]["control_hz"])
-    config_hash = env["config_hash"]
     by_motion: dict[str, list[dict[str, str]]] = {}
     for a in attempts:
         by_motion.setdefault(a["motion"], []).append(a)
     rows = []
     (out / "motions").mkdir(parents=True, exist_ok=True)
-    for name, tries in by_motion.items():
-        status, chosen, reason = choose(tries, sel)
-        row = {c: None for c in SELECTED_COLUMNS}
-        row.update(motion=name, status=status, attempts=len(tries), fail_reason=reason or None)
-        if chosen is not None:
-            index = int(chosen["attempt"].removeprefix("traj_"))
-            ep_info = episodes[index]
-            ep = read_episode(record_dir / "rollouts.h5", index)
-            frames = int(chosen["kept_steps"]) + 1  # the reset frame and every step before a termination
-            if sha256_file(ep_info["source_path"]) != ep_info["source_sha256"]:
-                raise ValueError(f"{ep_info['source_path']}: changed since batch {env['batch']} was recorded; "
-                                 "record it again")
-            source = read_motion_file(ep_info["source_path"])
-            data = recorded_motion(character, ep.qpos[:frames], ep.contacts[:frames],
-                                   np.asarray(ep_info["world_offset"]), fps)
-            terrain = crop_around_path(source.terrain, data.root_pos[:, :2].astype(np.float64),  # type: ignore[arg-type]
-                                       sel.get("terrain_padding_m", 3.2))
-            misc = {k: v for k, v in (source.misc or {}).items() if k not in _PER_FRAME_MISC}
-            misc.update({
-                "physrec:source_name": name, "physrec:source_path": ep_info["source_path"],
-                "physrec:source_sha256": ep_info["source_sha256"],
-                "physrec:start_time": float(chosen["start_time"]), "physrec:start_fraction": float(chosen["start_fraction"]),
-                "physrec:end_time": float(chosen["kept_end_time"]), "physrec:tracker": ep_info["source_type"],
-                "physrec:tracker_desc": ep_info["source_desc"],
-                "physrec:backend": backend_label(env), "physrec:config_hash": config_hash,
-                "physrec:selection_hash": stable_hash(sel), "physrec:physrec_version": __version__,
-                "physrec:seed": int(ep_info["episode_seed"]), "physrec:batch": env["batch"],
-                "physrec:attempt": chosen["attempt"]})
-            path = out / "motions" / f"{name}{RECORDED_SUFFIX}.pkl"
-            write_motion_file(path, MotionFile(motion=data, terrain=terrain, misc=misc))
-            row.update(attempt=chosen["attempt"], start_fraction=float(chosen["start_fraction"]),
-                       start_time=float(chosen["start_time"]), end_time=float(chosen["kept_end_time"]),
-                       recorded_duration=data.duration, recorded_file=path.name, recorded_sha256=sha256_file(path),
-                       mean_body_pos_error=float(chosen["mean_body_pos_error"]),
-                       max_root_pos_error=float(chosen["max_root_pos_error"]),
-                       max_root_rot_error=float(chosen["max_root_rot_error"]))
-        rows.append(row)
+    with open_rollouts(record_dir / "rollouts.h5") as h5:
+        for name, tries in by_motion.items():
+            rows.append(_select_motion(name, tries, sel, h5, episodes, env, character, fps, out))
     write_tsv(out / "selected.tsv", rows, SELECTED_COLUMNS)
     return rows
+
+
+def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, episodes: list[dict], env: dict,
+                   character: Character, fps: int, out: Path) -> dict:
+    """The selected.tsv row of one motion, writing its recorded motion file if one is kept."""
+    config_hash = env["config_hash"]
+    status, chosen, reason = choose(tries, sel)
+    row = {c: None for c in SELECTED_COLUMNS}
+    row.update(motion=name, status=status, attempts=len(tries), fail_reason=reason or None)
+    if chosen is not None:
+        index = int(chosen["attempt"].removeprefix("traj_"))
+        ep_info = episodes[index]
+        qpos, contacts = read_states(h5, index)
+        frames = int(chosen["kept_steps"]) + 1  # the reset frame and every step before a termination
+        if sha256_file(ep_info["source_path"]) != ep_info["source_sha256"]:
+            raise ValueError(f"{ep_info['source_path']}: changed since batch {env['batch']} was recorded; "
+                             "record it again")
+        source = read_motion_file(ep_info["source_path"])
+        data = recorded_motion(character, qpos[:frames], contacts[:frames],
+                               np.asarray(ep_info["world_offset"]), fps)
+        terrain = crop_around_path(source.terrain, data.root_pos[:, :2].astype(np.float64),  # type: ignore[arg-type]
+                                   sel.get("terrain_padding_m", 3.2))
+        misc = {k: v for k, v in (source.misc or {}).items() if k not in _PER_FRAME_MISC}
+        misc.update({
+            "physrec:source_name": name, "physrec:source_path": ep_info["source_path"],
+            "physrec:source_sha256": ep_info["source_sha256"],
+            "physrec:start_time": float(chosen["start_time"]), "physrec:start_fraction": float(chosen["start_fraction"]),
+            "physrec:end_time": float(chosen["kept_end_time"]), "physrec:tracker": ep_info["source_type"],
+            "physrec:tracker_desc": ep_info["source_desc"],
+            # How a planner's attempt was found ("pd", "search"); absent for other trackers.
+            **({"physrec:tracker_method": ep_info["search"]["method"]} if "search" in ep_info else {}),
+            "physrec:backend": backend_label(env), "physrec:config_hash": config_hash,
+            "physrec:selection_hash": stable_hash(sel), "physrec:physrec_version": __version__,
+            "physrec:seed": int(ep_info["episode_seed"]), "physrec:batch": env["batch"],
+            "physrec:attempt": chosen["attempt"]})
+        path = out / "motions" / f"{name}{RECORDED_SUFFIX}.pkl"
+        write_motion_file(path, MotionFile(motion=data, terrain=terrain, misc=misc))
+        row.update(attempt=chosen["attempt"], start_fraction=float(chosen["start_fraction"]),
+                   start_time=float(chosen["start_time"]), end_time=float(chosen["kept_end_time"]),
+                   recorded_duration=data.duration, recorded_file=path.name, recorded_sha256=sha256_file(path),
+                   mean_body_pos_error=float(chosen["mean_body_pos_error"]),
+                   max_root_pos_error=float(chosen["max_root_pos_error"]),
+                   max_root_rot_error=float(chosen["max_root_rot_error"]))
+    return row
