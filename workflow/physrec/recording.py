@@ -101,7 +101,7 @@ class BatchRecording:
     tracker_desc: str
     provenance: dict[str, Any] = field(default_factory=dict)  # the backend's (sim.backend.SimBackend)
     wall_seconds: float = 0.0
-    sim_steps: int = 0  # physics steps simulated, summed over environments
+    sim_steps: int = 0  # physics steps simulated, summed over environments (a planner's search included)
 
     def world_boxes(self) -> np.ndarray:
         """The tiled world as boxes, for the terrain mesh of PARC's terrain file."""
@@ -567,7 +567,8 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
             a.motion = int(chunk[a.motion])
         attempts += found
     succeeded = len({a.motion for a in attempts if a.success})
-    sim_steps = sum(a.steps for a in attempts) * settings.physics.substeps
+    sim_steps = sum(a.steps for a in attempts) * settings.physics.substeps + sum(
+        int((a.search or {}).get("physics_steps", 0)) for a in attempts)  # a planner's search simulates too
     progress(f"[{batch}] finished: {succeeded}/{n} motions succeeded in {len(attempts)} attempts")
     return BatchRecording(motions, tiled, attempts, tracker.describe(), provenance,
                           time.perf_counter() - wall, sim_steps)
