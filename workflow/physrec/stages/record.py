@@ -136,7 +136,7 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     atomic_write_text(out / "record_env.yaml", yaml.safe_dump({
         **env_info["env_kwargs"], "control_hz": settings.physics.control_hz,
         "physics_hz": settings.physics.physics_hz, "terrain_layout": "square",
-        **({"gpu": devices.held_gpu()} if devices.held_gpu() else {}),  # the GPU this job claimed
+        **devices.held_gpu_provenance(),  # the GPU this job claimed, if any
         "motions": [{"name": m.name, "offset": [float(v) for v in off]}
                     for m, off in zip(recording.motions, recording.tiled.offsets)]}, sort_keys=False))
     atomic_write_text(out / "record_args.txt", shlex.join(argv) + "\n")
