@@ -22,15 +22,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from physrec.formats.hashing import stable_hash
+from physrec.formats.motion_file import MotionData
 from physrec.motion import termination
 from physrec.motion.character import Character
-from physrec.formats.motion_file import MotionData
 from physrec.motion.reference import ReferenceSet
 from physrec.motion.terrain import Heightfield, TiledTerrain, crop_around_path, heightfield_boxes, tile_square
 from physrec.sim.backend import (BackendOutOfMemory, BackendSpec, LimitExceeded, SimBackend, backend_capacity,
                                  make_backend, tensor_device)
 from physrec.sim.world import PhysicsSettings, pad_boxes
-from physrec.formats.hashing import stable_hash
 from physrec.trackers.base import Plan, Planner, PlanRequest, Tracker, TrackingInput, is_planner
 
 TERRAIN_DEPTH = 1.0  # metres of solid ground below the lowest cell
@@ -188,8 +188,8 @@ class _Pass:
     """Environments of one start fraction, stepped together until each ends."""
 
     def __init__(self, sim: SimBackend, ref: ReferenceSet, settings: RecordSettings, motion: np.ndarray,
-                 fraction: float, offsets: np.ndarray, observer: "Observer | None" = None,
-                 plans: "list[Plan] | None" = None) -> None:
+                 fraction: float, offsets: np.ndarray, observer: Observer | None = None,
+                 plans: list[Plan] | None = None) -> None:
         self.sim, self.ref, self.settings, self.observer = sim, ref, settings, observer
         self.offsets = offsets
         self.ch = ref.character
@@ -336,7 +336,7 @@ class PlanReplay:
         h = out.shape[1]
         for i, (m, t) in enumerate(zip(inp.motion, inp.time)):
             plan = self.targets[int(m)]
-            k = int(round((t - self.t0[int(m)]) / inp.control_dt))
+            k = round((t - self.t0[int(m)]) / inp.control_dt)
             part = plan[k:k + h]
             out[i, :len(part)] = part
         return out
@@ -490,7 +490,7 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
                 found = _planned_pass(tracker, sim, ref, settings, todo, fraction, offsets,  # type: ignore[arg-type]
                                       functools.partial(plan_request, ref, motions, boxes, character, settings,
                                                         backend, fraction, seed, progress, f"{label} pass {p + 1}"),
-                                      done, lambda text: progress(f"{say}: {text}"))
+                                      done, lambda text, say=say: progress(f"{say}: {text}"))
             else:
                 found = pass_type(sim, ref, settings, todo, fraction, offsets, observer).run(tracker, done)
             for a in found:

@@ -69,7 +69,7 @@ class SamplingSettings:
     pd_first: bool
 
     @classmethod
-    def from_spec(cls, spec: dict) -> "SamplingSettings":
+    def from_spec(cls, spec: dict) -> SamplingSettings:
         """The spec's values over the defaults, checked as the workflow checks them."""
         from physrec.config import ConfigError, tracker_spec
         try:
@@ -255,7 +255,7 @@ class _Attempt:
                 "windows": self.windows, "retried_windows": self.retried_windows,
                 "searched_to_s": round(float(request.start_time[self.row] + len(self.best) * dt), 6),
                 "physics_steps": int(self.sim_steps),
-                "physics_steps_per_motion_second": int(round(self.sim_steps / seconds)),
+                "physics_steps_per_motion_second": round(self.sim_steps / seconds),
                 "sample_terminations": dict(sorted(self.deaths.items()))}
 
 
