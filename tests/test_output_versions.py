@@ -4,8 +4,9 @@ or physrec.SELECTION_VERSION changes, so these must change exactly when the byte
 The demo is recorded and selected here and its content hashed (every array of rollouts.h5,
 attempts.tsv, terrain.pkl; the selected motions' frames and terrains; not the provenance
 strings that name physrec's own version). GOLDEN holds those hashes per output version and
-MuJoCo version. A change that alters them fails this test until the version is bumped and
-the new hashes are written here, which makes every user's workflow record again.
+MuJoCo version; the selected motions' hashes per recording version too, since select writes
+what record recorded. A change that alters them fails this test until the version is bumped
+and the new hashes are written here, which makes every user's workflow record again.
 """
 
 from __future__ import annotations
@@ -81,12 +82,13 @@ def test_recorded_bytes_change_only_with_the_output_versions(tmp_path, monkeypat
     if key not in golden:
         pytest.skip(f"{GOLDEN.name} has no hashes for {key} (MuJoCo's results differ across versions and "
                     "processor kinds)")
-    rec, sel = golden[key]["recording"], golden[key]["selection"]
+    rec, sel = golden[key]["recording"], golden[key]["selection"].get(str(RECORDING_VERSION), {})
     assert str(RECORDING_VERSION) in rec, f"RECORDING_VERSION {RECORDING_VERSION} has no hashes in {GOLDEN.name}"
     assert got["recording"] == rec[str(RECORDING_VERSION)], (
         "record writes other bytes than RECORDING_VERSION's: bump physrec.RECORDING_VERSION and add the new "
         f"hashes to {GOLDEN.name}: {json.dumps(got['recording'])}")
-    assert str(SELECTION_VERSION) in sel, f"SELECTION_VERSION {SELECTION_VERSION} has no hashes in {GOLDEN.name}"
+    assert str(SELECTION_VERSION) in sel, (f"SELECTION_VERSION {SELECTION_VERSION} has no hashes for "
+                                           f"RECORDING_VERSION {RECORDING_VERSION} in {GOLDEN.name}")
     assert got["selection"] == sel[str(SELECTION_VERSION)], (
         "select writes other bytes than SELECTION_VERSION's: bump physrec.SELECTION_VERSION and add the new "
         f"hashes to {GOLDEN.name}: {json.dumps(got['selection'])}")

@@ -17,7 +17,8 @@ from physrec.formats.dataset_yaml import write_dataset
 from physrec.demo import demo_motions
 from physrec.formats.motion_file import read_motion_file, write_motion_file
 from physrec.formats.tables import read_tsv_records
-from physrec.recording import BatchMotion, RecordSettings, batch_boxes, build_reference, record_batch
+from physrec.recording import (BatchMotion, RecordSettings, batch_boxes, build_reference, record_batch,
+                               reference_state)
 from physrec.sim.backend import BackendSpec
 from physrec.sim.mujoco import MujocoBackend
 from physrec.sim.world import PhysicsSettings
@@ -59,10 +60,8 @@ def test_the_recording_is_the_physics_of_its_targets(ch, searched):
     boxes = batch_boxes(searched.motions, ONLY_FULL.terrain_margin)[1:]  # the batch's slot count
     sim = MujocoBackend(BackendSpec(), ch, PhysicsSettings(), 1, boxes.shape[1])
     sim.set_terrain(np.arange(1), boxes)
-    ref = build_reference(ch, searched.motions)  # the start state, as the recorder computes it
-    pose, vel = ref.pose(np.array([1]), np.zeros(1)), ref.velocity(np.array([1]), np.zeros(1))
-    sim.reset(np.arange(1), ch.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot),
-              ch.velocities_to_qvel(pose.root_rot, vel.root_lin_vel, vel.root_ang_vel, vel.dof_vel))
+    # the start state, as the recorder computes it
+    sim.reset(np.arange(1), *reference_state(build_reference(ch, searched.motions), np.array([1]), np.zeros(1)))
     got = []
     w = SMALL.get("window_steps", 3)
     for k in range(0, climb.steps, w):

@@ -23,7 +23,8 @@ import numpy as np
 from physrec.demo import demo_motions
 from physrec.formats.motion_file import read_motion_file
 from physrec.motion.character import Character
-from physrec.recording import BatchMotion, RecordSettings, batch_boxes, build_reference, record_batch
+from physrec.recording import (BatchMotion, RecordSettings, batch_boxes, build_reference, record_batch,
+                                reference_state)
 from physrec.sim.backend import BackendSpec, make_backend
 from physrec.stages.record import kept_error_summary
 from physrec.trackers.sampling import SamplingPlanner, SamplingSettings
@@ -51,11 +52,7 @@ def raw_rate(motion: BatchMotion, character: Character, planner: SamplingPlanner
     sim.set_terrain(np.arange(n), np.broadcast_to(boxes[0], (n,) + boxes.shape[1:]))
     ref = build_reference(character, [motion])
     H = s.window_steps + s.lookahead_steps
-    zero = np.zeros(1)
-    pose, vel = ref.pose(np.zeros(1, dtype=np.int64), zero), ref.velocity(np.zeros(1, dtype=np.int64), zero)
-    qpos = np.repeat(character.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot), n, axis=0)
-    qvel = np.repeat(character.velocities_to_qvel(pose.root_rot, vel.root_lin_vel, vel.root_ang_vel, vel.dof_vel),
-                     n, axis=0)
+    qpos, qvel = (np.repeat(x, n, axis=0) for x in reference_state(ref, np.zeros(1, dtype=np.int64), np.zeros(1)))
     times = np.arange(1, H + 1) / settings.physics.control_hz
     targets = character.joint_rot_to_dof(ref.pose(np.zeros(H, dtype=np.int64), times).joint_rot)
     targets = np.broadcast_to(targets, (n, H, character.num_dof)).copy()

@@ -89,6 +89,17 @@ def cmd_merge(a: argparse.Namespace) -> None:
              m["failed"], m["rejected"], m["invalid"])
 
 
+def cmd_replay(a: argparse.Namespace) -> None:
+    from physrec.stages.replay import replay_folder
+    results = replay_folder(a.record_dir, a.attempt or None, a.tolerance)
+    for r in results:
+        (log.info if r.ok else log.error)("%s", r.describe())
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {len(results)} attempt(s) of {a.record_dir} did not replay")
+    log.info("%s: %d attempt(s) replayed", a.record_dir, len(results))
+
+
 def cmd_parc_obs(a: argparse.Namespace) -> None:
     from physrec.inspection import parc_obs
     from physrec.motion.character import Character
@@ -164,6 +175,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--weight-scale", type=float, default=1.0)
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_merge)
+
+    s = sub.add_parser("replay", help="re-simulate recorded attempts from their actions and compare the states")
+    s.add_argument("--record-dir", required=True, help="a record folder: results/<iteration>/record/<batch>")
+    s.add_argument("--attempt", nargs="*", default=[], help="attempts to replay, e.g. traj_0 (default: all)")
+    s.add_argument("--tolerance", type=float, help="largest state difference accepted (default: bit for bit "
+                   "for CPU recordings with this MuJoCo, else 1e-3)")
+    s.set_defaults(func=cmd_replay)
 
     s = sub.add_parser("parc-obs", help="PARC's observation for stored character states following a reference motion")
     s.add_argument("--reference", required=True, help="a PARC motion file; its own terrain is the terrain")

@@ -77,6 +77,9 @@ class Attempt:
     errors: np.ndarray  # [T, 4] termination.ERROR_COLUMNS
     ref_time: np.ndarray  # [T+1] motion time of each frame
     obs: np.ndarray | None = None  # [T+1, O] float32: the tracker's observation at each frame
+    # Control steps per simulator call: MuJoCo's solver warm start restarts at each call, so
+    # a replay of `actions` reproduces `qpos` bit for bit only in calls of this length.
+    steps_per_call: int = 1
     search: dict[str, Any] | None = None  # a planner's statistics (trackers.base.Plan.stats), with how pd did
 
     @property
@@ -102,6 +105,7 @@ class BatchRecording:
     provenance: dict[str, Any] = field(default_factory=dict)  # the backend's (sim.backend.SimBackend)
     wall_seconds: float = 0.0
     sim_steps: int = 0  # physics steps simulated, summed over environments (a planner's search included)
+    terrain_slots: int = 1  # terrain box slots of every environment (sim.world): a replay needs the same
 
     def world_boxes(self) -> np.ndarray:
         """The tiled world as boxes, for the terrain mesh of PARC's terrain file."""
@@ -132,6 +136,15 @@ def open_backend(spec: BackendSpec, character: Character, motions: list[BatchMot
 def build_reference(character: Character, motions: list[BatchMotion]) -> ReferenceSet:
     return ReferenceSet(character, [m.motion.root_pos for m in motions], [m.motion.root_rot for m in motions],
                         [m.motion.joint_rot for m in motions], [m.motion.fps for m in motions])
+
+
+def reference_state(ref: ReferenceSet, motion: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MuJoCo qpos [m, nq], qvel [m, nv] of the reference of `motion` at times `t`: where an
+    attempt starts (PARC's reset: the reference pose with its velocities)."""
+    ch = ref.character
+    pose, vel = ref.pose(motion, t), ref.velocity(motion, t)
+    return (ch.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot),
+            ch.velocities_to_qvel(pose.root_rot, vel.root_lin_vel, vel.root_ang_vel, vel.dof_vel))
 
 
 def episode_seed(seed: int, name: str, fraction: float) -> int:
@@ -200,6 +213,7 @@ class _Pass:
         self.steps = attempt_steps(ref.length[motion], self.t0, self.dt)
         # A planner's targets may stop short of the end: the attempt ends there, for its reason.
         self.cut = [""] * len(motion)
+        self.horizon = 1  # control steps per simulator call, set by run()
         if plans is not None:
             self.steps = np.minimum(self.steps, np.maximum(1, [len(p.targets) for p in plans]))
             self.cut = [p.reason or ("" if self._success(e, int(self.steps[e]), "plan_incomplete") else
@@ -221,16 +235,13 @@ class _Pass:
 
     def _reset(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every environment on its reference at its start time: qpos, qvel, contacts."""
-        ch = self.ch
-        pose = self.ref.pose(self.motion, self.t0)
-        vel = self.ref.velocity(self.motion, self.t0)
-        qpos0 = ch.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot)
-        qvel0 = ch.velocities_to_qvel(pose.root_rot, vel.root_lin_vel, vel.root_ang_vel, vel.dof_vel)
+        qpos0, qvel0 = reference_state(self.ref, self.motion, self.t0)
         return qpos0, qvel0, self.sim.reset(self.motion, qpos0, qvel0)
 
     def run(self, tracker: Tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
         ch, sim, n, K = self.ch, self.sim, len(self.motion), int(self.steps.max())
         horizon = min(self.settings.max_steps_per_call, tracker.max_horizon or self.settings.max_steps_per_call)
+        self.horizon = horizon
         with_dof = self.observer is None
         reference = Lookahead(n, 1 if horizon > 1 else Observer.window,
                               lambda env, step, count: self._reference_window(env, step, count, with_dof))
@@ -261,7 +272,8 @@ class _Pass:
             ref_dof = None if ref_dof is None else ref_dof[rows, col:col + H]
             inp = TrackingInput(qpos_now[idx], qvel_now[idx], self.motion[idx], self.t0[idx] + k * self.dt, self.dt,
                                 ref_dof, None if obs is None else obs[idx])
-            targets = ch.clip_action(tracker.act(inp))
+            # float32, as `actions` are stored: the recording replays exactly (physrec replay)
+            targets = ch.clip_action(tracker.act(inp)).astype(np.float32).astype(np.float64)
             h = targets.shape[1]
             bad = ~np.isfinite(targets).all(axis=(1, 2))  # a policy's NaN ends its attempt, not the batch
             targets[bad] = 0.0
@@ -312,7 +324,7 @@ class _Pass:
             actions=A[e, :T].astype(np.float32), qpos=qpos, qvel=V[e, :T + 1].copy(),
             contacts=C[e, :T + 1].copy(), errors=E[e, :T].astype(np.float32),
             ref_time=np.minimum(self.t0[e] + np.arange(T + 1) * self.dt, self.ref.length[self.motion[e]]),
-            obs=None if O is None else O[e, :T + 1].copy())
+            obs=None if O is None else O[e, :T + 1].copy(), steps_per_call=self.horizon)
 
 
 class PlanReplay:
@@ -571,4 +583,4 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
         int((a.search or {}).get("physics_steps", 0)) for a in attempts)  # a planner's search simulates too
     progress(f"[{batch}] finished: {succeeded}/{n} motions succeeded in {len(attempts)} attempts")
     return BatchRecording(motions, tiled, attempts, tracker.describe(), provenance,
-                          time.perf_counter() - wall, sim_steps)
+                          time.perf_counter() - wall, sim_steps, int(boxes.shape[1]))

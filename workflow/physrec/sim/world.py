@@ -74,10 +74,14 @@ def compile_world(character: Character, terrain_slots: int, settings: PhysicsSet
     return model
 
 
-def pad_boxes(terrains: list[np.ndarray]) -> np.ndarray:
-    """Box rows of every terrain padded to the largest count: [N, slots, 6]. A parked slot sits
-    1 cm above the bottom of the terrain's first box (terrain boxes reach 1 m below the surface)."""
-    slots = max([len(b) for b in terrains] + [1])
+def pad_boxes(terrains: list[np.ndarray], slots: int | None = None) -> np.ndarray:
+    """Box rows of every terrain padded to the largest count, or to `slots`: [N, slots, 6]. A
+    parked slot sits 1 cm above the bottom of the terrain's first box (terrain boxes reach 1 m
+    below the surface)."""
+    most = max([len(b) for b in terrains] + [1])
+    if slots is not None and slots < most:
+        raise ValueError(f"a terrain has {most} boxes, more than the {slots} slots asked for")
+    slots = most if slots is None else slots
     out = np.tile(PARKED_BOX, (len(terrains), slots, 1))
     for i, b in enumerate(terrains):
         out[i, :len(b)] = b

@@ -112,6 +112,7 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
             "end_time": a.end_time, "success": a.success, "fail_reason": a.fail_reason,
             "world_offset": [float(v) for v in recording.tiled.offsets[a.motion]],
             "source_type": source_type, "source_desc": recording.tracker_desc,
+            "steps_per_call": a.steps_per_call,
             **({"search": a.search} if a.search is not None else {}),
         })
         attempt_rows.append({
@@ -128,6 +129,7 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
                        "config_hash": stable_hash({"record": config.record_physics_keys(rec), "tracker": tracker_spec,
                                                    "backend": backend_spec, "character": character_spec,
                                                    "seed": seed}),
+                       "terrain_slots": recording.terrain_slots,
                        "qpos_layout": "MuJoCo qpos (free joint: pos, quat w,x,y,z; ball joints: quat w,x,y,z)",
                        "body_names": list(character.body_names)},
     }

@@ -179,7 +179,7 @@ class _Attempt:
 
     def targets(self, offset: np.ndarray, horizon: int) -> np.ndarray:
         nominal = self.nominal[self.k:self.k + horizon]
-        # Rounded to float32, as recordings store actions: a recorded attempt replays exactly.
+        # Rounded to float32 as the recorder rounds them, so that its replay of the plan is exact.
         return self.planner.ch.clip_action(nominal[None] + offset[:, None]).astype(np.float32).astype(np.float64)
 
     def trace(self, best: int) -> np.ndarray:

@@ -1,0 +1,123 @@
+"""``physrec replay``: re-simulate recorded attempts from their start state and stored actions.
+
+The proof that a record folder holds everything needed to reproduce it (ManiSkill's
+trajectory-replay contract). An attempt is simulated again as the recorder simulated it:
+in its motion's own frame, over the motion's terrain cropped by the recording's margin in
+the batch's number of terrain slots, from the reference state at its start time, with the
+stored float32 actions in simulator calls of the stored length. The states are compared
+with `rollouts.h5`'s: bit for bit when the recording came from the CPU backend with this
+MuJoCo version, else within a tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import mujoco
+import numpy as np
+
+from physrec import config
+from physrec.formats.hashing import sha256_file
+from physrec.formats.motion_file import read_motion_file
+from physrec.formats.rollouts import read_json
+from physrec.motion.character import Character
+from physrec.recording import BatchMotion, build_reference, motion_boxes, reference_state
+from physrec.sim.backend import BackendSpec, make_backend
+from physrec.sim.world import pad_boxes
+
+# Non-exact replays (another MuJoCo, MuJoCo Warp's float32): largest qpos difference accepted.
+DEFAULT_TOLERANCE = 1e-3
+
+
+class ReplayError(ValueError):
+    """A record folder that cannot be replayed (missing or changed files, unknown attempt)."""
+
+
+@dataclass
+class ReplayResult:
+    attempt: str
+    motion: str
+    steps: int
+    exact: bool  # compared bit for bit (else within `tolerance`)
+    tolerance: float
+    max_diff: float  # largest |qpos| or |qvel| difference over the attempt
+    first_bad_step: int | None  # first frame (0 = the reset state) beyond the tolerance; None: it matched
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_step is None
+
+    def describe(self) -> str:
+        how = "bit for bit" if self.exact else f"within {self.tolerance:g}"
+        if self.ok:
+            return f"{self.attempt} ({self.motion}): {self.steps} steps replayed, states match {how}"
+        return (f"{self.attempt} ({self.motion}): states differ from frame {self.first_bad_step} of {self.steps} "
+                f"(largest difference {self.max_diff:.3g}; expected {how})")
+
+
+def replay_folder(record_dir: str | Path, attempts: list[str] | None = None,
+                  tolerance: float | None = None) -> list[ReplayResult]:
+    """Replay `attempts` (names traj_<i>; default all) of one record folder."""
+    folder = Path(record_dir)
+    for name in ("rollouts.json", "rollouts.h5"):
+        if not (folder / name).is_file():
+            raise ReplayError(f"{folder / name}: not found (is {folder} a record folder?)")
+    info = read_json(folder / "rollouts.json")
+    env = info["env_info"]["env_kwargs"]
+    episodes = info["episodes"]
+    names = attempts or [f"traj_{e['episode_id']}" for e in episodes]
+    by_name = {f"traj_{e['episode_id']}": e for e in episodes}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ReplayError(f"{folder / 'rollouts.json'}: no attempt {', '.join(unknown)} "
+                          f"(it has traj_0 .. traj_{len(episodes) - 1})")
+    if "terrain_slots" not in env:
+        raise ReplayError(f"{folder / 'rollouts.json'}: recorded by a physrec too old to replay (no terrain_slots)")
+    same = env.get("backend") == "mujoco" and env.get("mujoco_version") == mujoco.__version__
+    exact = same and tolerance is None
+    tol = 0.0 if exact else (DEFAULT_TOLERANCE if tolerance is None else tolerance)
+    character = Character.load(env["character"])
+    settings = config.record_settings(config.json_section("record", json.dumps(env["record"]), "record"))
+    results = []
+    with h5py.File(folder / "rollouts.h5", "r") as f:
+        for name in names:
+            ep = by_name[name]
+            g = f[name]
+            results.append(_replay(name, ep, g["actions"][()], g["env_states/qpos"][()], g["env_states/qvel"][()],
+                                   character, settings, int(env["terrain_slots"]), exact, tol))
+    return results
+
+
+def _replay(name: str, ep: dict, actions: np.ndarray, qpos: np.ndarray, qvel: np.ndarray, character: Character,
+            settings, slots: int, exact: bool, tol: float) -> ReplayResult:
+    path = Path(ep["source_path"])
+    if not path.is_file() or sha256_file(path) != ep["source_sha256"]:
+        raise ReplayError(f"{path}: {'not found' if not path.is_file() else 'changed since it was recorded'}; "
+                          f"{name} cannot be replayed without its motion's terrain and reference")
+    mf = read_motion_file(path)
+    motion = BatchMotion(ep["motion"], mf.motion, mf.terrain)  # type: ignore[arg-type]
+    boxes = pad_boxes([motion_boxes(motion, settings.terrain_margin)], slots)
+    sim = make_backend(BackendSpec(), character, settings.physics, 1, slots)
+    try:
+        sim.set_terrain(np.arange(1), boxes)
+        env = np.arange(1)
+        q0, v0 = reference_state(build_reference(character, [motion]), np.zeros(1, dtype=np.int64),
+                                 np.array([float(ep["start_time"])]))
+        sim.reset(env, q0, v0)
+        got_q, got_v = [q0[0]], [v0[0]]
+        step = max(1, int(ep.get("steps_per_call", 1)))
+        for k in range(0, len(actions), step):
+            out = sim.step(env, actions[None, k:k + step].astype(np.float64))
+            got_q += list(out.qpos[0])
+            got_v += list(out.qvel[0])
+    finally:
+        sim.close()
+    sim_q, sim_v = np.array(got_q), np.array(got_v)
+    sim_q[:, :2] += np.asarray(ep["world_offset"])  # into the batch's tiled world, as the recorder writes
+    diff = np.maximum(np.abs(sim_q - qpos).max(axis=1), np.abs(sim_v - qvel).max(axis=1))
+    bad = np.flatnonzero(diff > tol)
+    return ReplayResult(name, ep["motion"], len(actions), exact, tol, float(diff.max(initial=0.0)),
+                        int(bad[0]) if len(bad) else None)
