@@ -33,6 +33,8 @@ rule all:
             it=ITERATIONS,
             out=["summary.json", "summary.md", "dataset.yaml", "manifest.tsv"],
         ),
+        f"{R}/run_summary.tsv",
+        f"{R}/run_summary.md",
 
 
 include: "workflow/rules/common.smk"

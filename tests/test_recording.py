@@ -1,5 +1,7 @@
 """Recording a batch with real MuJoCo physics: outcomes, later-start retries, initial states, determinism."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -238,3 +240,17 @@ def test_several_control_steps_per_call_change_no_outcome(ch, demo_batch, demo_r
         # Same physics; only the solver's warm start differs at call boundaries.
         assert np.abs(a.qpos - b.qpos).max() < 1e-3
         np.testing.assert_array_equal(a.actions, b.actions)
+
+
+def test_pass_progress_says_rate_and_time_left():
+    from physrec.recording import _PassProgress
+    lines: list[str] = []
+    p = _PassProgress(lines.append, "[b] pass 1/6", total=2, every=0.0)
+    p.tick(10, 40, 2, 1 / 30)
+    p(0, True)
+    p.tick(20, 40, 1, 1 / 30)
+    p(1, False)
+    assert re.fullmatch(r"\[b\] pass 1/6: 0/2 done, 0 succeeded; step 10/40, [0-9.]+ motion-s/s, ~\d+ s left", lines[0])
+    assert lines[1].startswith("[b] pass 1/6: 1/2 done, 1 succeeded; step 20/40")
+    assert lines[-1] == "[b] pass 1/6: 2/2 done, 1 succeeded"
+    assert p.motion_seconds == pytest.approx((2 * 10 + 1 * 10) / 30)

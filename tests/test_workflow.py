@@ -549,6 +549,15 @@ def test_iterations_chain(tmp_path):
     assert rows["stand_again"]["status"] == "recorded"
     # Recording it again would shadow iteration 0's stand_flat_rec: reported, not written into the dataset.
     assert rows["stand_flat"]["status"] == "name_clash" and "stand_flat_rec" in rows["stand_flat"]["error"]
+    # The run summary: one row per iteration, in config order, with what each handed on.
+    run = read_tsv_records(project / "results" / "run_summary.tsv")
+    assert [r["iteration"] for r in run] == [IT, "iter1"] and [r["tracker"] for r in run] == ["pd", "pd"]
+    count = [{k: int(r[k]) for k in ("motions", "recorded", "next_dataset_entries", "next_dataset_from_base")}
+             for r in run]
+    assert count[0] == {"motions": 5, "recorded": len(it0), "next_dataset_entries": len(it0), "next_dataset_from_base": 0}
+    assert count[1] == {"motions": 2, "recorded": 1, "next_dataset_entries": len(it1), "next_dataset_from_base": len(it0)}
+    md = (project / "results" / "run_summary.md").read_text()
+    assert f"| iter1 | pd | 2 (2) | 1 (50% of valid) |" in md and f"{len(it1)} ({len(it0)} + 1)" in md
 
 
 def planned(output: str) -> dict[tuple[str, str], int]:

@@ -89,6 +89,19 @@ def cmd_merge(a: argparse.Namespace) -> None:
              m["failed"], m["rejected"], m["invalid"])
 
 
+def cmd_run_summary(a: argparse.Namespace) -> None:
+    from physrec.stages.run_summary import run_summary
+    pairs = []
+    for item in a.iterations:
+        name, sep, tracker = item.partition(":")
+        if not sep or not name:
+            raise ValueError(f"--iterations: {item!r} is not NAME:TRACKER_KIND")
+        pairs.append((name, tracker))
+    rows = run_summary(pairs, a.results_dir, a.out_dir)
+    log.info("run summary of %d iteration(s): %s", len(rows),
+             ", ".join(f"{r['iteration']} {r['recorded']}/{r['valid']} recorded" for r in rows))
+
+
 def cmd_replay(a: argparse.Namespace) -> None:
     from physrec.stages.replay import replay_folder
     results = replay_folder(a.record_dir, a.attempt or None, a.tolerance)
@@ -175,6 +188,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--weight-scale", type=float, default=1.0)
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_merge)
+
+    s = sub.add_parser("run-summary", help="one table of every iteration's outcome (run_summary.tsv, .md)")
+    s.add_argument("--results-dir", required=True, help="the results_dir holding <iteration>/summary.json")
+    s.add_argument("--iterations", nargs="+", required=True, help="NAME:TRACKER_KIND in config order")
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=cmd_run_summary)
 
     s = sub.add_parser("replay", help="re-simulate recorded attempts from their actions and compare the states")
     s.add_argument("--record-dir", required=True, help="a record folder: results/<iteration>/record/<batch>")

@@ -296,6 +296,9 @@ class _Pass:
                 obs[idx] = seen
                 if O is not None:
                     O[idx, k + h] = seen.cpu().numpy()
+            tick = getattr(on_finish, "tick", None)
+            if tick is not None:
+                tick(k + h, K, m, self.dt)
             code, body = chk.code.reshape(m, h), chk.body.reshape(m, h)
             code[bad, 0] = termination.BAD_ACTION
             done = (code != termination.OK) | (k + 1 + np.arange(h)[None, :] >= self.steps[idx, None])
@@ -453,20 +456,41 @@ class Observer:
 
 
 class _PassProgress:
-    """Progress lines of one pass: at its end, and at most every `every` seconds before."""
+    """Progress lines of one pass: at its end, and at most every `every` seconds before, with
+    the control steps done, the attempts ended, the rate (motion-seconds simulated per
+    wall-second) and the time the pass has left at that rate."""
 
-    def __init__(self, say: Callable[[str], None], label: str, total: int, every: float = 2.0) -> None:
+    def __init__(self, say: Callable[[str], None], label: str, total: int, every: float = 10.0) -> None:
         self.say, self.label, self.total, self.every = say, label, total, every
         self.done = self.succeeded = 0
-        self.last = time.perf_counter()
+        self.start = self.last = time.perf_counter()
+        self.step = self.steps = 0
+        self.motion_seconds = 0.0
 
     def __call__(self, env: int, success: bool) -> None:
         self.done += 1
         self.succeeded += success
+        if self.done == self.total:
+            self._say(time.perf_counter())
+
+    def tick(self, step: int, steps: int, active: int, dt: float) -> None:
+        """Called by a pass after each simulator call: `active` environments simulated up to
+        control step `step` of at most `steps`."""
+        self.motion_seconds += active * (step - self.step) * dt
+        self.step, self.steps = step, steps
         now = time.perf_counter()
-        if self.done == self.total or now - self.last > self.every:
-            self.last = now
-            self.say(f"{self.label}: {self.done}/{self.total} done, {self.succeeded} succeeded")
+        if now - self.last > self.every and self.done < self.total:
+            self._say(now)
+
+    def _say(self, now: float) -> None:
+        self.last = now
+        line = f"{self.label}: {self.done}/{self.total} done, {self.succeeded} succeeded"
+        elapsed = now - self.start
+        if self.done < self.total and self.step and elapsed > 0:
+            left = elapsed * (self.steps - self.step) / self.step
+            line += (f"; step {self.step}/{self.steps}, {self.motion_seconds / elapsed:.1f} motion-s/s, "
+                     f"~{left:.0f} s left")
+        self.say(line)
 
 
 def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndarray, character: Character,

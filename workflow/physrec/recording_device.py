@@ -106,6 +106,9 @@ class DevicePass(_Pass):
             if (k + 1) % SYNC == 0 or k + 1 == K:
                 sim.check_overflow()  # type: ignore[attr-defined]
                 ended = ~active.cpu().numpy()
+                tick = getattr(on_finish, "tick", None)
+                if tick is not None:
+                    tick(k + 1, K, int((~reported).sum()), self.dt)
                 new = np.flatnonzero(ended & ~reported)
                 if len(new):  # one copy for all of them, not one per environment
                     at = torch.as_tensor(new, device=dev)

@@ -1,4 +1,5 @@
-# Merge all batches of an iteration into its recorded motions, manifest, summary and next dataset.
+# Merge all batches of an iteration into its recorded motions, manifest, summary and next dataset;
+# then one summary of the whole run across iterations.
 
 
 rule merge:
@@ -32,3 +33,22 @@ rule merge:
         "python -m physrec --log {log} merge --iteration {wildcards.it} --manifest {input.manifest:q} --plan {input.plan:q}"
         " --select-dirs {params.select_dirs:q} --record-dirs {params.record_dirs:q} --base-dataset={params.base:q}"
         " --weight-scale {params.scale} --out-dir {params.out:q}"
+
+
+rule run_summary:
+    input:
+        summaries=expand(f"{R}/{{it}}/summary.json", it=ITERATIONS),
+        datasets=expand(f"{R}/{{it}}/dataset.yaml", it=ITERATIONS),
+    output:
+        tsv=f"{R}/run_summary.tsv",
+        md=f"{R}/run_summary.md",
+    params:
+        iterations=[f"{name}:{it['tracker']['kind']}" for name, it in ITERATIONS.items()],
+        results=R,
+    conda:
+        ENV_CPU
+    log:
+        "logs/run_summary.log",
+    shell:
+        "python -m physrec --log {log} run-summary --results-dir {params.results:q}"
+        " --iterations {params.iterations:q} --out-dir {params.results:q}"
