@@ -557,7 +557,7 @@ def test_iterations_chain(tmp_path):
     assert count[0] == {"motions": 5, "recorded": len(it0), "next_dataset_entries": len(it0), "next_dataset_from_base": 0}
     assert count[1] == {"motions": 2, "recorded": 1, "next_dataset_entries": len(it1), "next_dataset_from_base": len(it0)}
     md = (project / "results" / "run_summary.md").read_text()
-    assert f"| iter1 | pd | 2 (2) | 1 (50% of valid) |" in md and f"{len(it1)} ({len(it0)} + 1)" in md
+    assert "| iter1 | pd | 2 (2) | 1 (50% of valid) |" in md and f"{len(it1)} ({len(it0)} + 1)" in md
 
 
 def planned(output: str) -> dict[tuple[str, str], int]:
