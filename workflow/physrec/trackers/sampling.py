@@ -38,6 +38,7 @@ import numpy as np
 
 from physrec.motion import termination
 from physrec.motion.character import Character
+from physrec.recording import reference_state
 from physrec.trackers.base import Plan, PlanRequest, TrackerError
 from physrec.trackers.pd import PDTracker
 
@@ -149,9 +150,7 @@ class _Attempt:
         self.ref_body = ref.body_pos(pose)[1:]
         self.ref_root_rot = pose.root_rot[1:]
         self.ref_root_vel = vel.root_lin_vel[1:]
-        self.qpos0 = ch.pose_to_qpos(pose.root_pos[:1], pose.root_rot[:1], pose.joint_rot[:1])
-        self.qvel0 = ch.velocities_to_qvel(pose.root_rot[:1], vel.root_lin_vel[:1], vel.root_ang_vel[:1],
-                                           vel.dof_vel[:1])
+        self.qpos0, self.qvel0 = reference_state(ref, motion[:1], times[:1])  # where the recorder resets
         self.restart, self.sim_steps, self.windows, self.retried_windows = -1, 0, 0, 0
         self.deaths: dict[str, int] = {}
         self.best: np.ndarray = np.zeros((0, ch.num_dof))  # longest targets any try reached
