@@ -13,6 +13,7 @@ from physrec import __version__
 
 log = logging.getLogger("physrec")
 # A job never renders: without this, importing MuJoCo also loads GLFW (tens of ms per job).
+# MuJoCo reads MUJOCO_GL when it is first imported; `render` sets egl unless the user chose a backend.
 os.environ.setdefault("MUJOCO_GL", "disable")
 
 
@@ -100,6 +101,17 @@ def cmd_run_summary(a: argparse.Namespace) -> None:
     rows = run_summary(pairs, a.results_dir, a.out_dir)
     log.info("run summary of %d iteration(s): %s", len(rows),
              ", ".join(f"{r['iteration']} {r['recorded']}/{r['valid']} recorded" for r in rows))
+
+
+def cmd_render(a: argparse.Namespace) -> None:
+    if os.environ.get("MUJOCO_GL", "") in ("", "disable"):
+        os.environ["MUJOCO_GL"] = "egl"
+    from physrec.render.video import attempts_to_render, render_attempt
+    names = a.attempt or attempts_to_render(a.record_dir, a.which)
+    out = Path(a.out_dir)
+    for i, name in enumerate(names):
+        path = render_attempt(a.record_dir, name, out / f"{name}.mp4", a.width, a.height)
+        log.info("[%d/%d] wrote %s", i + 1, len(names), path)
 
 
 def cmd_replay(a: argparse.Namespace) -> None:
@@ -194,6 +206,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--iterations", nargs="+", required=True, help="NAME:TRACKER_KIND in config order")
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_run_summary)
+
+    s = sub.add_parser("render", help="MP4 videos of recorded attempts beside their reference (needs .[render])")
+    s.add_argument("--record-dir", required=True, help="a record folder: results/<iteration>/record/<batch>")
+    s.add_argument("--attempt", nargs="*", default=[], help="attempts, e.g. traj_0 (default: --which)")
+    s.add_argument("--which", default="kept", help="all, kept (successful) or failed attempts (default: kept)")
+    s.add_argument("--out-dir", required=True, help="writes <attempt>.mp4 here")
+    s.add_argument("--width", type=int, default=640)
+    s.add_argument("--height", type=int, default=360)
+    s.set_defaults(func=cmd_render)
 
     s = sub.add_parser("replay", help="re-simulate recorded attempts from their actions and compare the states")
     s.add_argument("--record-dir", required=True, help="a record folder: results/<iteration>/record/<batch>")

@@ -1,0 +1,1 @@
+"""Rendering recorded attempts (MuJoCo's offscreen renderer, headless through EGL or OSMesa)."""
