@@ -2,7 +2,8 @@
 
 A tracker sees every active environment of a batch at once and returns absolute PD
 targets in PARC's DOF coordinates (28 values, exponential map for 3-DoF joints); the
-recorder clips them to the action bounds. Three kinds fit behind it:
+recorder clips them to the action bounds and rounds them to float32, as they are stored.
+Three kinds fit behind it:
 
 - open-loop trackers (``pd``) read the reference only, and may commit to targets for the
   whole offered horizon of H control steps, which lets the simulator run H steps per call;
