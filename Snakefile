@@ -8,6 +8,9 @@ from snakemake.exceptions import WorkflowError
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 try:
     CFG = physrec_config.validate(config, "config")
     physrec_config.check_files(CFG)
@@ -31,7 +34,9 @@ rule all:
         expand(
             f"{R}/{{it}}/{{out}}",
             it=ITERATIONS,
-            out=["summary.json", "summary.md", "dataset.yaml", "manifest.tsv"],
+            out=["summary.json", "summary.md", "dataset.yaml", "manifest.tsv", "report/summary.html",
+                 "report/success_by_start.png", "report/errors_over_time.png", "report/durations.png",
+                 "report/failure_location.png"],
         ),
         f"{R}/run_summary.tsv",
         f"{R}/run_summary.md",

@@ -24,7 +24,7 @@ def make_project(dest: Path, cfg: dict) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
     (dest / "workflow").mkdir(exist_ok=True)
-    for sub in ("rules", "schemas"):
+    for sub in ("rules", "schemas", "report"):
         shutil.copytree(REPO / "workflow" / sub, dest / "workflow" / sub)
     shutil.copytree(REPO / "config", dest / "config")
     shutil.copytree(REPO / "envs", dest / "envs")  # rules declare conda envs; Snakemake records them

@@ -140,7 +140,8 @@ def test_sampling_records_climb_step_through_snakemake(tmp_path):
     selected = {r["motion"]: r for r in read_tsv_records(next(res.glob("select/*/selected.tsv")))}
     assert selected["climb_step"]["status"] == "recorded" and float(selected["climb_step"]["start_time"]) == 0.0
     attempts = {r["motion"]: r for r in read_tsv_records(next(res.glob("record/*/attempts.tsv")))}
-    assert attempts["climb_step"]["success"] and float(attempts["climb_step"]["end_time"]) >= 3.0 - 2 / 30 - 1e-6
+    assert attempts["climb_step"]["success"] == "true"
+    assert float(attempts["climb_step"]["end_time"]) >= 3.0 - 2 / 30 - 1e-6
     assert float(selected["climb_step"]["end_time"]) >= 2.9 - 1e-6  # frames up to a termination in the last 2 steps
     episodes = {e["motion"]: e for e in json.loads(next(res.glob("record/*/rollouts.json")).read_text())["episodes"]}
     assert episodes["climb_step"]["search"]["method"] == "search"

@@ -85,7 +85,7 @@ def test_demo_through_sbatch_equals_local_run(slurm_demo, slurm_cluster):  # noq
     jobs = re.findall(r"^\s*(localrule|localcheckpoint|rule|checkpoint) (\w+):$", out, re.M)
     remote = sorted(name for kind, name in jobs if not kind.startswith("local"))
     assert sorted(name for kind, name in jobs if kind.startswith("local")) == ["all"]
-    assert set(remote) == {"demo_dataset", "index", "split", "record", "select", "merge", "run_summary"}, remote
+    assert set(remote) == {"demo_dataset", "index", "split", "record", "select", "merge", "run_summary", "plots"}, remote
     submitted = SUBMITTED.findall(out)
     assert len(submitted) == len(remote), f"{len(remote)} jobs, {len(submitted)} sbatch submissions:\n{out[-6000:]}"
     assert len({slurm_id for _, slurm_id, _ in submitted}) == len(submitted)

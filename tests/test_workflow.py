@@ -89,6 +89,35 @@ def demo_project(tmp_path_factory):
     return project, r
 
 
+def test_the_report_shows_each_iteration_and_the_run(demo_project, tmp_path):
+    """snakemake --report: one HTML file with the workflow's description, per iteration its
+    summary page, four plots and manifest, and the run summary; opened in headless Chromium
+    (where it is installed), its rendered navigation lists those pages."""
+    project, _ = demo_project
+    html, archive = tmp_path / "report.html", tmp_path / "report.zip"
+    snakemake(project, "--report", str(html))
+    snakemake(project, "--report", str(archive))
+    text = html.read_text()
+    for name in ("summary.html", "success_by_start.png", "errors_over_time.png", "durations.png",
+                 "failure_location.png", "manifest.tsv", "run_summary.tsv"):
+        assert name in text, name
+    import zipfile
+    names = zipfile.ZipFile(archive).namelist()
+    for name in ("success_by_start.png", "summary.html", "run_summary.tsv"):
+        assert any(n.endswith(f"/{name}") for n in names), (name, names)
+    page = (project / "results" / IT / "report" / "summary.html").read_text()
+    assert "valid motions recorded" in page and "<th>start fraction</th>" in page
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium to render the report in (Debian: apt-get install chromium; .ci/run installs it)")
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                          "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    shown = re.sub(r"<(script|style)\b.*?</\1>", "", dom, flags=re.S)  # what the page's JavaScript rendered
+    assert "Loading Snakemake Report" in shown and "physrec records physics-based versions" in shown
+    nav = re.sub(r"<[^>]+>", " ", shown)
+    assert re.search(rf"Results\s+{IT}\s+run", nav), nav[:2000]
+
+
 def test_demo_run_writes_every_artifact(demo_project):
     project, _ = demo_project
     res = project / "results" / IT
@@ -229,7 +258,7 @@ def test_another_character_indexes_and_records_again(demo_project, tmp_path):
     write_config(project, cfg)
     snakemake(project, "--until", "split")  # the plan is a checkpoint: a dry run sees past it only then
     jobs = planned(snakemake(project, "-n").stdout)
-    assert jobs == {("record", IT): 1, ("select", IT): 1, ("merge", IT): 1}, jobs
+    assert jobs == {("record", IT): 1, ("select", IT): 1, ("merge", IT): 1, ("plots", IT): 1}, jobs
 
 
 def test_the_rule_graph_shows_every_file_a_rule_reads(demo_project):
@@ -714,12 +743,13 @@ def test_rerun_matrix_rows_in_a_dry_run(matrix_project, tmp_path):
     project = _copy(matrix_project, tmp_path / "m")
     n = len(plan_members(project))
     base = base_config("builtin:demo", batch_size=2)
-    every_batch = {("record", IT): n, ("select", IT): n, ("merge", IT): 1}
+    every_batch = {("record", IT): n, ("select", IT): n, ("merge", IT): 1, ("plots", IT): 1}
+    merge_only = {("merge", IT): 1, ("plots", IT): 1}
     (project / "base.yaml").write_text("motions: []\n")
     cases = [
-        ("merge.recorded_weight_scale", {"merge": {"recorded_weight_scale": 0.5}}, {("merge", IT): 1}),
+        ("merge.recorded_weight_scale", {"merge": {"recorded_weight_scale": 0.5}}, merge_only),
         ("base_dataset", {"iterations": [{**base["iterations"][0], "base_dataset": "base.yaml"}]},
-         {("merge", IT): 1}),
+         merge_only),
         ("record.termination", {"record": {**base["record"], "termination": {"root_pos_error_m": 0.5}}}, every_batch),
         ("record.start_fractions", {"record": {**base["record"], "start_fractions": [0.5]}}, every_batch),
         ("seed", {"seed": 1}, every_batch),
@@ -799,7 +829,8 @@ def test_a_new_results_dir_runs_everything_there_and_leaves_the_old_one(matrix_p
     text = r.stdout + r.stderr
     n = len(plan_members(project, "elsewhere"))
     assert n == len(plan_members(project))
-    for rule, count in (("demo_dataset", 1), ("index", 1), ("split", 1), ("record", n), ("select", n), ("merge", 1)):
+    for rule, count in (("demo_dataset", 1), ("index", 1), ("split", 1), ("record", n), ("select", n), ("merge", 1),
+                        ("plots", 1), ("run_summary", 1)):
         assert jobs_run(text, rule) == count, (rule, text[-3000:])
     assert {p: p.stat().st_mtime_ns for p in (project / "results").rglob("*") if p.is_file()} == before
     assert (project / "elsewhere" / IT / "summary.json").read_bytes() == \

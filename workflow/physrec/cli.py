@@ -103,6 +103,14 @@ def cmd_run_summary(a: argparse.Namespace) -> None:
              ", ".join(f"{r['iteration']} {r['recorded']}/{r['valid']} recorded" for r in rows))
 
 
+def cmd_plots(a: argparse.Namespace) -> None:
+    from physrec.report.plots import iteration_plots, summary_html
+    out = Path(a.out_dir)
+    paths = iteration_plots(a.iteration, Path(a.summary), Path(a.manifest), [Path(d) for d in a.record_dirs], out)
+    paths.append(summary_html(Path(a.summary), out / "summary.html"))
+    log.info("%s: wrote %s", a.iteration, ", ".join(p.name for p in paths))
+
+
 def cmd_render(a: argparse.Namespace) -> None:
     if os.environ.get("MUJOCO_GL", "") in ("", "disable"):
         os.environ["MUJOCO_GL"] = "egl"
@@ -206,6 +214,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--iterations", nargs="+", required=True, help="NAME:TRACKER_KIND in config order")
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_run_summary)
+
+    s = sub.add_parser("plots", help="an iteration's plots and summary page for the Snakemake report")
+    s.add_argument("--iteration", required=True)
+    s.add_argument("--summary", required=True, help="the iteration's summary.json")
+    s.add_argument("--manifest", required=True, help="the iteration's merged manifest.tsv")
+    s.add_argument("--record-dirs", nargs="*", default=[])
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=cmd_plots)
 
     s = sub.add_parser("render", help="MP4 videos of recorded attempts beside their reference (needs .[render])")
     s.add_argument("--record-dir", required=True, help="a record folder: results/<iteration>/record/<batch>")

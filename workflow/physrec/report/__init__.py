@@ -1,0 +1,1 @@
+"""What the Snakemake report shows of a run: plots of each iteration."""

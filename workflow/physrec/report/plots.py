@@ -1,0 +1,120 @@
+"""The plots and summary page of one iteration for the Snakemake report: how did the recording go.
+
+Read from the iteration's merge outputs (summary.json, manifest.tsv) and its record
+folders (attempts.tsv, rollouts.h5). matplotlib with the Agg backend: no display needed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from physrec.formats.atomic import atomic_output
+from physrec.formats.tables import read_tsv_records
+
+PLOTS = ("success_by_start", "errors_over_time", "durations", "failure_location")
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})  # no version stamp: same bytes
+    fig.clf()
+
+
+def iteration_plots(iteration: str, summary_json: Path, manifest_tsv: Path, record_dirs: list[Path],
+                    out_dir: Path) -> list[Path]:
+    """Write the PLOTS of one iteration as PNGs into out_dir; returns their paths."""
+    plt = _pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = json.loads(Path(summary_json).read_text())
+    motions = read_tsv_records(manifest_tsv)
+    attempts = [(d, a) for d in record_dirs for a in read_tsv_records(Path(d) / "attempts.tsv")]
+    paths = [out_dir / f"{name}.png" for name in PLOTS]
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    starts = summary["per_start_fraction"]
+    x = np.arange(len(starts))
+    ax.bar(x - 0.2, [v["attempts"] for v in starts.values()], 0.4, label="attempts", color="#9db4d0")
+    ax.bar(x + 0.2, [v["successes"] for v in starts.values()], 0.4, label="successes", color="#3a7d44")
+    ax.set(xticks=x, xticklabels=list(starts), xlabel="start fraction", ylabel="attempts",
+           title=f"{iteration}: success by start fraction")
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, paths[0])
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    with_label = {True: "kept (succeeded)", False: "failed"}
+    for d, a in attempts:
+        with h5py.File(Path(d) / "rollouts.h5", "r") as f:
+            g = f[a["attempt"]]
+            err, t = g["tracking_errors"][()][:, 3], g["ref_time"][()][1:]
+        ok = a["success"] == "true"
+        ax.plot(t, err, color="#3a7d44" if ok else "#c0392b", alpha=0.6, lw=1, label=with_label.pop(ok, None))
+    ax.set(xlabel="motion time (s)", ylabel="mean body position error (m)", title=f"{iteration}: tracking error")
+    if attempts:
+        ax.legend()
+    fig.tight_layout()
+    _save(fig, paths[1])
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    valid = [m for m in motions if m["valid"] == "true"]
+    src = [float(m["source_duration"]) for m in valid]
+    rec = [float(m["recorded_duration"] or 0.0) for m in valid]
+    ax.scatter(src, rec, color="#2c6fbb")
+    top = max(src + [1.0])
+    ax.plot([0, top], [0, top], color="grey", lw=0.8, ls="--", label="full length")
+    ax.set(xlabel="source duration (s)", ylabel="recorded duration (s)", title=f"{iteration}: recorded vs source")
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, paths[2])
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    lengths = {m["name"]: float(m["source_duration"]) for m in valid}
+    where = [float(a["end_time"]) / lengths[a["motion"]] for _, a in attempts
+             if a["success"] != "true" and lengths.get(a["motion"])]
+    ax.hist(where, bins=np.linspace(0, 1, 11), color="#c0392b")
+    ax.set(xlim=(0, 1), xlabel="where the attempt ended (fraction of its motion)", ylabel="failed attempts",
+           title=f"{iteration}: where failures happen ({len(where)} failed attempts)")
+    fig.tight_layout()
+    _save(fig, paths[3])
+    plt.close("all")
+    return paths
+
+
+def summary_html(summary_json: Path, out: Path) -> Path:
+    """The iteration's summary.json as a small HTML page of tables (the report shows it inline)."""
+    from html import escape
+    s = json.loads(Path(summary_json).read_text())
+    m = s["motions"]
+
+    def table(head: list[str], rows: list[list[object]]) -> str:
+        cells = "".join(f"<th>{escape(h)}</th>" for h in head)
+        body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><tr>{cells}</tr>{body}</table>"
+
+    parts = [f"<h2>{escape(s['iteration'])}</h2>",
+             f"<p>{m['recorded']} of {m['valid']} valid motions recorded ({s['success_rate']:.0%}): "
+             f"{m['recorded_full_length']} full length, {m['recorded_later_start']} from a later start; "
+             f"{m['failed']} failed, {m['rejected']} rejected by selection thresholds, {m['invalid']} invalid. "
+             f"Recorded {s['recorded_seconds']:.1f} s of {s['source_seconds']:.1f} s of valid source motion.</p>",
+             table(["class", "valid", "recorded", "rate"],
+                   [[c, v["valid"], v["recorded"], f"{v['rate']:.0%}"] for c, v in s["per_class"].items()]),
+             table(["start fraction", "attempts", "successes", "rate"],
+                   [[f, v["attempts"], v["successes"], f"{v['rate']:.0%}"] for f, v in s["per_start_fraction"].items()]),
+             table(["failure reason", "attempts"], [[r, n] for r, n in s["fail_reasons"].items()])]
+    style = "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #bbb;padding:2px 8px}"
+    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out) as tmp:
+        tmp.write_text(page)
+    return out
