@@ -12,7 +12,8 @@ from physrec.demo import write_demo
 from physrec.stages.batch_plan import batch_ids, make_plan, write_plan
 from physrec.stages.index import index_dataset, read_manifest, write_manifest
 from physrec.stages.record import run_record
-from physrec.stages.replay import ReplayError, replay_folder
+from physrec.stages.record_folder import RecordFolderError
+from physrec.stages.replay import replay_folder
 
 
 def _record(root, tracker: dict, names: tuple[str, ...] | None = None):
@@ -59,9 +60,9 @@ def test_a_changed_action_is_found_at_its_step(pd_record, tmp_path):
 
 
 def test_replay_names_what_is_missing(pd_record, tmp_path):
-    with pytest.raises(ReplayError, match="no attempt traj_99"):
+    with pytest.raises(RecordFolderError, match="no attempt traj_99"):
         replay_folder(pd_record, ["traj_99"])
-    with pytest.raises(ReplayError, match="rollouts.json: not found"):
+    with pytest.raises(RecordFolderError, match="rollouts.json: not found"):
         replay_folder(tmp_path)
 
 

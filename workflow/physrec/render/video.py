@@ -11,7 +11,6 @@ ffmpeg binary) and text is drawn with Pillow: the `render` extra.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Iterator
@@ -19,13 +18,10 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from physrec import config
 from physrec.formats.atomic import atomic_output
-from physrec.formats.motion_file import read_motion_file
-from physrec.formats.rollouts import read_json
-from physrec.motion.character import Character
-from physrec.recording import BatchMotion, build_reference, motion_boxes
+from physrec.recording import build_reference, motion_boxes
 from physrec.sim.backend import BackendSpec, make_backend
+from physrec.stages.record_folder import RecordFolder
 
 GHOST_RGBA = (0.35, 0.6, 1.0, 0.35)  # the reference
 TERRAIN_RGBA = (0.62, 0.58, 0.52, 1.0)
@@ -99,19 +95,12 @@ def render_attempt(record_dir: str | Path, attempt: str, out: str | Path, width:
                    height: int = 360) -> Path:
     """Write the MP4 of one attempt (traj_<i>) of a record folder; returns its path."""
     ffmpeg, Image, ImageDraw = _encoder()
-    folder, out = Path(record_dir), Path(out)
-    info = read_json(folder / "rollouts.json")
-    env = info["env_info"]["env_kwargs"]
-    episodes = {f"traj_{e['episode_id']}": e for e in info["episodes"]}
-    if attempt not in episodes:
-        raise RenderError(f"{folder / 'rollouts.json'}: no attempt {attempt}")
-    ep = episodes[attempt]
-    character = Character.load(env["character"])
-    settings = config.record_settings(config.json_section("record", json.dumps(env["record"]), "record"))
-    mf = read_motion_file(ep["source_path"])
-    motion = BatchMotion(ep["motion"], mf.motion, mf.terrain)  # type: ignore[arg-type]
+    folder, out = RecordFolder(record_dir), Path(out)
+    folder.check_attempts([attempt])
+    ep = folder.episodes[attempt]
+    character, settings, motion = folder.character(), folder.settings(), folder.motion(attempt)
     boxes = motion_boxes(motion, settings.terrain_margin)
-    with h5py.File(folder / "rollouts.h5", "r") as f:
+    with h5py.File(folder.h5, "r") as f:
         g = f[attempt]
         qpos, ref_time, errors = g["env_states/qpos"][()], g["ref_time"][()], g["tracking_errors"][()]
     qpos = qpos.copy()
@@ -151,6 +140,5 @@ def attempts_to_render(record_dir: str | Path, which: str) -> list[str]:
     """traj names of a record folder: all, the successful ones (kept), or the failed ones."""
     if which not in WHICH:
         raise RenderError(f"--which: {which!r}; one of {', '.join(WHICH)}")
-    episodes = read_json(Path(record_dir) / "rollouts.json")["episodes"]
-    return [f"traj_{e['episode_id']}" for e in episodes
+    return [name for name, e in RecordFolder(record_dir).episodes.items()
             if which == "all" or (which == "kept") == bool(e["success"])]

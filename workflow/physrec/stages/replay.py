@@ -11,7 +11,6 @@ MuJoCo version, else within a tolerance.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,21 +18,18 @@ import h5py
 import mujoco
 import numpy as np
 
-from physrec import config
-from physrec.formats.hashing import sha256_file
-from physrec.formats.motion_file import read_motion_file
-from physrec.formats.rollouts import read_json
 from physrec.motion.character import Character
-from physrec.recording import BatchMotion, build_reference, motion_boxes, reference_state
+from physrec.recording import BatchMotion, RecordSettings, build_reference, motion_boxes, reference_state
 from physrec.sim.backend import BackendSpec, make_backend
 from physrec.sim.world import pad_boxes
+from physrec.stages.record_folder import RecordFolder, RecordFolderError
 
 # Non-exact replays (another MuJoCo, MuJoCo Warp's float32): largest qpos difference accepted.
 DEFAULT_TOLERANCE = 1e-3
 
 
-class ReplayError(ValueError):
-    """A record folder that cannot be replayed (missing or changed files, unknown attempt)."""
+class ReplayError(RecordFolderError):
+    """A record folder that cannot be replayed."""
 
 
 @dataclass
@@ -61,44 +57,28 @@ class ReplayResult:
 def replay_folder(record_dir: str | Path, attempts: list[str] | None = None,
                   tolerance: float | None = None) -> list[ReplayResult]:
     """Replay `attempts` (names traj_<i>; default all) of one record folder."""
-    folder = Path(record_dir)
-    for name in ("rollouts.json", "rollouts.h5"):
-        if not (folder / name).is_file():
-            raise ReplayError(f"{folder / name}: not found (is {folder} a record folder?)")
-    info = read_json(folder / "rollouts.json")
-    env = info["env_info"]["env_kwargs"]
-    episodes = info["episodes"]
-    names = attempts or [f"traj_{e['episode_id']}" for e in episodes]
-    by_name = {f"traj_{e['episode_id']}": e for e in episodes}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise ReplayError(f"{folder / 'rollouts.json'}: no attempt {', '.join(unknown)} "
-                          f"(it has traj_0 .. traj_{len(episodes) - 1})")
+    folder = RecordFolder(record_dir)
+    names = attempts or list(folder.episodes)
+    folder.check_attempts(names)
+    env = folder.env
     if "terrain_slots" not in env:
-        raise ReplayError(f"{folder / 'rollouts.json'}: recorded by a physrec too old to replay (no terrain_slots)")
+        raise ReplayError(f"{folder.path / 'rollouts.json'}: recorded by a physrec too old to replay (no terrain_slots)")
     same = env.get("backend") == "mujoco" and env.get("mujoco_version") == mujoco.__version__
     exact = same and tolerance is None
     tol = 0.0 if exact else (DEFAULT_TOLERANCE if tolerance is None else tolerance)
-    character = Character.load(env["character"])
-    settings = config.record_settings(config.json_section("record", json.dumps(env["record"]), "record"))
+    character, settings = folder.character(), folder.settings()
     results = []
-    with h5py.File(folder / "rollouts.h5", "r") as f:
+    with h5py.File(folder.h5, "r") as f:
         for name in names:
-            ep = by_name[name]
             g = f[name]
-            results.append(_replay(name, ep, g["actions"][()], g["env_states/qpos"][()], g["env_states/qvel"][()],
-                                   character, settings, int(env["terrain_slots"]), exact, tol))
+            results.append(_replay(name, folder.episodes[name], folder.motion(name), g["actions"][()],
+                                   g["env_states/qpos"][()], g["env_states/qvel"][()], character, settings,
+                                   int(env["terrain_slots"]), exact, tol))
     return results
 
 
-def _replay(name: str, ep: dict, actions: np.ndarray, qpos: np.ndarray, qvel: np.ndarray, character: Character,
-            settings, slots: int, exact: bool, tol: float) -> ReplayResult:
-    path = Path(ep["source_path"])
-    if not path.is_file() or sha256_file(path) != ep["source_sha256"]:
-        raise ReplayError(f"{path}: {'not found' if not path.is_file() else 'changed since it was recorded'}; "
-                          f"{name} cannot be replayed without its motion's terrain and reference")
-    mf = read_motion_file(path)
-    motion = BatchMotion(ep["motion"], mf.motion, mf.terrain)  # type: ignore[arg-type]
+def _replay(name: str, ep: dict, motion: BatchMotion, actions: np.ndarray, qpos: np.ndarray, qvel: np.ndarray,
+            character: Character, settings: RecordSettings, slots: int, exact: bool, tol: float) -> ReplayResult:
     boxes = pad_boxes([motion_boxes(motion, settings.terrain_margin)], slots)
     sim = make_backend(BackendSpec(), character, settings.physics, 1, slots)
     try:
