@@ -28,6 +28,7 @@ class TerminationCheck:
     code: np.ndarray  # [N] OK / ROOT_POSITION / ROOT_ROTATION / BODY_OFFSET
     body: np.ndarray  # [N] body index that exceeded its offset limit (-1 if none)
     errors: np.ndarray  # [N, 4] ERROR_COLUMNS
+    body_ratio: np.ndarray  # [N, B-1] each non-root body's offset error / its limit
 
 
 def check(sim_body_pos: np.ndarray, sim_root_rot: np.ndarray, ref_body_pos: np.ndarray,
@@ -52,7 +53,7 @@ def check(sim_body_pos: np.ndarray, sim_root_rot: np.ndarray, ref_body_pos: np.n
     code = np.where(root_err > settings.root_pos_error, ROOT_POSITION, code)
     body = np.where(code == BODY_OFFSET, worst + 1, -1)
     errors = np.stack([root_err, rot_err, worst_ratio, mean_pos], axis=-1)
-    return TerminationCheck(code, body, errors)
+    return TerminationCheck(code, body, errors, ratio)
 
 
 def reason(code: int, body: int, body_names: tuple[str, ...]) -> str:

@@ -38,7 +38,8 @@ def iteration_plots(iteration: str, summary_json: Path, manifest_tsv: Path, reco
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = json.loads(Path(summary_json).read_text())
     motions = read_tsv_records(manifest_tsv)
-    attempts = [(d, a) for d in record_dirs for a in read_tsv_records(Path(d) / "attempts.tsv")]
+    by_dir = {Path(d): read_tsv_records(Path(d) / "attempts.tsv") for d in record_dirs}
+    attempts = [a for rows in by_dir.values() for a in rows]
     paths = [out_dir / f"{name}.png" for name in PLOTS]
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -54,12 +55,14 @@ def iteration_plots(iteration: str, summary_json: Path, manifest_tsv: Path, reco
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     with_label = {True: "kept (succeeded)", False: "failed"}
-    for d, a in attempts:
-        with h5py.File(Path(d) / "rollouts.h5", "r") as f:
-            g = f[a["attempt"]]
-            err, t = g["tracking_errors"][()][:, 3], g["ref_time"][()][1:]
-        ok = a["success"] == "true"
-        ax.plot(t, err, color="#3a7d44" if ok else "#c0392b", alpha=0.6, lw=1, label=with_label.pop(ok, None))
+    for d, rows in by_dir.items():  # each batch's rollouts.h5 opened once
+        with h5py.File(d / "rollouts.h5", "r") as f:
+            for a in rows:
+                g = f[a["attempt"]]
+                err, t = g["tracking_errors"][()][:, 3], g["ref_time"][()][1:]
+                ok = a["success"] == "true"
+                ax.plot(t, err, color="#3a7d44" if ok else "#c0392b", alpha=0.6, lw=1,
+                        label=with_label.pop(ok, None))
     ax.set(xlabel="motion time (s)", ylabel="mean body position error (m)", title=f"{iteration}: tracking error")
     if attempts:
         ax.legend()
@@ -80,7 +83,7 @@ def iteration_plots(iteration: str, summary_json: Path, manifest_tsv: Path, reco
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     lengths = {m["name"]: float(m["source_duration"]) for m in valid}
-    where = [float(a["end_time"]) / lengths[a["motion"]] for _, a in attempts
+    where = [float(a["end_time"]) / lengths[a["motion"]] for a in attempts
              if a["success"] != "true" and lengths.get(a["motion"])]
     ax.hist(where, bins=np.linspace(0, 1, 11), color="#c0392b")
     ax.set(xlim=(0, 1), xlabel="where the attempt ended (fraction of its motion)", ylabel="failed attempts",

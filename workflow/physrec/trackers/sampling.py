@@ -326,9 +326,8 @@ class _GroupSearch:
                                 ref_body.reshape(n * h, -1, 3), ref_rot.reshape(n * h, 4), req.termination)
         w = s.cost_weights
         err = chk.errors.reshape(n, h, -1)
-        offset_err = np.linalg.norm((body[..., 1:, :] - body[..., :1, :]) - (ref_body[..., 1:, :] - ref_body[..., :1, :]),
-                                    axis=-1)
-        ratio = offset_err / np.asarray(req.termination.body_offset_limits)
+        ratio = chk.body_ratio.reshape(n, h, -1)
+        offset_err = ratio * np.asarray(req.termination.body_offset_limits)
         root_vel = qvel[:, :h, :3]  # free joint: world-frame linear velocity
         cost = (w["root_pos"] * err[..., 0] + w["root_rot"] * err[..., 1]
                 + w["body_offset"] * offset_err.mean(axis=-1)
