@@ -2,6 +2,7 @@
 # Wiring only: every rule calls the physrec command line (python -m physrec); the logic lives in workflow/physrec.
 from physrec import config as physrec_config
 from physrec import workflow_api as api
+from physrec.render import VIDEO_KINDS
 from snakemake.exceptions import WorkflowError
 
 
@@ -22,6 +23,7 @@ api.export_package_source(f"{workflow.basedir}/workflow")
 ENV_CPU = "../../envs/record-cpu.yaml"
 ENV_RECORD = "../../envs/record-gpu.yaml" if CFG["backend"] == "mujoco_warp" else ENV_CPU
 ITERATIONS = {it["name"]: it for it in CFG["iterations"]}
+VIDEOS = api.report_videos(CFG)  # report.videos, or none where this machine has no headless OpenGL
 
 
 wildcard_constraints:
@@ -40,9 +42,12 @@ rule all:
         ),
         f"{R}/run_summary.tsv",
         f"{R}/run_summary.md",
+        f"{R}/run_summary.png",
+        lambda wc: [d for it in ITERATIONS for d in api.video_dirs(VIDEOS, R, it, checkpoints.split.get(it=it).output[0])],
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/record.smk"
 include: "workflow/rules/merge.smk"
+include: "workflow/rules/report.smk"

@@ -52,7 +52,8 @@ def snakemake(project: Path, *args: str, check: bool = True, timeout: float = 30
 
 def base_config(dataset: str, **extra) -> dict:
     cfg = {"results_dir": "results", "iterations": [{"name": IT, "dataset": dataset, "tracker": {"kind": "pd"}}],
-           "batch_size": 16, "seed": 0, "record": {"threads": 1}}
+           "batch_size": 16, "seed": 0, "record": {"threads": 1},
+           "report": {"videos": "none"}}  # seconds per run; the demo project's report test renders them
     for k, v in extra.items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):
             cfg[k] = {**cfg[k], **v}

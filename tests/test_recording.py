@@ -242,10 +242,11 @@ def test_several_control_steps_per_call_change_no_outcome(ch, demo_batch, demo_r
         np.testing.assert_array_equal(a.actions, b.actions)
 
 
-def test_pass_progress_says_rate_and_time_left():
-    from physrec.recording import _PassProgress
+def test_pass_progress_says_rate_and_time_left(monkeypatch):
+    from physrec.progress import PassProgress
+    monkeypatch.setenv("PHYSREC_PROGRESS", "lines")
     lines: list[str] = []
-    p = _PassProgress(lines.append, "[b] pass 1/6", total=2, every=0.0)
+    p = PassProgress(lines.append, "[b] pass 1/6", total=2, every=0.0)
     p.tick(10, 40, 2, 1 / 30)
     p(0, True)
     p.tick(20, 40, 1, 1 / 30)
@@ -254,3 +255,50 @@ def test_pass_progress_says_rate_and_time_left():
     assert lines[1].startswith("[b] pass 1/6: 1/2 done, 1 succeeded; step 20/40")
     assert lines[-1] == "[b] pass 1/6: 2/2 done, 1 succeeded"
     assert p.motion_seconds == pytest.approx((2 * 10 + 1 * 10) / 30)
+
+
+def test_a_record_job_on_a_terminal_draws_a_bar_and_logs_plain_lines(tmp_path):
+    """`physrec record` with a terminal for its output (a pty): a tqdm bar there; its log
+    file holds the same progress as plain lines, with no bar in them."""
+    import fcntl
+    import json
+    import os
+    import pty
+    import struct
+    import termios
+    import subprocess
+    import sys
+    from physrec import config
+    from physrec.demo import write_demo
+    from physrec.stages.batch_plan import batch_ids, make_plan, write_plan
+    from physrec.stages.index import index_dataset, read_manifest, write_manifest
+    write_demo(tmp_path / "data")
+    write_manifest(tmp_path / "manifest.tsv", [r for r in index_dataset(tmp_path / "data" / "dataset.yaml")
+                                               if r["name"] == "climb_step"])
+    write_plan(tmp_path / "plan.tsv", make_plan(read_manifest(tmp_path / "manifest.tsv"), 16))
+    rec = config.record_physics_keys(config.validate({"iterations": [{"name": "i", "dataset": "d"}]})["record"])
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a terminal's size
+    env = {k: v for k, v in os.environ.items() if k != "PHYSREC_PROGRESS"}
+    job = subprocess.Popen(
+        [sys.executable, "-m", "physrec", "--log", str(tmp_path / "record.log"), "record", "--plan",
+         str(tmp_path / "plan.tsv"), "--batch", batch_ids(tmp_path / "plan.tsv")[0], "--record", json.dumps(rec),
+         "--tracker", '{"kind": "pd"}', "--backend", '{"name": "mujoco"}', "--character", "builtin:humanoid",
+         "--seed", "0", "--threads", "1", "--out-dir", str(tmp_path / "record")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=secondary, env=env)
+    os.close(secondary)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the job closed its end
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    assert job.wait(timeout=120) == 0, terminal.decode(errors="replace")[-2000:]
+    shown = terminal.decode(errors="replace")
+    assert re.search(r"pass 1/6: .*\d+/\d+ \[", shown) and "motion-s/s" in shown and "\r" in shown, shown[-2000:]
+    log = (tmp_path / "record.log").read_text()
+    assert "pass 1/6 (start 0%, 0/1 motions recorded before it): 1/1 done, 0 succeeded" in log
+    assert "\r" not in log and "ok," not in log

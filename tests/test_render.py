@@ -1,15 +1,15 @@
 """`physrec render`: an MP4 per attempt, the simulated character beside its reference (EGL, headless)."""
 
+import json
 import os
 import subprocess
 import sys
 
+import imageio_ffmpeg
 import numpy as np
 import pytest
 
 from test_replay import _record
-
-imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason='needs the render extra: pip install -e ".[render]"')
 
 
 def _render(*args: str) -> subprocess.CompletedProcess:
@@ -47,3 +47,33 @@ def test_render_names_a_missing_attempt(tmp_path):
     record = _record(tmp_path, {"kind": "pd"}, ("stand_flat",))
     r = _render("--record-dir", str(record), "--attempt", "traj_9", "--out-dir", str(tmp_path / "v"))
     assert r.returncode == 1 and "no attempt traj_9" in r.stderr
+
+
+def test_batch_videos_pick_the_kept_attempt_and_a_failed_motion_from_its_start(tmp_path):
+    """report.videos: the kept motion's video is of the attempt selection kept (a later start for
+    the ramp); a failed motion's is of its attempt from the start; videos_per_batch caps each kind."""
+    from physrec import config
+    from physrec.render.batch_videos import videos_to_render
+    from physrec.stages.select import run_select
+    record = _record(tmp_path, {"kind": "pd"}, ("ramp_descent_then_stand", "climb_step", "stand_flat"))
+    rows = run_select(record, config.validate({"iterations": [{"name": "i", "dataset": "d"}]})["selection"],
+                      tmp_path / "select")
+    status = {r["motion"]: (r["status"], r["attempt"]) for r in rows}
+    assert status["ramp_descent_then_stand"][0] == "recorded_later_start" and status["climb_step"][0] == "failed"
+    plan = videos_to_render(record, tmp_path / "select" / "selected.tsv", "all", None)
+    assert {r["motion"]: a for r, a in plan["kept"]} == {m: s[1] for m, s in status.items() if m != "climb_step"}
+    (failed, attempt), = plan["failed"]
+    episodes = json.loads((record / "rollouts.json").read_text())["episodes"]
+    assert failed["motion"] == "climb_step" and episodes[int(attempt[5:])]["start_time"] == 0.0
+    capped = videos_to_render(record, tmp_path / "select" / "selected.tsv", "kept", 1)
+    assert list(capped) == ["kept"] and len(capped["kept"]) == 1
+
+
+def test_no_headless_opengl_is_named_with_its_fix(monkeypatch):
+    """Where OSMesa is asked for and absent (the Snakefile then plans no videos and says so)."""
+    import ctypes.util
+    from physrec.render.gl import headless_gl_problem
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    problem = headless_gl_problem()
+    assert problem and "MUJOCO_GL=osmesa" in problem and "libosmesa6" in problem and "libegl1" in problem

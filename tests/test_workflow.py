@@ -84,38 +84,101 @@ def write_demo_copies(root: Path, copies: int) -> Path:
 # ======================================================================================================
 @pytest.fixture(scope="module")
 def demo_project(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("wf") / "demo", base_config("builtin:demo"))
+    project = make_project(tmp_path_factory.mktemp("wf") / "demo", base_config("builtin:demo", report={"videos": "all"}))
     r = snakemake(project)
     return project, r
 
 
+def _chromium_dom(page: Path, script: str = "", budget_ms: int = 10000) -> str:
+    """The DOM headless Chromium renders of `page`, with `script` run in it first (a copy is opened)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium to render the report in (Debian: apt-get install chromium; .ci/run installs it)")
+    text = page.read_text()
+    end = text.rfind("</body>")
+    opened = page.with_name(f"opened_{page.name}")
+    opened.write_text(text[:end] + f"<script>{script}</script>" + text[end:])
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--virtual-time-budget={budget_ms}",
+                          "--autoplay-policy=no-user-gesture-required", "--dump-dom", opened.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    return re.sub(r"<(script|style)\b.*?</\1>", "", dom, flags=re.S)  # what the page's JavaScript rendered
+
+
+# Clicks through the report as a user does: the iteration, its kept videos, one motion's entry.
+_OPEN_VIDEO = """
+function link(t) { return [...document.querySelectorAll('a')].find(a => a.textContent.trim() === t); }
+setTimeout(() => link('%(it)s').click(), 500);
+setTimeout(() => link('videos: kept').click(), 1500);
+setTimeout(() => [...document.querySelectorAll('td')].find(td => td.textContent.trim() === '%(motion)s')
+                 .closest('tr').querySelector('a').click(), 2500);
+"""
+_PROBE_VIDEO = """
+const v = document.querySelector('video');
+const say = t => document.body.insertAdjacentHTML('beforeend', '<p id="probe">' + t + '</p>');
+v.addEventListener('loadedmetadata', () => say('duration ' + v.duration + ' size ' + v.videoWidth + 'x' + v.videoHeight));
+v.addEventListener('error', () => say('error ' + v.error.code));
+"""
+
+
 def test_the_report_shows_each_iteration_and_the_run(demo_project, tmp_path):
     """snakemake --report: one HTML file with the workflow's description, per iteration its
-    summary page, four plots and manifest, and the run summary; opened in headless Chromium
-    (where it is installed), its rendered navigation lists those pages."""
+    summary page, four plots, manifest and videos, and the run summary; opened in headless
+    Chromium (where it is installed) and clicked through, it lists the kept motions' videos,
+    shows one inline, and Chromium plays that video for its recorded length."""
     project, _ = demo_project
     html, archive = tmp_path / "report.html", tmp_path / "report.zip"
     snakemake(project, "--report", str(html))
     snakemake(project, "--report", str(archive))
     text = html.read_text()
     for name in ("summary.html", "success_by_start.png", "errors_over_time.png", "durations.png",
-                 "failure_location.png", "manifest.tsv", "run_summary.tsv"):
+                 "failure_location.png", "manifest.tsv", "run_summary.tsv", "run_summary.png", "stand_flat.html", "climb_step.html"):
         assert name in text, name
     import zipfile
     names = zipfile.ZipFile(archive).namelist()
-    for name in ("success_by_start.png", "summary.html", "run_summary.tsv"):
+    for name in ("success_by_start.png", "summary.html", "run_summary.tsv", "wave_flat.html"):
         assert any(n.endswith(f"/{name}") for n in names), (name, names)
     page = (project / "results" / IT / "report" / "summary.html").read_text()
     assert "valid motions recorded" in page and "<th>start fraction</th>" in page
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium to render the report in (Debian: apt-get install chromium; .ci/run installs it)")
-    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                          "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    shown = re.sub(r"<(script|style)\b.*?</\1>", "", dom, flags=re.S)  # what the page's JavaScript rendered
+    # Videos: one per kept motion of each batch, one per motion that was not kept.
+    selected = [r for b in plan_members(project) for r in read_tsv_records(project / "results" / IT / "select" / b /
+                                                                           "selected.tsv")]
+    kept = sorted(r["motion"] for r in selected if r["status"].startswith("recorded"))
+    videos = project / "results" / IT / "report" / "videos"
+    assert sorted(p.stem for p in videos.glob("*/kept/*.mp4")) == kept and len(kept) >= 2
+    assert sorted(p.stem for p in videos.glob("*/failed/*.mp4")) == sorted(r["motion"] for r in selected
+                                                                          if r["motion"] not in kept)
+    shown = _chromium_dom(html)
     assert "Loading Snakemake Report" in shown and "physrec records physics-based versions" in shown
     nav = re.sub(r"<[^>]+>", " ", shown)
     assert re.search(rf"Results\s+{IT}\s+run", nav), nav[:2000]
+    shown = _chromium_dom(html, _OPEN_VIDEO % {"it": IT, "motion": kept[0]})
+    listed = re.sub(r"<[^>]+>", " ", shown)
+    assert all(m in listed for m in kept), listed[:3000]
+    frame = re.search(r'<iframe src="data:text/html;charset=utf8;filename=([^;]+);base64,([^"]+)"', shown)
+    assert frame and frame.group(1) == f"{kept[0]}.html", shown[-3000:]
+    import base64
+    inline = tmp_path / frame.group(1)
+    inline.write_bytes(base64.b64decode(frame.group(2)))
+    assert "<video" in inline.read_text() and kept[0] in inline.read_text()
+    played = re.search(r'<p id="probe">duration ([0-9.]+) size (\d+)x(\d+)', _chromium_dom(inline, _PROBE_VIDEO, 5000))
+    kept_row = next(r for r in selected if r["motion"] == kept[0])
+    assert played, "Chromium could not load the report's video"
+    assert (played.group(2), played.group(3)) == ("640", "360")
+    assert abs(float(played.group(1)) - (float(kept_row["recorded_duration"]) + 1 / 30)) < 0.1
+
+
+def test_without_headless_opengl_the_run_plans_no_videos_and_says_why(demo_project, monkeypatch):
+    import ctypes.util
+    if ctypes.util.find_library("OSMesa"):
+        pytest.skip("OSMesa is installed here")
+    project, _ = demo_project
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    r = snakemake(project, "-n", "--forcerun", "select")
+    assert "report.videos is 'all', but no headless OpenGL (MUJOCO_GL=osmesa" in r.stderr
+    counts = job_counts(r.stdout + r.stderr)
+    assert counts.get("select") and "videos" not in counts, counts
+    monkeypatch.delenv("MUJOCO_GL")
+    assert job_counts(snakemake(project, "-n", "--forcerun", "select").stdout).get("videos")
 
 
 def test_demo_run_writes_every_artifact(demo_project):
@@ -587,6 +650,9 @@ def test_iterations_chain(tmp_path):
     assert count[1] == {"motions": 2, "recorded": 1, "next_dataset_entries": len(it1), "next_dataset_from_base": len(it0)}
     md = (project / "results" / "run_summary.md").read_text()
     assert "| iter1 | pd | 2 (2) | 1 (50% of valid) |" in md and f"{len(it1)} ({len(it0)} + 1)" in md
+    from PIL import Image
+    with Image.open(project / "results" / "run_summary.png") as plot:  # its plot, for the report
+        assert plot.format == "PNG" and plot.size[0] > 600
 
 
 def planned(output: str) -> dict[tuple[str, str], int]:

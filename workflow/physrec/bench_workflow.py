@@ -45,7 +45,8 @@ def make_project(root: Path, n: int) -> Path:
     shutil.copytree(REPO / "envs", root / "envs")
     (root / "config").mkdir()
     cfg = {"results_dir": "results", "iterations": [{"name": "iter0", "dataset": "data/dataset.yaml"}],
-           "record": {"threads": 1, "start_fractions": []}}
+           "record": {"threads": 1, "start_fractions": []},
+           "report": {"videos": "none"}}  # the scheduling at scale; videos add one job per batch
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     entries = []
     for i in range(n):

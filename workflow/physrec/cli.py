@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 from physrec import __version__
+from physrec.render.gl import disable_gl_keeping_choice
 
 log = logging.getLogger("physrec")
-# A job never renders: without this, importing MuJoCo also loads GLFW (tens of ms per job).
-# MuJoCo reads MUJOCO_GL when it is first imported; `render` sets egl unless the user chose a backend.
-os.environ.setdefault("MUJOCO_GL", "disable")
+disable_gl_keeping_choice()  # `render` and `videos` choose their OpenGL before importing MuJoCo
 
 
 def _setup_logging(log_file: str | None) -> None:
@@ -60,12 +59,15 @@ def cmd_split(a: argparse.Namespace) -> None:
 
 
 def cmd_record(a: argparse.Namespace) -> None:
+    from physrec.config import json_section
+    from physrec.progress import lines_above_bars
     from physrec.stages.record import run_record
     start = time.perf_counter()
-    from physrec.config import json_section
-    rec = run_record(a.plan, a.batch, json_section("record", a.record, "--record"),
-                     json_section("tracker", a.tracker, "--tracker"), json_section("backend", a.backend, "--backend"),
-                     a.character, a.seed, a.threads, a.out_dir, ["physrec"] + sys.argv[1:], progress=log.info)
+    with lines_above_bars():
+        rec = run_record(a.plan, a.batch, json_section("record", a.record, "--record"),
+                         json_section("tracker", a.tracker, "--tracker"),
+                         json_section("backend", a.backend, "--backend"), a.character, a.seed, a.threads, a.out_dir,
+                         ["physrec"] + sys.argv[1:], progress=log.info)
     motion_s = sum(a_.end_time - a_.start_time for a_ in rec.attempts)
     wall = time.perf_counter() - start
     log.info("[%s] %d physics steps, %.1f motion-seconds simulated in %.1f s wall (%.0f steps/s)",
@@ -91,6 +93,7 @@ def cmd_merge(a: argparse.Namespace) -> None:
 
 
 def cmd_run_summary(a: argparse.Namespace) -> None:
+    from physrec.report.plots import run_summary_plot
     from physrec.stages.run_summary import run_summary
     pairs = []
     for item in a.iterations:
@@ -99,6 +102,7 @@ def cmd_run_summary(a: argparse.Namespace) -> None:
             raise ValueError(f"--iterations: {item!r} is not NAME:TRACKER_KIND")
         pairs.append((name, tracker))
     rows = run_summary(pairs, a.results_dir, a.out_dir)
+    run_summary_plot(rows, Path(a.out_dir) / "run_summary.png")
     log.info("run summary of %d iteration(s): %s", len(rows),
              ", ".join(f"{r['iteration']} {r['recorded']}/{r['valid']} recorded" for r in rows))
 
@@ -111,15 +115,27 @@ def cmd_plots(a: argparse.Namespace) -> None:
     log.info("%s: wrote %s", a.iteration, ", ".join(p.name for p in paths))
 
 
+def _enable_rendering() -> None:
+    """Before MuJoCo's first import: the OpenGL that rendering uses (EGL unless the user's MUJOCO_GL says)."""
+    from physrec.render.gl import render_backend
+    os.environ["MUJOCO_GL"] = render_backend()
+
+
 def cmd_render(a: argparse.Namespace) -> None:
-    if os.environ.get("MUJOCO_GL", "") in ("", "disable"):
-        os.environ["MUJOCO_GL"] = "egl"
+    _enable_rendering()
     from physrec.render.video import attempts_to_render, render_attempt
     names = a.attempt or attempts_to_render(a.record_dir, a.which)
     out = Path(a.out_dir)
     for i, name in enumerate(names):
         path = render_attempt(a.record_dir, name, out / f"{name}.mp4", a.width, a.height)
         log.info("[%d/%d] wrote %s", i + 1, len(names), path)
+
+
+def cmd_videos(a: argparse.Namespace) -> None:
+    _enable_rendering()
+    from physrec.render.batch_videos import batch_videos
+    paths = batch_videos(a.record_dir, a.selected, a.which, a.per_batch or None, a.out_dir, a.width, a.height)
+    log.info("%s: wrote %d video(s) into %s", a.record_dir, len(paths), a.out_dir)
 
 
 def cmd_replay(a: argparse.Namespace) -> None:
@@ -223,7 +239,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_plots)
 
-    s = sub.add_parser("render", help="MP4 videos of recorded attempts beside their reference (needs .[render])")
+    s = sub.add_parser("render", help="MP4 videos of recorded attempts beside their reference")
     s.add_argument("--record-dir", required=True, help="a record folder: results/<iteration>/record/<batch>")
     s.add_argument("--attempt", nargs="*", default=[], help="attempts, e.g. traj_0 (default: --which)")
     s.add_argument("--which", default="kept", help="all, kept (successful) or failed attempts (default: kept)")
@@ -231,6 +247,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, default=640)
     s.add_argument("--height", type=int, default=360)
     s.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("videos", help="a batch's videos for the report: kept and/or failed motions (report.videos)")
+    s.add_argument("--record-dir", required=True, help="a record folder: results/<iteration>/record/<batch>")
+    s.add_argument("--selected", required=True, help="the batch's selected.tsv")
+    s.add_argument("--which", choices=["kept", "failed", "all"], default="kept")
+    s.add_argument("--per-batch", type=int, default=0, help="at most this many of each kind (0: every motion)")
+    s.add_argument("--out-dir", required=True, help="writes kept/<motion>.mp4 and failed/<motion>.mp4 here")
+    s.add_argument("--width", type=int, default=640)
+    s.add_argument("--height", type=int, default=360)
+    s.set_defaults(func=cmd_videos)
 
     s = sub.add_parser("replay", help="re-simulate recorded attempts from their actions and compare the states")
     s.add_argument("--record-dir", required=True, help="a record folder: results/<iteration>/record/<batch>")

@@ -27,6 +27,7 @@ from physrec.formats.motion_file import MotionData
 from physrec.motion import termination
 from physrec.motion.character import Character
 from physrec.motion.reference import ReferenceSet
+from physrec.progress import PassProgress
 from physrec.motion.terrain import Heightfield, TiledTerrain, crop_around_path, heightfield_boxes, tile_square
 from physrec.sim.backend import (BackendOutOfMemory, BackendSpec, LimitExceeded, SimBackend, backend_capacity,
                                  make_backend, tensor_device)
@@ -455,44 +456,6 @@ class Observer:
         return self.layout.compute(state, ids, None, targets)
 
 
-class _PassProgress:
-    """Progress lines of one pass: at its end, and at most every `every` seconds before, with
-    the control steps done, the attempts ended, the rate (motion-seconds simulated per
-    wall-second) and the time the pass has left at that rate."""
-
-    def __init__(self, say: Callable[[str], None], label: str, total: int, every: float = 10.0) -> None:
-        self.say, self.label, self.total, self.every = say, label, total, every
-        self.done = self.succeeded = 0
-        self.start = self.last = time.perf_counter()
-        self.step = self.steps = 0
-        self.motion_seconds = 0.0
-
-    def __call__(self, env: int, success: bool) -> None:
-        self.done += 1
-        self.succeeded += success
-        if self.done == self.total:
-            self._say(time.perf_counter())
-
-    def tick(self, step: int, steps: int, active: int, dt: float) -> None:
-        """Called by a pass after each simulator call: `active` environments simulated up to
-        control step `step` of at most `steps`."""
-        self.motion_seconds += active * (step - self.step) * dt
-        self.step, self.steps = step, steps
-        now = time.perf_counter()
-        if now - self.last > self.every and self.done < self.total:
-            self._say(now)
-
-    def _say(self, now: float) -> None:
-        self.last = now
-        line = f"{self.label}: {self.done}/{self.total} done, {self.succeeded} succeeded"
-        elapsed = now - self.start
-        if self.done < self.total and self.step and elapsed > 0:
-            left = elapsed * (self.steps - self.step) / self.step
-            line += (f"; step {self.step}/{self.steps}, {self.motion_seconds / elapsed:.1f} motion-s/s, "
-                     f"~{left:.0f} s left")
-        self.say(line)
-
-
 def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndarray, character: Character,
                  tracker: Tracker | Planner, settings: RecordSettings, backend: BackendSpec,
                  progress: Callable[[str], None], label: str, seed: int) -> tuple[list[Attempt], dict[str, Any]]:
@@ -521,7 +484,7 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
                 continue
             say = (f"{label} pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
                    f"{n - int(pending.sum())}/{n} motions recorded before it)")
-            done = _PassProgress(progress, say, len(todo))
+            done = PassProgress(progress, say, len(todo))
             if is_planner(tracker):
                 found = _planned_pass(tracker, sim, ref, settings, todo, fraction, offsets,  # type: ignore[arg-type]
                                       functools.partial(plan_request, ref, motions, boxes, character, settings,

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from functools import lru_cache
+
+from physrec.render.gl import disable_gl_keeping_choice
+
+disable_gl_keeping_choice()  # parsing the workflow imports MuJoCo, and never renders
 
 from physrec import RECORDING_VERSION, SELECTION_VERSION
 from physrec import config as cfgmod
@@ -15,6 +20,7 @@ from physrec.stages.index import display_path
 from physrec.demo import DEMO_NAMES, demo_motion_path
 from physrec.formats.hashing import sha256_file, stable_hash
 from physrec.sim.devices import standin_gpus
+from physrec.render import VIDEO_KINDS
 
 __all__ = ["batch_digest", "batch_ids", "DEMO_NAMES", "RECORDING_VERSION", "SELECTION_VERSION", "stable_hash"]
 
@@ -118,3 +124,23 @@ def recording_identity(cfg: dict, iteration: str, plan: str, batch: str) -> str:
 
 def json_arg(value: object) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def report_videos(cfg: dict) -> str:
+    """report.videos for this run's targets: "none" where this machine cannot render, said
+    once with the fix, so a workstation without OpenGL still runs the rest of the workflow."""
+    which = cfg["report"]["videos"]
+    if which == "none":
+        return which
+    from physrec.render.gl import headless_gl_problem
+    problem = headless_gl_problem()
+    if problem:
+        print(f"physrec: report.videos is {which!r}, but {problem}. No videos this run; "
+              "set report.videos: none to silence this.", file=sys.stderr)
+        return "none"
+    return which
+
+
+def video_dirs(which: str, results: str, iteration: str, plan: str) -> list[str]:
+    """The video folders of an iteration for report.videos `which` (rule videos' outputs)."""
+    return [f"{results}/{iteration}/report/videos/{b}/{kind}" for b in batch_ids(plan) for kind in VIDEO_KINDS[which]]

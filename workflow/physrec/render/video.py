@@ -6,7 +6,7 @@ Everything comes from a record folder (rollouts.h5, rollouts.json) and the motio
 file (its terrain and reference), as `physrec replay` uses them. MuJoCo picks its OpenGL
 backend when it is first imported: `physrec render` sets MUJOCO_GL=egl unless the user set
 it (MUJOCO_GL=osmesa for OSMesa). Frames are encoded with imageio-ffmpeg (H.264, its own
-ffmpeg binary) and text is drawn with Pillow: the `render` extra.
+ffmpeg binary) and text is drawn with Pillow.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def _encoder():
         import imageio_ffmpeg
         from PIL import Image, ImageDraw
     except ImportError:
-        raise RenderError('physrec render needs imageio-ffmpeg and Pillow: pip install -e ".[render]"') from None
+        raise RenderError("physrec render needs imageio-ffmpeg and Pillow, which physrec's install brings: "
+                          "reinstall physrec (pip install -e .)") from None
     return imageio_ffmpeg, Image, ImageDraw
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from physrec.formats.atomic import atomic_output
 from physrec.formats.tables import read_tsv_records
+from physrec.report.html import table, write_page
 
 PLOTS = ("success_by_start", "errors_over_time", "durations", "failure_location")
 
@@ -99,12 +100,6 @@ def summary_html(summary_json: Path, out: Path) -> Path:
     from html import escape
     s = json.loads(Path(summary_json).read_text())
     m = s["motions"]
-
-    def table(head: list[str], rows: list[list[object]]) -> str:
-        cells = "".join(f"<th>{escape(h)}</th>" for h in head)
-        body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-        return f"<table><tr>{cells}</tr>{body}</table>"
-
     parts = [f"<h2>{escape(s['iteration'])}</h2>",
              f"<p>{m['recorded']} of {m['valid']} valid motions recorded ({s['success_rate']:.0%}): "
              f"{m['recorded_full_length']} full length, {m['recorded_later_start']} from a later start; "
@@ -115,9 +110,27 @@ def summary_html(summary_json: Path, out: Path) -> Path:
              table(["start fraction", "attempts", "successes", "rate"],
                    [[f, v["attempts"], v["successes"], f"{v['rate']:.0%}"] for f, v in s["per_start_fraction"].items()]),
              table(["failure reason", "attempts"], [[r, n] for r, n in s["fail_reasons"].items()])]
-    style = "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #bbb;padding:2px 8px}"
-    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out) as tmp:
-        tmp.write_text(page)
+    return write_page(out, parts)
+
+
+def run_summary_plot(rows: list[dict], out: Path) -> Path:
+    """The run across iterations (run_summary.tsv's rows): per iteration the motions in, recorded
+    full length and from a later start, and the dataset handed on; seconds in and recorded."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    x = np.arange(len(rows))
+    names = [r["iteration"] for r in rows]
+    left.bar(x - 0.27, [r["valid"] for r in rows], 0.27, label="valid motions in", color="#9db4d0")
+    left.bar(x, [r["recorded_full_length"] for r in rows], 0.27, label="recorded, full length", color="#3a7d44")
+    left.bar(x, [r["recorded_later_start"] for r in rows], 0.27, bottom=[r["recorded_full_length"] for r in rows],
+             label="recorded, later start", color="#94c973")
+    left.bar(x + 0.27, [r["next_dataset_entries"] for r in rows], 0.27, label="next dataset", color="#c9a66b")
+    left.set(xticks=x, xticklabels=names, ylabel="motions", title="motions per iteration")
+    left.legend(fontsize=7)
+    right.bar(x - 0.2, [r["source_seconds"] for r in rows], 0.4, label="valid source", color="#9db4d0")
+    right.bar(x + 0.2, [r["recorded_seconds"] for r in rows], 0.4, label="recorded", color="#3a7d44")
+    right.set(xticks=x, xticklabels=names, ylabel="seconds of motion", title="seconds per iteration")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, out)
     return out

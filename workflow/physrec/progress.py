@@ -1,0 +1,88 @@
+"""Progress of a record job's passes: plain lines in its log, and a progress bar where its
+output is a terminal.
+
+A line, at a pass's end and at most every 10 s before, says the attempts ended, the
+successes, the rate (motion-seconds simulated per wall-second) and the time left at that
+rate. The bar (tqdm) counts control steps of the pass. PHYSREC_PROGRESS=bar or lines
+overrides the terminal check (several jobs writing bars to one terminal garble each other).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from typing import Any, Callable, Iterator
+
+
+def bar_wanted() -> bool:
+    choice = os.environ.get("PHYSREC_PROGRESS", "auto")
+    return choice == "bar" or (choice != "lines" and sys.stderr.isatty())
+
+
+@contextlib.contextmanager
+def lines_above_bars() -> Iterator[None]:
+    """Log lines to the terminal go above the progress bar instead of through it."""
+    if not bar_wanted():
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+    with logging_redirect_tqdm():
+        yield
+
+
+class PassProgress:
+    """The progress of one pass of `total` attempts, told to `say` (the job's log)."""
+
+    def __init__(self, say: Callable[[str], None], label: str, total: int, every: float = 10.0) -> None:
+        self.say, self.label, self.total, self.every = say, label, total, every
+        self.done = self.succeeded = 0
+        self.start = self.last = time.perf_counter()
+        self.step = self.steps = 0
+        self.motion_seconds = 0.0
+        self.bar: Any = None
+        if bar_wanted():
+            from tqdm import tqdm
+            self.bar = tqdm(desc=label.split(" (")[0], unit="step", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def __call__(self, env: int, success: bool) -> None:
+        """An attempt ended."""
+        self.done += 1
+        self.succeeded += success
+        if self.done == self.total:
+            self._say(time.perf_counter())
+            if self.bar is not None:
+                self.bar.close()
+        else:
+            self._postfix(time.perf_counter())
+
+    def tick(self, step: int, steps: int, active: int, dt: float) -> None:
+        """Called by a pass after each simulator call: `active` environments simulated up to
+        control step `step` of at most `steps`."""
+        self.motion_seconds += active * (step - self.step) * dt
+        self.step, self.steps = step, steps
+        now = time.perf_counter()
+        if self.bar is not None:
+            self.bar.total = steps
+            self.bar.update(step - self.bar.n)
+            self._postfix(now)
+        if now - self.last > self.every and self.done < self.total:
+            self._say(now)
+
+    def _rate(self, now: float) -> float:
+        return self.motion_seconds / max(now - self.start, 1e-9)
+
+    def _postfix(self, now: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self.done}/{self.total} ended, {self.succeeded} ok, "
+                                     f"{self._rate(now):.1f} motion-s/s", refresh=False)
+
+    def _say(self, now: float) -> None:
+        self.last = now
+        line = f"{self.label}: {self.done}/{self.total} done, {self.succeeded} succeeded"
+        elapsed = now - self.start
+        if self.done < self.total and self.step and elapsed > 0:
+            left = elapsed * (self.steps - self.step) / self.step
+            line += f"; step {self.step}/{self.steps}, {self._rate(now):.1f} motion-s/s, ~{left:.0f} s left"
+        self.say(line)

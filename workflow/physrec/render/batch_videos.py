@@ -1,0 +1,71 @@
+"""The videos of one batch for the Snakemake report: one MP4 per motion, of the attempt that
+selection kept (`kept/<motion>.mp4`), or for a motion that was not kept, of its attempt from
+the start, which shows where and how tracking failed (`failed/<motion>.mp4`). Beside each MP4
+a page `<motion>.html` holds the video inline with what happened, for the report to show.
+
+`report.videos` picks which (kept, failed, all, none) and `report.videos_per_batch` caps how
+many of each per batch, in the batch's order, so a large dataset's report stays a sample.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from html import escape
+from pathlib import Path
+
+from physrec.formats.tables import read_tsv_records
+from physrec.render import VIDEO_KINDS
+from physrec.render.video import render_attempt
+from physrec.report.html import table, write_page
+from physrec.stages.merge import RECORDED_STATUSES
+from physrec.stages.record_folder import RecordFolder
+
+log = logging.getLogger("physrec")
+_FACTS = ("start_fraction", "start_time", "end_time", "steps", "success", "fail_reason", "max_root_pos_error",
+          "max_root_rot_error", "mean_body_pos_error")
+
+
+def videos_to_render(record_dir: str | Path, selected_tsv: str | Path, which: str,
+                     per_batch: int | None) -> dict[str, list[tuple[dict, str]]]:
+    """Per kind, (selected.tsv row, attempt) pairs to render, at most `per_batch` of each."""
+    episodes = RecordFolder(record_dir).episodes
+    first_attempt: dict[str, str] = {}
+    for name, ep in sorted(episodes.items(), key=lambda kv: (kv[1]["start_time"], kv[1]["episode_id"])):
+        first_attempt.setdefault(ep["motion"], name)
+    chosen: dict[str, list[tuple[dict, str]]] = {kind: [] for kind in VIDEO_KINDS[which]}
+    for row in read_tsv_records(selected_tsv):
+        kind = "kept" if row["status"] in RECORDED_STATUSES else "failed"
+        if kind in chosen and (per_batch is None or len(chosen[kind]) < per_batch):
+            chosen[kind].append((row, row["attempt"] if kind == "kept" else first_attempt[row["motion"]]))
+    return chosen
+
+
+def video_page(mp4: Path, row: dict, attempt: dict, batch: str) -> Path:
+    """`<motion>.html` beside the MP4: the video embedded (the report is one self-contained file)
+    and the attempt's outcome and errors."""
+    data = base64.b64encode(mp4.read_bytes()).decode("ascii")
+    facts = [["motion", row["motion"]], ["status", row["status"]], ["batch", batch], ["attempt", attempt["attempt"]]]
+    facts += [[k, attempt[k]] for k in _FACTS if attempt.get(k) not in (None, "")]
+    parts = [f"<h3>{escape(row['motion'])}: {escape(row['status'])}</h3>",
+             f"<video controls autoplay loop muted playsinline src='data:video/mp4;base64,{data}'></video>",
+             "<p>The simulated character (grey) and its kinematic reference (translucent blue) on the motion's "
+             "terrain; errors in metres and radians.</p>", table(["", ""], facts)]
+    return write_page(mp4.with_suffix(".html"), parts)
+
+
+def batch_videos(record_dir: str | Path, selected_tsv: str | Path, which: str, per_batch: int | None,
+                 out_dir: str | Path, width: int, height: int) -> list[Path]:
+    """Render a batch's videos into out_dir/<kind>/<motion>.mp4 and .html (every kind's folder
+    is made, empty when nothing is to be shown); returns the MP4s' paths."""
+    plan = videos_to_render(record_dir, selected_tsv, which, per_batch)
+    attempts = {a["attempt"]: a for a in read_tsv_records(Path(record_dir) / "attempts.tsv")}
+    total, written = sum(len(v) for v in plan.values()), []
+    for kind, pairs in plan.items():
+        (Path(out_dir) / kind).mkdir(parents=True, exist_ok=True)
+        for row, attempt in pairs:
+            mp4 = render_attempt(record_dir, attempt, Path(out_dir) / kind / f"{row['motion']}.mp4", width, height)
+            video_page(mp4, row, attempts[attempt], Path(record_dir).name)
+            written.append(mp4)
+            log.info("[%d/%d] %s video of %s (%s): %s", len(written), total, kind, row["motion"], attempt, mp4)
+    return written
