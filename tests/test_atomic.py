@@ -56,3 +56,16 @@ def test_hashes(tmp_path):
     assert stable_hash({"a": 1}) != stable_hash({"a": 2})
     with pytest.raises(ValueError):
         stable_hash({"a": float("nan")})
+
+
+def test_the_next_write_removes_leftovers_of_a_killed_writer(tmp_path):
+    """A job killed mid-write leaves `.<name>.<pid>.<token>.tmp`; writing <name> again removes
+    it; another file's temporary (a write in progress) is left alone."""
+    target, other = tmp_path / "rollouts.h5", tmp_path / "attempts.tsv"
+    leftover = tmp_path / ".rollouts.h5.4242.deadbeef.tmp"
+    leftover.write_bytes(b"half")
+    in_progress = tmp_path / f".{other.name}.4243.cafe0000.tmp"
+    in_progress.write_bytes(b"writing")
+    atomic_write_bytes(target, b"whole")
+    assert target.read_bytes() == b"whole" and not leftover.exists() and in_progress.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [in_progress.name, "rollouts.h5"]

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import yaml
 
@@ -27,6 +28,7 @@ from physrec.formats.dataset_yaml import motion_name, read_dataset, write_datase
 from physrec.demo import demo_motions, write_demo
 from physrec.formats.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
 from physrec.formats.tables import read_tsv_records
+from physrec.motion.terrain import Heightfield
 
 # -- project folders and Snakemake ------------------------------------------------------------------
 def job_counts(output: str) -> dict[str, int]:
@@ -310,6 +312,23 @@ def test_dry_run_after_complete_run_has_nothing_to_do(demo_project):
     assert "Nothing to be done" in out, out[-3000:]
 
 
+def test_touching_a_large_source_records_nothing_again(tmp_path):
+    """Snakemake compares checksums only of files under 1 MB; for larger ones a new time stamp
+    alone would rerun the jobs that read them. Content decides: record, select and videos
+    read their sources as `ancient`, and the batch digest carries the sources' sha256."""
+    stand = demo_motions()["stand_flat"]
+    big = Heightfield(np.zeros((700, 700), np.float32), np.array([-140.0, -140.0], np.float32), 0.4)
+    project = make_project(tmp_path / "big", base_config("data/dataset.yaml"))
+    write_motion_file(project / "data" / "big_stand.pkl", MotionFile(_short(stand, 1.0).motion, big, None))
+    write_dataset(project / "data" / "dataset.yaml", [("big_stand.pkl", 1.0)])
+    assert (project / "data" / "big_stand.pkl").stat().st_size > 2_000_000
+    snakemake(project)
+    os.utime(project / "data" / "big_stand.pkl")
+    r = snakemake(project)
+    assert jobs_run(r.stdout + r.stderr, "index") == 1  # it reads the file again to know
+    assert jobs_run(r.stdout + r.stderr, "record") == 0 and jobs_run(r.stdout + r.stderr, "select") == 0
+
+
 def test_another_character_indexes_and_records_again(demo_project, tmp_path):
     humanoid = REPO.parent / "shared" / "parc_samples" / "humanoid.xml"
     if not humanoid.is_file():
@@ -321,7 +340,7 @@ def test_another_character_indexes_and_records_again(demo_project, tmp_path):
     write_config(project, cfg)
     snakemake(project, "--until", "split")  # the plan is a checkpoint: a dry run sees past it only then
     jobs = planned(snakemake(project, "-n").stdout)
-    assert jobs == {("record", IT): 1, ("select", IT): 1, ("merge", IT): 1, ("plots", IT): 1}, jobs
+    assert jobs == {("record", IT): 1, ("select", IT): 1, ("merge", IT): 1, ("plots", IT): 1, ("videos", IT): 1}, jobs
 
 
 def test_the_rule_graph_shows_every_file_a_rule_reads(demo_project):
@@ -570,6 +589,47 @@ def test_killed_record_job_leaves_nothing_trusted(clean_run, tmp_path):
         assert fa.keys() == fb.keys(), pattern
         for k in fa:
             assert fa[k] == fb[k], f"{k}: rerun after the kill differs from a clean run"
+    assert not list((project / "results").rglob(".*.tmp")), "a killed job's temporary file is still there"
+
+
+def test_a_deleted_or_changed_output_is_made_again(clean_run, tmp_path):
+    """Deleted: the batch's rollouts.h5 and a recorded motion, then a selected motion, then the
+    batch's selected.tsv; changed: another recorded motion. Each rerun says what it makes
+    again and why, every file comes back byte-identical to a clean run, and a further rerun
+    does nothing."""
+    project = tmp_path / "deleted"
+    shutil.copytree(clean_run, project, symlinks=True)  # time stamps and Snakemake's records kept
+    res = project / "results" / IT
+    batch = sorted(plan_members(project))[0]
+    record, select = res / "record" / batch, res / "select" / batch
+    kept = [r["recorded_file"] for r in read_tsv_records(select / "selected.tsv") if r["recorded_file"]]
+    recorded = sorted((res / "recorded_motions").glob("*.pkl"))
+    assert len(kept) >= 2 and len(recorded) >= 2
+
+    def rerun_and_compare(*said: str, records: int = 0) -> None:
+        r = snakemake(project)
+        for text in said:
+            assert text in r.stderr, (text, r.stderr[-3000:])
+        assert jobs_run(r.stdout + r.stderr, "record") == records
+        for pattern in ("select/*/selected.tsv", "select/*/motions/*.pkl", "record/*/rollouts.h5",
+                        "recorded_motions/*.pkl", "manifest.tsv"):
+            fa, fb = _files(clean_run, "results", pattern), _files(project, "results", pattern)
+            assert fa.keys() == fb.keys(), pattern
+            for k in fa:
+                assert fa[k] == fb[k], f"{k}: made again differs from a clean run"
+        for e in read_dataset(res / "dataset.yaml"):  # merged again here, so naming this project's files
+            assert Path(e.path).is_relative_to(res) and Path(e.path).is_file(), e.path
+
+    (record / "rollouts.h5").unlink()
+    recorded[0].unlink()
+    recorded[-1].write_bytes(recorded[-1].read_bytes()[:-1] + b"x")
+    rerun_and_compare(f"{(record / 'rollouts.h5').relative_to(project)} is missing",
+                      "(and 1 more file(s)); made again: results/iter0/manifest.tsv", records=1)
+    (select / "motions" / kept[0]).unlink()
+    rerun_and_compare(f"{kept[0]} is missing")
+    (select / "selected.tsv").unlink()
+    rerun_and_compare("selected.tsv is missing")
+    assert "Nothing to be done" in snakemake(project, "-n").stdout
 
 
 # ======================================================================================================

@@ -537,6 +537,10 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     tiled = tile_square([m.terrain for m in motions])
     boxes = batch_boxes(motions, settings.terrain_margin)
     n = len(motions)
+    seconds = sum(m.motion.duration for m in motions)
+    progress(f"[{batch}] work: {seconds:.1f} motion-seconds in the full-length pass ("
+             f"{int(round(seconds * settings.physics.control_hz)) * settings.physics.substeps} physics steps in all), "
+             f"{boxes.shape[1]} collision boxes per environment; later starts retry what fails")
     size = min(n, backend_capacity(backend, character, settings.physics, boxes.shape[1]) or n)
     if size < n:
         progress(f"[{batch}] {n} motions in chunks of {size} (what fits {backend.name} on {backend.device})")

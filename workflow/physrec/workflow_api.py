@@ -144,3 +144,23 @@ def report_videos(cfg: dict) -> str:
 def video_dirs(which: str, results: str, iteration: str, plan: str) -> list[str]:
     """The video folders of an iteration for report.videos `which` (rule videos' outputs)."""
     return [f"{results}/{iteration}/report/videos/{b}/{kind}" for b in batch_ids(plan) for kind in VIDEO_KINDS[which]]
+
+
+
+def drop_untrusted_outputs(workflow, cfg: dict) -> list[str]:
+    """Remove the outputs made from files that were deleted or changed since their jobs ran
+    (stages/integrity.py), saying why, so that this run makes them again. Only in the
+    Snakemake that plans the run, not in a cluster job's own (whose outputs are in flight)."""
+    from physrec.stages.integrity import untrusted_outputs
+    if not workflow.is_main_process:
+        return []
+    by_reason: dict[str, list[str]] = {}
+    for it in cfg["iterations"]:
+        for u in untrusted_outputs(cfg["results_dir"], it["name"]):
+            by_reason.setdefault(u.why, []).append(u.output)
+    dropped = list(dict.fromkeys(o for outputs in by_reason.values() for o in outputs))
+    for why, outputs in by_reason.items():
+        print(f"physrec: {why}; made again: {', '.join(outputs)}", file=sys.stderr)
+    for output in dropped:
+        os.remove(output)
+    return dropped

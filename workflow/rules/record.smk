@@ -8,7 +8,7 @@ rule record:
         # The plan is read (the batch's members); its rewrite by split must not re-record
         # every batch, so its time stamp is ignored and the batch's digest (params) decides.
         plan=ancient(f"{R}/{{it}}/batches/plan.tsv"),
-        sources=batch_sources,
+        sources=ancient(batch_sources),  # their content is in the digest: a touch re-records nothing
         character=api.character_inputs(CFG),
         model=lambda wc: api.tracker_inputs(ITERATIONS[wc.it]["tracker"]),
     output:
@@ -51,7 +51,7 @@ rule select:
         rollouts=rules.record.output.h5,
         json=rules.record.output.json,
         attempts=rules.record.output.attempts,
-        sources=batch_sources,
+        sources=ancient(batch_sources),  # their content is in the digest: a touch re-records nothing
     output:
         selected=f"{R}/{{it}}/select/{{batch}}/selected.tsv",
         motions=directory(f"{R}/{{it}}/select/{{batch}}/motions"),

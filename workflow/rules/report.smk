@@ -68,7 +68,7 @@ if CFG["report"]["videos"] != "none":
             rollouts=rules.record.output.h5,
             json=rules.record.output.json,
             selected=rules.select.output.selected,
-            sources=batch_sources,
+            sources=ancient(batch_sources),
             character=api.character_inputs(CFG),
         output:
             **video_outputs(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 from collections.abc import Iterator
@@ -14,11 +15,15 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
 
     The temporary name starts with ``.`` and ends with ``.tmp`` so leftovers of a killed job are
-    hidden and never mistaken for output. The block must create the file; it is fsynced before
-    the rename. On any exception the temporary file is removed and ``path`` is left untouched.
+    hidden and never mistaken for output; the next write of the same file removes them (one
+    job writes a file at a time: Snakemake locks the working directory). The block must
+    create the file; it is fsynced before the rename. On any exception the temporary file is
+    removed and ``path`` is left untouched.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        leftover.unlink(missing_ok=True)
     # Not created here (unlike mkstemp) so the block may open it in any mode with normal permissions.
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
