@@ -15,7 +15,8 @@ import pytest
 from maniskill_layout import maniskill_load, maniskill_merge
 from physrec import config
 from physrec.demo import write_demo
-from physrec.formats.rollouts import TrajectoryError, merge_trajectories, read_episode, write_h5, write_json
+from physrec.formats.rollouts import (TOP_KEYS, TrajectoryError, merge_trajectories, read_episode, write_h5,
+                                      write_json)
 from physrec.recording import RecordSettings, attempt_steps
 from physrec.sim.world import PhysicsSettings
 from physrec.stages.index import index_dataset
@@ -91,9 +92,8 @@ def test_merges_keep_every_episode_and_refuse_batches_that_disagree(tmp_path):
     merged = json.loads(out.with_suffix(".json").read_text())
     assert [(e["episode_id"], e["batch"], e["batch_episode_id"], e["terrain_file"]) for e in merged["episodes"]] == \
         [(0, "b0", 0, "../b0/terrain.pkl"), (1, "b0", 1, "../b0/terrain.pkl"), (2, "b1", 0, "../b1/terrain.pkl")]
-    assert {k: merged[k] for k in ("env_info", "commit_info", "source_type", "source_desc")} == \
-        {k: json.loads(a.with_suffix(".json").read_text())[k] for k in ("env_info", "commit_info", "source_type",
-                                                                         "source_desc")}
+    first = json.loads(a.with_suffix(".json").read_text())
+    assert {k: merged[k] for k in TOP_KEYS} == {k: first[k] for k in TOP_KEYS}
     with h5py.File(out) as m, h5py.File(b) as f:
         assert m["traj_2/actions"][()].tobytes() == f["traj_0/actions"][()].tobytes()
         assert m["traj_2/obs"].keys() == f["traj_0/obs"].keys() == set()
@@ -122,12 +122,12 @@ def test_batches_of_other_software_merge_with_a_warning(tmp_path):
 
 
 def test_a_merge_that_fails_midway_leaves_nothing(tmp_path):
-    """A JSON naming an attempt its rollouts.h5 lacks: the merge fails there, and neither the
-    merged file nor a temporary one is left for a rerun to trust."""
+    """A JSON naming an attempt its rollouts.h5 lacks: the merge fails there, naming the file, and
+    neither the merged file nor a temporary one is left for a rerun to trust."""
     a, b = _batch(tmp_path / "b0", [3]), _batch(tmp_path / "b1", [4, 2])
     with h5py.File(b, "a") as f:
         del f["traj_1"]
     out = tmp_path / "it" / "trajectories.h5"
-    with pytest.raises(KeyError):
+    with pytest.raises(TrajectoryError, match=r"b1/rollouts.h5: has no traj_1, which .*b1/rollouts.json names"):
         merge_trajectories([a, b], out)
     assert not out.parent.exists() or not any(out.parent.iterdir())

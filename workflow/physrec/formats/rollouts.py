@@ -143,7 +143,10 @@ def merge_trajectories(sources: list[Path], out_h5: Path, warn: Callable[[str], 
             for p, info in zip(sources, infos):
                 with h5py.File(p, "r") as f:
                     for ep in info["episodes"]:
-                        f.copy(f[f"traj_{ep['episode_id']}"], out, f"traj_{len(episodes)}")
+                        name = f"traj_{ep['episode_id']}"
+                        if name not in f:
+                            raise TrajectoryError(f"{p}: has no {name}, which {p.with_suffix('.json')} names")
+                        f.copy(f[name], out, f"traj_{len(episodes)}")
                         episodes.append({"episode_id": len(episodes), "batch_episode_id": ep["episode_id"],
                                          **{k: v for k, v in ep.items() if k != "episode_id"},
                                          "terrain_file": os.path.relpath(p.parent / ep["terrain_file"], out_h5.parent)})
