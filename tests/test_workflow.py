@@ -710,9 +710,9 @@ def planned_batches(output: str, rule: str) -> set[str]:
     return found
 
 
-def matrix_config(**extra) -> dict:
+def matrix_config() -> dict:
     """The demo in batches of 2, with the iteration's one trajectory file."""
-    return base_config("builtin:demo", batch_size=2, record={"merged_trajectories": True}, **extra)
+    return base_config("builtin:demo", batch_size=2, record={"merged_trajectories": True})
 
 
 @pytest.fixture(scope="module")
