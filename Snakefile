@@ -23,6 +23,7 @@ api.export_package_source(f"{workflow.basedir}/workflow")
 ENV_CPU = "../../envs/record-cpu.yaml"
 ENV_RECORD = "../../envs/record-gpu.yaml" if CFG["backend"] == "mujoco_warp" else ENV_CPU
 ITERATIONS = {it["name"]: it for it in CFG["iterations"]}
+MERGED_TRAJECTORIES = CFG["record"]["merged_trajectories"]
 api.drop_untrusted_outputs(workflow, CFG)  # what was made from deleted or changed files is made again
 VIDEOS = api.report_videos(CFG)  # report.videos, or none where this machine has no headless OpenGL
 

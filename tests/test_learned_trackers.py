@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from first_target_policy import FirstTargetFrame
+from maniskill_layout import check_layout, maniskill_load
 from snakemake_project import IT, REPO, base_config, make_project, snakemake
 from physrec import config
 from physrec.demo import write_demo
@@ -245,17 +246,17 @@ def test_learned_tracker_recording_is_byte_identical(tmp_path, monkeypatch):
         g = h5["traj_0"]
         assert g["obs"].dtype == np.float32 and g["obs"].shape == (len(g["actions"]) + 1, 1312)
         assert g["obs"].compression == "gzip"
-    info = json.loads((one / "rollouts.json").read_text())
-    assert info["episodes"][0]["source_type"] == "tracker:parc"
-    assert "model.pt" in info["episodes"][0]["source_desc"]
+    info = check_layout(one / "rollouts.h5", obs_size=1312)
+    assert info["source_type"] == "tracker:parc" and "model.pt" in info["source_desc"]
+    assert maniskill_load(one / "rollouts.h5") == sum(ep["elapsed_steps"] for ep in info["episodes"])
 
 
 def test_save_obs_off_writes_no_observations(tmp_path, monkeypatch, ch):
+    """Without observations each attempt's `obs` is an empty group, as ManiSkill's obs_mode "none" writes."""
     monkeypatch.chdir(tmp_path)
     path = _export(FirstTargetFrame(ch), tmp_path / "p.pt2")
     one, _ = _record_twice(tmp_path, {"kind": "exported", "model": str(path), "observation": "parc"}, save_obs=False)
-    with h5py.File(one / "rollouts.h5") as h5:
-        assert all("obs" not in h5[k] for k in h5)
+    check_layout(one / "rollouts.h5", obs_size=None)
 
 
 # -- end to end through Snakemake ----------------------------------------------------------------------
@@ -300,6 +301,6 @@ def test_learned_trackers_record_through_snakemake(tmp_path, ch):
     assert set(outcomes("parc")) == {"TEASER_TERRAIN", "sfu"}
     record_dir = next((project / "results" / "parc" / "record").iterdir())
     info = json.loads((record_dir / "rollouts.json").read_text())
-    assert {e["source_type"] for e in info["episodes"]} == {"tracker:parc"}
+    assert info["source_type"] == "tracker:parc"
     with h5py.File(record_dir / "rollouts.h5") as h5:
         assert all(h5[k]["obs"].shape[1] == 1312 for k in h5)

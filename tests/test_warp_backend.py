@@ -245,8 +245,10 @@ def test_the_workflow_records_on_the_warp_backend(tmp_path):
     status = {k: {r["name"]: r["status"] for r in read_tsv_records(v / "manifest.tsv")} for k, v in runs.items()}
     assert status["cpu"] == status["warp"]
     record_dir = next((runs["warp"] / "record").iterdir())
-    env = json.loads((record_dir / "rollouts.json").read_text())["env_info"]["env_kwargs"]
-    assert env["backend"] == "mujoco_warp" and env["device"] == "CPU" and env["warp_version"] == wp_version()
+    info = json.loads((record_dir / "rollouts.json").read_text())
+    env, by = info["env_info"]["env_kwargs"], info["episodes"][0]["recorded_by"]
+    assert env["backend"] == by["backend"] == "mujoco_warp" and env["device"] == "cpu" and by["device"] == "CPU"
+    assert info["commit_info"]["warp_version"] == by["warp_version"] == wp_version()
     recorded = sorted((runs["warp"] / "recorded_motions").glob("*.pkl"))
     assert recorded
     for path in recorded:

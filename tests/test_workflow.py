@@ -23,12 +23,14 @@ import pytest
 import yaml
 
 from bad_motions import build_bad_dataset
+from maniskill_layout import check_layout, maniskill_load, maniskill_merge
 from snakemake_project import BIN, CONFIG, IT, REPO, base_config, make_project, snakemake, write_config
 from physrec.formats.dataset_yaml import motion_name, read_dataset, write_dataset
 from physrec.demo import demo_motions, write_demo
 from physrec.formats.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
 from physrec.formats.tables import read_tsv_records
 from physrec.motion.terrain import Heightfield
+from physrec.stages.batch_plan import batch_ids
 
 # -- project folders and Snakemake ------------------------------------------------------------------
 def job_counts(output: str) -> dict[str, int]:
@@ -249,33 +251,17 @@ def test_demo_trajectory_files(demo_project):
     source_sha = {r["name"]: r["sha256"] for r in read_tsv_records(res / "dataset" / "manifest.tsv")}
     for b in plan_members(project):
         rec = res / "record" / b
-        info = json.loads((rec / "rollouts.json").read_text())
+        info = check_layout(rec / "rollouts.h5")
         attempts = read_tsv_records(rec / "attempts.tsv")
         episodes = info["episodes"]
-        assert "env_info" in info and info["env_info"]["env_kwargs"]["batch"] == b
         assert len(episodes) == len(attempts) > 0
-        with h5py.File(rec / "rollouts.h5", "r") as f:
-            assert sorted(f.keys(), key=lambda k: int(k.split("_")[1])) == [f"traj_{i}" for i in range(len(episodes))]
-            for i, ep in enumerate(episodes):
-                g = f[f"traj_{i}"]
-                for key in ("actions", "env_states/qpos", "terminated", "truncated", "success", "fail",
-                            "tracking_errors"):
-                    assert key in g, f"traj_{i}/{key}"
-                T = ep["elapsed_steps"]
-                assert g["actions"].shape == (T, 28)
-                assert g["env_states/qpos"].shape[0] == T + 1
-                assert g["tracking_errors"].shape == (T, 4)
-                done = g["terminated"][()] | g["truncated"][()]
-                assert done[-1] and not done[:-1].any()
-                assert bool(g["success"][-1]) == ep["success"] and bool(g["fail"][-1]) == (not ep["success"])
-                assert bool(g["terminated"][-1]) == bool(ep["fail_reason"])
-                for key in ("motion", "source_sha256", "start_time", "episode_seed", "elapsed_steps", "success",
-                            "fail_reason", "source_type"):
-                    assert key in ep, key
-                assert ep["source_type"] == "tracker:pd"
-                assert ep["source_sha256"] == source_sha[ep["motion"]]
-                assert attempts[i]["motion"] == ep["motion"] and attempts[i]["attempt"] == f"traj_{i}"
-                assert isinstance(ep["episode_seed"], int)
+        assert info["source_type"] == "tracker:pd"
+        for i, ep in enumerate(episodes):
+            assert ep["batch"] == b and ep["terrain_file"] == "terrain.pkl"
+            assert ep["source_sha256"] == source_sha[ep["motion"]]
+            assert attempts[i]["motion"] == ep["motion"] and attempts[i]["attempt"] == f"traj_{i}"
+            assert int(attempts[i]["steps"]) == ep["elapsed_steps"]
+        assert maniskill_load(rec / "rollouts.h5") == sum(ep["elapsed_steps"] for ep in episodes)
         # PARC's companions.
         terrain = pickle.loads((rec / "terrain.pkl").read_bytes())
         assert terrain["motion_data"] is None
@@ -850,13 +836,62 @@ def planned_batches(output: str, rule: str) -> set[str]:
     return found
 
 
+def matrix_config() -> dict:
+    """The demo in batches of 2, with the iteration's one trajectory file."""
+    return base_config("builtin:demo", batch_size=2, record={"merged_trajectories": True})
+
+
 @pytest.fixture(scope="module")
 def matrix_project(tmp_path_factory):
     """The demo in batches of 2 (several batches), recorded once."""
-    project = make_project(tmp_path_factory.mktemp("wf") / "matrix", base_config("builtin:demo", batch_size=2))
+    project = make_project(tmp_path_factory.mktemp("wf") / "matrix", matrix_config())
     snakemake(project)
     assert len(plan_members(project)) >= 3
     return project
+
+
+def _top(info: dict) -> dict:
+    """A trajectory JSON but its episodes: what ManiSkill's merge keeps one value of."""
+    return {k: v for k, v in info.items() if k != "episodes"}
+
+
+def _h5_arrays(g: h5py.Group) -> dict[str, tuple]:
+    out = {}
+    g.visititems(lambda name, obj: out.__setitem__(name, (obj.dtype, obj.shape, obj[()].tobytes(), dict(obj.attrs)))
+                 if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def test_trajectory_files_of_several_batches_merge_without_loss(matrix_project, tmp_path):
+    """Every batch's rollouts.h5/.json has ManiSkill's layout and the same env_info, so ManiSkill's
+    merge (emulated: maniskill_layout) finds no conflict; the iteration's trajectories.h5 holds
+    every episode of every batch, renumbered, with bit-identical arrays and its provenance."""
+    project = matrix_project
+    res = project / "results" / IT
+    batches = batch_ids(res / "batches" / "plan.tsv")  # in the merge's order
+    assert sorted(batches) == sorted(plan_members(project))
+    h5s = [res / "record" / b / "rollouts.h5" for b in batches]
+    infos = [check_layout(p) for p in h5s]
+    assert all(_top(i) == _top(infos[0]) for i in infos), "rollouts.json differs between batches outside its episodes"
+    longest = max(ep["elapsed_steps"] for i in infos for ep in i["episodes"])
+    assert infos[0]["env_info"]["max_episode_steps"] == 30000 > longest  # record.max_duration_s 1000 s at 30 Hz
+    for b, info in zip(batches, infos):
+        assert {ep["batch"] for ep in info["episodes"]} == {b}
+    assert maniskill_merge(h5s, tmp_path / "maniskill.h5") == []
+    merged = check_layout(res / "trajectories.h5")
+    assert maniskill_load(res / "trajectories.h5") == sum(ep["elapsed_steps"] for ep in merged["episodes"])
+    assert _top(merged) == _top(infos[0])
+    n = 0
+    with h5py.File(res / "trajectories.h5") as m:
+        for b, info in zip(batches, infos):
+            with h5py.File(res / "record" / b / "rollouts.h5") as f:
+                for own in info["episodes"]:
+                    assert merged["episodes"][n] == {"episode_id": n, "batch_episode_id": own["episode_id"],
+                                                     **{k: v for k, v in own.items() if k != "episode_id"},
+                                                     "terrain_file": f"record/{b}/terrain.pkl"}
+                    assert _h5_arrays(m[f"traj_{n}"]) == _h5_arrays(f[f"traj_{own['episode_id']}"]), n
+                    n += 1
+    assert n == len(merged["episodes"])
 
 
 def _copy(project: Path, dest: Path) -> Path:
@@ -868,7 +903,7 @@ def test_rerun_matrix_rows_in_a_dry_run(matrix_project, tmp_path):
     """Each change, on its own, against the recorded demo: the jobs a dry run plans."""
     project = _copy(matrix_project, tmp_path / "m")
     n = len(plan_members(project))
-    base = base_config("builtin:demo", batch_size=2)
+    base = matrix_config()
     every_batch = {("record", IT): n, ("select", IT): n, ("merge", IT): 1, ("plots", IT): 1}
     merge_only = {("merge", IT): 1, ("plots", IT): 1}
     (project / "base.yaml").write_text("motions: []\n")
@@ -880,16 +915,18 @@ def test_rerun_matrix_rows_in_a_dry_run(matrix_project, tmp_path):
         ("record.start_fractions", {"record": {**base["record"], "start_fractions": [0.5]}}, every_batch),
         ("seed", {"seed": 1}, every_batch),
         ("device without mujoco_warp", {"device": "cuda:1"}, {}),
-        ("record.threads", {"record": {"threads": 2}}, {}),
+        ("record.threads", {"record": {**base["record"], "threads": 2}}, {}),
+        ("record.merged_trajectories", {"record": {**base["record"], "merged_trajectories": False}}, merge_only),
     ]
     for what, change, expected in cases:
         write_config(project, {**base, **change})
         out = snakemake(project, "-n").stdout
         assert planned(out) == expected, (what, planned(out), out[-3000:])
     write_config(project, base)
-    # record.min_frames is checked by index: index (and split) first, then every batch.
-    write_config(project, {**base, "record": {**base["record"], "min_frames": 3}})
-    assert {("index", IT), ("split", IT)} <= set(planned(snakemake(project, "-n").stdout))
+    # record.min_frames and max_duration_s are checked by index: index (and split) first, then every batch.
+    for key, value in (("min_frames", 3), ("max_duration_s", 60.0)):
+        write_config(project, {**base, "record": {**base["record"], key: value}})
+        assert {("index", IT), ("split", IT)} <= set(planned(snakemake(project, "-n").stdout)), key
     write_config(project, base)
     # A profile changes how jobs run, not what they make.
     out = snakemake(project, "-n", "--profile", str(REPO / "workflow" / "profiles" / "workstation")).stdout
@@ -913,10 +950,28 @@ def test_rerun_matrix_rows_in_a_dry_run(matrix_project, tmp_path):
     assert planned(snakemake(project, "-n").stdout) == every_batch
 
 
+def test_the_merged_trajectory_file_follows_the_config(matrix_project, tmp_path):
+    """record.merged_trajectories off: merge runs again (nothing is recorded) and removes the file it
+    no longer tracks; on again: the same bytes as before."""
+    project = _copy(matrix_project, tmp_path / "mt")
+    res = project / "results" / IT
+    before = {name: (res / name).read_bytes() for name in ("trajectories.h5", "trajectories.json")}
+    cfg = matrix_config()
+    write_config(project, {**cfg, "record": {**cfg["record"], "merged_trajectories": False}})
+    r = snakemake(project)
+    text = r.stdout + r.stderr
+    assert jobs_run(text, "merge") == 1 and jobs_run(text, "record") == 0, text[-3000:]
+    assert not any(res.glob("trajectories.*")) and not any(res.glob(".trajectories*"))
+    write_config(project, cfg)
+    r = snakemake(project)
+    assert jobs_run(r.stdout + r.stderr, "merge") == 1
+    assert {name: (res / name).read_bytes() for name in before} == before
+
+
 def test_a_new_batch_size_rerecords_exactly_the_batches_whose_members_changed(matrix_project, tmp_path):
     project = _copy(matrix_project, tmp_path / "bs")
     old_plan, old_mtimes = plan_members(project), h5_mtimes(project)
-    write_config(project, base_config("builtin:demo", batch_size=1))  # one demo batch of 2 splits in two
+    write_config(project, {**matrix_config(), "batch_size": 1})  # one demo batch of 2 splits in two
     dry = snakemake(project, "-n")
     assert ("split", IT) in planned(dry.stdout) and ("index", IT) not in planned(dry.stdout), dry.stdout[-3000:]
     snakemake(project, "--until", "split")
@@ -950,7 +1005,7 @@ def test_with_batch_size_auto_the_backend_decides_the_batch_size(tmp_path):
 def test_a_new_results_dir_runs_everything_there_and_leaves_the_old_one(matrix_project, tmp_path):
     project = _copy(matrix_project, tmp_path / "rd")
     before = {p: p.stat().st_mtime_ns for p in (project / "results").rglob("*") if p.is_file()}
-    write_config(project, {**base_config("builtin:demo", batch_size=2), "results_dir": "elsewhere"})
+    write_config(project, {**matrix_config(), "results_dir": "elsewhere"})
     r = snakemake(project)
     text = r.stdout + r.stderr
     n = len(plan_members(project, "elsewhere"))

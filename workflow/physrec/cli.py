@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -42,7 +43,8 @@ def cmd_index(a: argparse.Namespace) -> None:
     from physrec.motion.character import Character
     from physrec.stages.index import index_dataset, write_manifest
     ch = Character.load(a.character)
-    rows = index_dataset(a.dataset, min_frames=a.min_frames, num_joints=ch.num_joints, num_bodies=ch.num_bodies)
+    rows = index_dataset(a.dataset, min_frames=a.min_frames, num_joints=ch.num_joints, num_bodies=ch.num_bodies,
+                         max_duration=a.max_duration)
     write_manifest(a.out, rows)
     bad = [r for r in rows if not r["valid"]]
     for r in bad:
@@ -85,7 +87,7 @@ def cmd_select(a: argparse.Namespace) -> None:
 def cmd_merge(a: argparse.Namespace) -> None:
     from physrec.stages.merge import run_merge
     s = run_merge(a.iteration, a.manifest, a.plan, [Path(p) for p in a.select_dirs], [Path(p) for p in a.record_dirs],
-                  a.base_dataset or None, a.weight_scale, a.out_dir)
+                  a.base_dataset or None, a.weight_scale, a.out_dir, a.trajectories, progress=log.info)
     m = s["motions"]
     log.info("%s: %d/%d valid motions recorded (%d full length, %d later start), %d failed, %d rejected, %d invalid",
              a.iteration, m["recorded"], m["valid"], m["recorded_full_length"], m["recorded_later_start"],
@@ -186,6 +188,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True)
     s.add_argument("--character", default="builtin:humanoid")
     s.add_argument("--min-frames", type=int, default=2)
+    s.add_argument("--max-duration", type=float, default=math.inf, help="seconds; longer motions are invalid")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_index)
 
@@ -222,6 +225,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--record-dirs", nargs="*", default=[])
     s.add_argument("--base-dataset", default="")
     s.add_argument("--weight-scale", type=float, default=1.0)
+    s.add_argument("--trajectories", action="store_true",
+                   help="also write every batch's trajectories into <out-dir>/trajectories.h5 + .json")
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_merge)
 

@@ -174,6 +174,7 @@ def record_settings(rec: dict) -> RecordSettings:
         max_steps_per_call=rec["max_steps_per_call"],
         save_obs=rec["save_obs"],
         terrain_margin=rec["terrain_margin_m"],
+        max_duration=rec["max_duration_s"],
     )
 
 
@@ -194,6 +195,10 @@ def backend_spec(cfg: dict) -> dict:
     return {"name": cfg["backend"], "device": cfg["device"] if cfg["backend"] == "mujoco_warp" else "cpu"}
 
 
+# `record` keys that change how or where, not what is recorded.
+NOT_RECORDED_KEYS = ("threads", "merged_trajectories")
+
+
 def record_physics_keys(rec: dict) -> dict:
-    """The part of `record` that changes what is simulated (threads do not)."""
-    return {k: v for k, v in rec.items() if k != "threads"}
+    """The part of `record` that changes what is simulated and written per batch."""
+    return {k: v for k, v in rec.items() if k not in NOT_RECORDED_KEYS}

@@ -52,6 +52,15 @@ class RecordSettings:
     # termination.root_pos_error of that path and its geoms within Character.reach of its
     # root, so a margin above their sum cannot change a contact before a termination fires.
     terrain_margin: float = 3.0
+    # Longest motion recorded (longer ones are invalid, stages.index): every attempt then has at
+    # most max_episode_steps control steps, the trajectory files' env_info.max_episode_steps.
+    max_duration: float = 1000.0
+
+    @property
+    def max_episode_steps(self) -> int:
+        """attempt_steps of the longest motion from its start: no attempt has more (the step count
+        only grows with the time left, also in floating point)."""
+        return int(attempt_steps(np.array([self.max_duration]), np.zeros(1), 1.0 / self.physics.control_hz)[0])
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ rule index:
         dataset=lambda wc: api.dataset_yaml(ITERATIONS[wc.it]["dataset"], R),
         character=CFG["character"],
         min_frames=CFG["record"]["min_frames"],
+        max_duration=CFG["record"]["max_duration_s"],
     conda:
         ENV_CPU
     log:
@@ -33,7 +34,7 @@ rule index:
         "benchmarks/{it}/index.tsv"
     shell:
         "python -m physrec --log {log} index --dataset {params.dataset:q} --character {params.character:q}"
-        " --min-frames {params.min_frames} --out {output:q}"
+        " --min-frames {params.min_frames} --max-duration {params.max_duration} --out {output:q}"
 
 
 checkpoint split:

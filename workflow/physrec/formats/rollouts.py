@@ -1,17 +1,23 @@
-"""Trajectory files of a recorded batch, in ManiSkill's layout.
+"""Trajectory files of a recorded batch, in ManiSkill's layout (docs/trajectories.md maps every key).
 
 ``rollouts.h5`` holds one group ``traj_N`` per attempt (actions, simulator states per
-control step, terminated/truncated, success/fail, tracking errors, contacts, and the
-observations of learned trackers);
-``rollouts.json`` holds ``env_info`` and one record per episode (motion, source sha256,
-start time, seed, elapsed steps, success, fail reason, source_type, source_desc).
+control step, terminated/truncated, success/fail, tracking errors, contacts, and ``obs``:
+the observations of learned trackers, an empty group for the others);
+``rollouts.json`` holds ``env_info`` (the same for every batch of an iteration),
+``commit_info``, ``source_type``/``source_desc`` and one record per episode with everything
+that differs between batches (batch, terrain file, world offset, the simulator that ran it).
+Paths to files physrec wrote are relative to the JSON's folder, so a folder reads the same
+wherever it is.
+:func:`merge_trajectories` joins batches into one such file, as ManiSkill's merge does.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -20,6 +26,15 @@ from physrec.formats.atomic import atomic_output, atomic_write_text
 from physrec.motion.termination import ERROR_COLUMNS
 
 ENV_ID = "physrec/TrackMotion-v0"
+TRAJECTORIES = "trajectories.h5"  # an iteration's merged file (record.merged_trajectories), beside its .json
+# The top-level JSON keys besides `episodes`, in ManiSkill's places. A merge keeps one value of
+# each: batches of an iteration must agree on AGREED_KEYS (what the config decides).
+TOP_KEYS = ("env_info", "commit_info", "source_type", "source_desc")
+AGREED_KEYS = ("env_info", "source_type", "source_desc")
+
+
+class TrajectoryError(ValueError):
+    """Trajectory files that cannot be merged; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -66,15 +81,18 @@ def write_h5(path: str | Path, episodes: list[dict]) -> None:
                 if ep.get("obs") is not None:  # [T+1, O]: what a learned tracker saw at each frame
                     _dataset(g, "obs", ep["obs"].astype(np.float32), compression="gzip", compression_opts=4,
                              shuffle=True)
+                else:  # ManiSkill's obs_mode "none": its dataset loader needs the entry
+                    g.create_group("obs")
 
 
 def read_episode(path: str | Path, index: int) -> Episode:
     with h5py.File(path, "r") as f:
         g = f[f"traj_{index}"]
+        obs = g.get("obs")
         return Episode(qpos=g["env_states/qpos"][()], qvel=g["env_states/qvel"][()],
                        contacts=g["body_contacts"][()], actions=g["actions"][()],
                        errors=g["tracking_errors"][()], ref_time=g["ref_time"][()],
-                       obs=g["obs"][()] if "obs" in g else None)
+                       obs=obs[()] if isinstance(obs, h5py.Dataset) else None)
 
 
 def open_rollouts(path: str | Path) -> h5py.File:
@@ -89,10 +107,49 @@ def read_states(f: h5py.File, index: int) -> tuple[np.ndarray, np.ndarray]:
     return g["env_states/qpos"][()], g["body_contacts"][()]
 
 
-def write_json(path: str | Path, env_info: dict, episodes: list[dict]) -> None:
-    atomic_write_text(path, json.dumps({"env_info": {"env_id": ENV_ID, **env_info}, "episodes": episodes},
+def write_json(path: str | Path, info: dict, episodes: list[dict]) -> None:
+    """`info`: the :data:`TOP_KEYS`; the episodes come last."""
+    atomic_write_text(path, json.dumps({**{k: info[k] for k in TOP_KEYS}, "episodes": episodes},
                                        indent=1, sort_keys=False) + "\n")
 
 
 def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def merge_trajectories(sources: list[Path], out_h5: Path, warn: Callable[[str], None] = print) -> int:
+    """Every episode of the trajectory files `sources` (rollouts.h5, each beside its .json) in
+    one file `out_h5` (+ .json), renumbered in order, arrays copied unchanged, each episode's
+    record kept with `batch_episode_id`, its id in its own file, and its `terrain_file` relative
+    to the new file's folder; returns the count.
+
+    The files must agree on :data:`AGREED_KEYS` (ManiSkill's merge keeps the first file's, so
+    anything that differs there is lost). `commit_info` is the first file's, as in ManiSkill's
+    merge; where batches were recorded by other software, each episode's `recorded_by` says so.
+    """
+    infos = [read_json(p.with_suffix(".json")) for p in sources]
+    for p, info in zip(sources[1:], infos[1:]):
+        first = sources[0].with_suffix(".json")
+        for key in AGREED_KEYS:
+            if info.get(key) != infos[0].get(key):
+                raise TrajectoryError(f"{p.with_suffix('.json')}: {key} differs from {first}'s (batches of one "
+                                      "iteration recorded with other settings: record them again)")
+        if info.get("commit_info") != infos[0].get("commit_info"):
+            warn(f"{p.with_suffix('.json')}: recorded by other software than {first} (commit_info); the merged "
+                 "file keeps the first one's, and each episode its own in recorded_by")
+    episodes = []
+    with atomic_output(out_h5) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as out:
+            for p, info in zip(sources, infos):
+                with h5py.File(p, "r") as f:
+                    for ep in info["episodes"]:
+                        name = f"traj_{ep['episode_id']}"
+                        if name not in f:
+                            raise TrajectoryError(f"{p}: has no {name}, which {p.with_suffix('.json')} names")
+                        f.copy(f[name], out, f"traj_{len(episodes)}")
+                        episodes.append({"episode_id": len(episodes), "batch_episode_id": ep["episode_id"],
+                                         **{k: v for k, v in ep.items() if k != "episode_id"},
+                                         "terrain_file": os.path.relpath(p.parent / ep["terrain_file"], out_h5.parent)})
+    # No batch (no valid motion): nothing says what the environment was.
+    write_json(out_h5.with_suffix(".json"), infos[0] if infos else dict.fromkeys(TOP_KEYS), episodes)
+    return len(episodes)

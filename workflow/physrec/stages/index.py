@@ -5,6 +5,7 @@ A bad motion becomes a row with valid=false and a clear error; it never stops th
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -34,15 +35,19 @@ def _row(name: str, path: Path, weight: float, cls: str) -> dict:
             "error": None, "warnings": None}
 
 
-def check_motion(path: Path, min_frames: int, num_joints: int, num_bodies: int) -> MotionFile:
+def check_motion(path: Path, min_frames: int, num_joints: int, num_bodies: int,
+                 max_duration: float = math.inf) -> MotionFile:
     mf = read_motion_file(path, num_joints=num_joints, num_bodies=num_bodies, min_frames=min_frames)
     if mf.terrain is None:
         raise MotionFileError(path, "no terrain_data (a motion needs its terrain to be simulated)")
+    if mf.motion is not None and mf.motion.duration > max_duration:
+        raise MotionFileError(path, f"{mf.motion.duration:g} s long, more than record.max_duration_s "
+                                    f"({max_duration:g} s): the trajectory files' longest episode")
     return mf
 
 
 def index_dataset(dataset: str | Path, *, min_frames: int = 2, num_joints: int = 14,
-                  num_bodies: int = 15) -> list[dict]:
+                  num_bodies: int = 15, max_duration: float = math.inf) -> list[dict]:
     entries = read_dataset(dataset)
     root = Path(os.path.abspath(dataset)).parent
     rows: list[dict] = []
@@ -59,7 +64,7 @@ def index_dataset(dataset: str | Path, *, min_frames: int = 2, num_joints: int =
             continue
         first_by_name[name] = row["path"]
         try:
-            mf = check_motion(entry.path, min_frames, num_joints, num_bodies)
+            mf = check_motion(entry.path, min_frames, num_joints, num_bodies, max_duration)
         except MotionFileError as e:
             row["error"] = str(e)
             continue

@@ -1,4 +1,5 @@
-"""Merge: the recorded motions of all batches, one manifest, a summary, the next dataset YAML.
+"""Merge: the recorded motions of all batches, one manifest, a summary, the next dataset YAML,
+and (record.merged_trajectories) one trajectory file of every batch's episodes.
 
 Weights in the next dataset: entries of the base dataset keep theirs; a recorded motion
 gets its source's weight scaled by the fraction of the source it covers (PARC weighs
@@ -13,8 +14,10 @@ import os
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Callable
 
 from physrec.formats.atomic import atomic_write_text
+from physrec.formats.rollouts import TRAJECTORIES, merge_trajectories
 from physrec.formats.dataset_yaml import DatasetEntry, motion_name, read_dataset, write_dataset
 from physrec.stages.index import display_path, read_manifest
 from physrec.stages.batch_plan import read_plan
@@ -112,8 +115,25 @@ def summary_markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_trajectories(record_dirs: list[Path], out_dir: Path, wanted: bool,
+                       progress: Callable[[str], None] = print) -> None:
+    """The iteration's one trajectory file (record.merged_trajectories), every batch's episodes in
+    batch order; without it, a file left by an earlier run with it goes, as the workflow no longer
+    tracks it."""
+    h5 = out_dir / TRAJECTORIES
+    if wanted:
+        n = merge_trajectories([Path(d) / "rollouts.h5" for d in record_dirs], h5, progress)
+        progress(f"{h5}: {n} episodes of {len(record_dirs)} batch(es)")
+        return
+    for path in (h5.with_suffix(".json"), h5):  # the JSON first: it is what readers open first
+        if path.exists():
+            path.unlink()
+            progress(f"removed {path} (record.merged_trajectories is off)")
+
+
 def run_merge(iteration: str, manifest: str | Path, plan: str | Path, select_dirs: list[Path],
-              record_dirs: list[Path], base_dataset: str | None, weight_scale: float, out_dir: str | Path) -> dict:
+              record_dirs: list[Path], base_dataset: str | None, weight_scale: float, out_dir: str | Path,
+              trajectories: bool = False, progress: Callable[[str], None] = print) -> dict:
     out = Path(out_dir)
     selected: dict[str, dict[str, str]] = {}
     for d in select_dirs:
@@ -144,4 +164,5 @@ def run_merge(iteration: str, manifest: str | Path, plan: str | Path, select_dir
     atomic_write_text(out / "summary.md", summary_markdown(summary))
     write_dataset(out / "dataset.yaml", [DatasetEntry(file=str(e.path), path=e.path, weight=e.weight, extra={})
                                          for e in entries])
+    write_trajectories(record_dirs, out, trajectories, progress)
     return summary

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from physrec import __version__, config
+from physrec import RECORDING_VERSION, __version__, config
 from physrec.formats.atomic import atomic_write_text
 from physrec.stages.batch_plan import batch_rows
 from physrec.motion.character import Character
@@ -17,7 +17,7 @@ from physrec.formats.hashing import sha256_file, stable_hash
 from physrec.stages.index import check_motion
 from physrec.formats.motion_file import MotionFile, write_motion_file
 from physrec.recording import BatchMotion, BatchRecording, RecordSettings, episode_seed, record_batch
-from physrec.formats.rollouts import write_h5, write_json
+from physrec.formats.rollouts import ENV_ID, write_h5, write_json
 from physrec.formats.tables import write_tsv
 from physrec.motion.terrain import boxes_mesh
 from physrec.sim.backend import BackendSpec, tensor_device
@@ -41,7 +41,8 @@ def load_batch(plan: str | Path, batch: str, rec: dict, character: Character) ->
         if actual != r["sha256"]:
             raise RecordError(f"{r['path']}: file changed since it was indexed (sha256 {actual[:12]}, "
                               f"indexed {r['sha256'][:12]}); rerun the workflow to re-index")
-        mf = check_motion(Path(r["path"]), rec["min_frames"], character.num_joints, character.num_bodies)
+        mf = check_motion(Path(r["path"]), rec["min_frames"], character.num_joints, character.num_bodies,
+                          rec["max_duration_s"])
         motions.append(BatchMotion(r["name"], mf.motion, mf.terrain))  # type: ignore[arg-type]
     return motions, rows
 
@@ -78,6 +79,29 @@ def check_settings(settings: RecordSettings, character: Character) -> None:
                           "the character could touch terrain that is not simulated")
 
 
+def trajectory_info(rec: dict, tracker_spec: dict, backend_spec: dict, character_spec: str, seed: int,
+                    character: Character, recording: BatchRecording) -> dict:
+    """The top-level keys of rollouts.json: what the iteration's config decides (`env_info`, the same
+    for every batch, so that ManiSkill's merge of them keeps everything; the tracker) and the
+    software that recorded (`commit_info`). What differs between batches goes into each episode."""
+    physics = config.record_physics_keys(rec)
+    config_hash = stable_hash({"record": physics, "tracker": tracker_spec, "backend": backend_spec,
+                               "character": character_spec, "seed": seed})
+    env_kwargs = {"backend": backend_spec["name"], "device": backend_spec.get("device", "cpu"),
+                  "character": character_spec, "tracker": tracker_spec, "seed": seed, "record": physics,
+                  "config_hash": config_hash,
+                  "qpos_layout": "MuJoCo qpos (free joint: pos, quat w,x,y,z; ball joints: quat w,x,y,z)",
+                  "body_names": list(character.body_names)}
+    return {
+        "env_info": {"env_id": ENV_ID, "max_episode_steps": config.record_settings(rec).max_episode_steps,
+                     "env_kwargs": env_kwargs},
+        "commit_info": {"physrec_version": __version__, "recording_version": RECORDING_VERSION,
+                        "config_hash": config_hash,
+                        **{k: v for k, v in recording.provenance.items() if k.endswith("_version")}},
+        "source_type": f"tracker:{tracker_spec['kind']}", "source_desc": recording.tracker_desc,
+    }
+
+
 def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, backend_spec: dict, character_spec: str,
                seed: int, threads: int, out_dir: str | Path, argv: list[str],
                progress: Callable[[str], None] = print) -> BatchRecording:
@@ -96,23 +120,24 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     where = f"{threads} thread(s)" if backend.name == "mujoco" else f"{backend.name} on {backend.device}"
     progress(f"[{batch}] recording {len(motions)} motions with {tracker.describe()} on {where}")
     recording = record_batch(motions, character, tracker, settings, backend, progress, batch, seed)
-    source_type = f"tracker:{tracker_spec['kind']}"
     h5_eps, json_eps, attempt_rows = [], [], []
+    # terrain.pkl is written beside rollouts.json: relative to it, the folder reads the same anywhere.
+    per_batch = {"batch": batch, "terrain_file": "terrain.pkl", "terrain_slots": recording.terrain_slots}
+    recorded_by = {"physrec_version": __version__, **recording.provenance}
     for i, a in enumerate(recording.attempts):
         row = rows[a.motion]
         h5_eps.append({"actions": a.actions, "qpos": a.qpos, "qvel": a.qvel, "contacts": a.contacts,
                        "errors": a.errors, "ref_time": a.ref_time, "terminated": a.terminated, "success": a.success,
                        "obs": a.obs})
+        seed_i = episode_seed(seed, row["name"], a.start_fraction)
         json_eps.append({
-            "episode_id": i, "episode_seed": episode_seed(seed, row["name"], a.start_fraction),
-            "control_mode": "pd_joint_pos", "elapsed_steps": a.steps,
-            "reset_kwargs": {"motion": row["name"], "start_time": a.start_time},
+            "episode_id": i, "episode_seed": seed_i, "control_mode": "pd_joint_pos", "elapsed_steps": a.steps,
+            "reset_kwargs": {"seed": seed_i, "options": {"motion": row["name"], "start_time": a.start_time}},
+            "success": a.success, "fail": not a.success, "fail_reason": a.fail_reason,
             "motion": row["name"], "motion_index": a.motion, "source_path": row["path"],
             "source_sha256": row["sha256"], "start_fraction": a.start_fraction, "start_time": a.start_time,
-            "end_time": a.end_time, "success": a.success, "fail_reason": a.fail_reason,
-            "world_offset": [float(v) for v in recording.tiled.offsets[a.motion]],
-            "source_type": source_type, "source_desc": recording.tracker_desc,
-            "steps_per_call": a.steps_per_call,
+            "end_time": a.end_time, **per_batch, "world_offset": [float(v) for v in recording.tiled.offsets[a.motion]],
+            "steps_per_call": a.steps_per_call, "recorded_by": recorded_by,
             **({"search": a.search} if a.search is not None else {}),
         })
         attempt_rows.append({
@@ -121,22 +146,11 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
             "success": a.success, "fail_reason": a.fail_reason or None, "kept_steps": a.kept_steps,
             "kept_end_time": round(float(a.ref_time[a.kept_steps]), 9),
             **kept_error_summary(a.errors, a.kept_steps)})
-    env_info = {
-        "max_episode_steps": max((a.steps for a in recording.attempts), default=0),
-        "env_kwargs": {"batch": batch, **recording.provenance, "physrec_version": __version__,
-                       "character": character_spec, "tracker": tracker_spec, "seed": seed,
-                       "record": config.record_physics_keys(rec),
-                       "config_hash": stable_hash({"record": config.record_physics_keys(rec), "tracker": tracker_spec,
-                                                   "backend": backend_spec, "character": character_spec,
-                                                   "seed": seed}),
-                       "terrain_slots": recording.terrain_slots,
-                       "qpos_layout": "MuJoCo qpos (free joint: pos, quat w,x,y,z; ball joints: quat w,x,y,z)",
-                       "body_names": list(character.body_names)},
-    }
+    info = trajectory_info(rec, tracker_spec, backend_spec, character_spec, seed, character, recording)
     out.mkdir(parents=True, exist_ok=True)
-    write_terrain(out / "terrain.pkl", recording)
+    write_terrain(out / per_batch["terrain_file"], recording)
     atomic_write_text(out / "record_env.yaml", yaml.safe_dump({
-        **env_info["env_kwargs"], "control_hz": settings.physics.control_hz,
+        **per_batch, **info["env_info"]["env_kwargs"], **recorded_by, "control_hz": settings.physics.control_hz,
         "physics_hz": settings.physics.physics_hz, "terrain_layout": "square",
         **devices.held_gpu_provenance(),  # the GPU this job claimed, if any
         "motions": [{"name": m.name, "offset": [float(v) for v in off]}
@@ -144,5 +158,5 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     atomic_write_text(out / "record_args.txt", shlex.join(argv) + "\n")
     write_tsv(out / "attempts.tsv", attempt_rows, ATTEMPT_COLUMNS)
     write_h5(out / "rollouts.h5", h5_eps)
-    write_json(out / "rollouts.json", env_info, json_eps)
+    write_json(out / "rollouts.json", info, json_eps)
     return recording

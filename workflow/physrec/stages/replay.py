@@ -60,25 +60,23 @@ def replay_folder(record_dir: str | Path, attempts: list[str] | None = None,
     folder = RecordFolder(record_dir)
     names = attempts or list(folder.episodes)
     folder.check_attempts(names)
-    env = folder.env
-    if "terrain_slots" not in env:
-        raise ReplayError(f"{folder.path / 'rollouts.json'}: recorded by a physrec too old to replay (no terrain_slots)")
-    same = env.get("backend") == "mujoco" and env.get("mujoco_version") == mujoco.__version__
-    exact = same and tolerance is None
-    tol = 0.0 if exact else (DEFAULT_TOLERANCE if tolerance is None else tolerance)
+    if any("terrain_slots" not in folder.episodes[n] for n in names):
+        raise ReplayError(f"{folder.path / 'rollouts.json'}: recorded by a physrec too old to replay "
+                          "(its episodes have no terrain_slots)")
     character, settings = folder.character(), folder.settings()
-    results = []
     with h5py.File(folder.h5, "r") as f:
-        for name in names:
-            g = f[name]
-            results.append(_replay(name, folder.episodes[name], folder.motion(name), g["actions"][()],
-                                   g["env_states/qpos"][()], g["env_states/qvel"][()], character, settings,
-                                   int(env["terrain_slots"]), exact, tol))
-    return results
+        return [_replay(name, folder.episodes[name], folder.motion(name), f[name], character, settings, tolerance)
+                for name in names]
 
 
-def _replay(name: str, ep: dict, motion: BatchMotion, actions: np.ndarray, qpos: np.ndarray, qvel: np.ndarray,
-            character: Character, settings: RecordSettings, slots: int, exact: bool, tol: float) -> ReplayResult:
+def _replay(name: str, ep: dict, motion: BatchMotion, g: h5py.Group, character: Character, settings: RecordSettings,
+            tolerance: float | None) -> ReplayResult:
+    """One attempt (its JSON record `ep`, its group `g` of rollouts.h5) simulated again and compared."""
+    by = ep["recorded_by"]  # bit for bit only where the same simulator recorded it
+    exact = by["backend"] == "mujoco" and by["mujoco_version"] == mujoco.__version__ and tolerance is None
+    tol = 0.0 if exact else (DEFAULT_TOLERANCE if tolerance is None else tolerance)
+    actions, qpos, qvel = g["actions"][()], g["env_states/qpos"][()], g["env_states/qvel"][()]
+    slots = int(ep["terrain_slots"])
     boxes = pad_boxes([motion_boxes(motion, settings.terrain_margin)], slots)
     sim = make_backend(BackendSpec(), character, settings.physics, 1, slots)
     try:

@@ -78,20 +78,20 @@ def recorded_motion(character: Character, episode_qpos: np.ndarray, contacts: np
                       body_contacts=contacts.astype(np.float32), fps=int(fps), loop_mode="CLAMP")
 
 
-def backend_label(env_kwargs: dict) -> str:
-    """Engine and versions that recorded a batch, e.g. 'mujoco 4.0.0' or 'mujoco_warp 4.0.0 (warp 1.19.0, ...)'."""
-    name = env_kwargs.get("backend", "mujoco")
+def backend_label(recorded_by: dict) -> str:
+    """Engine and versions that recorded an episode (its `recorded_by`), e.g. 'mujoco 4.0.0' or
+    'mujoco_warp 4.0.0 (warp 1.19.0, ...)'."""
+    name = recorded_by.get("backend", "mujoco")
     if name == "mujoco_warp":
-        return (f"{name} {env_kwargs['mujoco_warp_version']} (mujoco {env_kwargs['mujoco_version']}, "
-                f"warp {env_kwargs['warp_version']}, {env_kwargs['device']})")
-    return f"{name} {env_kwargs['mujoco_version']}"
+        return (f"{name} {recorded_by['mujoco_warp_version']} (mujoco {recorded_by['mujoco_version']}, "
+                f"warp {recorded_by['warp_version']}, {recorded_by['device']})")
+    return f"{name} {recorded_by['mujoco_version']}"
 
 
 def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path) -> list[dict]:
     record_dir, out = Path(record_dir), Path(out_dir)
     info = read_json(record_dir / "rollouts.json")
     env = info["env_info"]["env_kwargs"]
-    episodes = info["episodes"]
     attempts = read_tsv_records(record_dir / "attempts.tsv")
     character = Character.load(env["character"])
     fps = int(env["record"]["control_hz"])
@@ -102,25 +102,26 @@ def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path) -> list[d
     (out / "motions").mkdir(parents=True, exist_ok=True)
     with open_rollouts(record_dir / "rollouts.h5") as h5:
         for name, tries in by_motion.items():
-            rows.append(_select_motion(name, tries, sel, h5, episodes, env, character, fps, out))
+            rows.append(_select_motion(name, tries, sel, h5, info, character, fps, out))
     write_tsv(out / "selected.tsv", rows, SELECTED_COLUMNS)
     return rows
 
 
-def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, episodes: list[dict], env: dict,
-                   character: Character, fps: int, out: Path) -> dict:
-    """The selected.tsv row of one motion, writing its recorded motion file if one is kept."""
-    config_hash = env["config_hash"]
+def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, info: dict, character: Character,
+                   fps: int, out: Path) -> dict:
+    """The selected.tsv row of one motion, writing its recorded motion file if one is kept;
+    `info`: the batch's rollouts.json."""
+    config_hash = info["env_info"]["env_kwargs"]["config_hash"]
     status, chosen, reason = choose(tries, sel)
     row = {c: None for c in SELECTED_COLUMNS}
     row.update(motion=name, status=status, attempts=len(tries), fail_reason=reason or None)
     if chosen is not None:
         index = int(chosen["attempt"].removeprefix("traj_"))
-        ep_info = episodes[index]
+        ep_info = info["episodes"][index]
         qpos, contacts = read_states(h5, index)
         frames = int(chosen["kept_steps"]) + 1  # the reset frame and every step before a termination
         if sha256_file(ep_info["source_path"]) != ep_info["source_sha256"]:
-            raise ValueError(f"{ep_info['source_path']}: changed since batch {env['batch']} was recorded; "
+            raise ValueError(f"{ep_info['source_path']}: changed since batch {ep_info['batch']} was recorded; "
                              "record it again")
         source = read_motion_file(ep_info["source_path"])
         data = recorded_motion(character, qpos[:frames], contacts[:frames],
@@ -132,13 +133,13 @@ def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, e
             "physrec:source_name": name, "physrec:source_path": ep_info["source_path"],
             "physrec:source_sha256": ep_info["source_sha256"],
             "physrec:start_time": float(chosen["start_time"]), "physrec:start_fraction": float(chosen["start_fraction"]),
-            "physrec:end_time": float(chosen["kept_end_time"]), "physrec:tracker": ep_info["source_type"],
-            "physrec:tracker_desc": ep_info["source_desc"],
+            "physrec:end_time": float(chosen["kept_end_time"]), "physrec:tracker": info["source_type"],
+            "physrec:tracker_desc": info["source_desc"],
             # How a planner's attempt was found ("pd", "search"); absent for other trackers.
             **({"physrec:tracker_method": ep_info["search"]["method"]} if "search" in ep_info else {}),
-            "physrec:backend": backend_label(env), "physrec:config_hash": config_hash,
+            "physrec:backend": backend_label(ep_info["recorded_by"]), "physrec:config_hash": config_hash,
             "physrec:selection_hash": stable_hash(sel), "physrec:physrec_version": __version__,
-            "physrec:seed": int(ep_info["episode_seed"]), "physrec:batch": env["batch"],
+            "physrec:seed": int(ep_info["episode_seed"]), "physrec:batch": ep_info["batch"],
             "physrec:attempt": chosen["attempt"]})
         path = out / "motions" / f"{name}{RECORDED_SUFFIX}.pkl"
         write_motion_file(path, MotionFile(motion=data, terrain=terrain, misc=misc))
