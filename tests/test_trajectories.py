@@ -131,3 +131,13 @@ def test_a_merge_that_fails_midway_leaves_nothing(tmp_path):
     with pytest.raises(TrajectoryError, match=r"b1/rollouts.h5: has no traj_1, which .*b1/rollouts.json names"):
         merge_trajectories([a, b], out)
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_a_cut_short_rollouts_file_is_named(tmp_path):
+    from physrec.formats.rollouts import open_rollouts
+    path = tmp_path / "rollouts.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.zeros(100_000))
+    path.write_bytes(path.read_bytes()[:50_000])
+    with pytest.raises(TrajectoryError, match=r"rollouts.h5: not a readable HDF5 file .*record.* again"):
+        open_rollouts(path)

@@ -615,6 +615,9 @@ def test_a_deleted_or_changed_output_is_made_again(clean_run, tmp_path):
     rerun_and_compare(f"{kept[0]} is missing")
     (select / "selected.tsv").unlink()
     rerun_and_compare("selected.tsv is missing")
+    h5 = record / "rollouts.h5"
+    h5.write_bytes(h5.read_bytes()[: h5.stat().st_size // 2])  # a copy cut short
+    rerun_and_compare(f"{h5.relative_to(project)} is cut short or overwritten", records=1)
     assert "Nothing to be done" in snakemake(project, "-n").stdout
 
 

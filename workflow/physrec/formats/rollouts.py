@@ -86,7 +86,7 @@ def write_h5(path: str | Path, episodes: list[dict]) -> None:
 
 
 def read_episode(path: str | Path, index: int) -> Episode:
-    with h5py.File(path, "r") as f:
+    with open_rollouts(path) as f:
         g = f[f"traj_{index}"]
         obs = g.get("obs")
         return Episode(qpos=g["env_states/qpos"][()], qvel=g["env_states/qvel"][()],
@@ -96,8 +96,16 @@ def read_episode(path: str | Path, index: int) -> Episode:
 
 
 def open_rollouts(path: str | Path) -> h5py.File:
-    """rollouts.h5 opened for reading: a job that reads many attempts opens it once."""
-    return h5py.File(path, "r")
+    """rollouts.h5 opened for reading (a job that reads many attempts opens it once), or an
+    error naming the file when it is not a whole HDF5 file (truncated, overwritten)."""
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise TrajectoryError(f"{path}: not a readable HDF5 file ({str(e).splitlines()[0]}); it was cut short or "
+                              "overwritten after it was recorded: delete it, and the next run records its batch "
+                              "again") from None
 
 
 def read_states(f: h5py.File, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +149,7 @@ def merge_trajectories(sources: list[Path], out_h5: Path, warn: Callable[[str], 
     with atomic_output(out_h5) as tmp:
         with h5py.File(tmp, "w", track_order=True) as out:
             for p, info in zip(sources, infos):
-                with h5py.File(p, "r") as f:
+                with open_rollouts(p) as f:
                     for ep in info["episodes"]:
                         name = f"traj_{ep['episode_id']}"
                         if name not in f:

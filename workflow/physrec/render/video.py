@@ -15,9 +15,9 @@ import math
 from pathlib import Path
 from typing import Iterator
 
-import h5py
 import numpy as np
 
+from physrec.formats.rollouts import open_rollouts
 from physrec.formats.atomic import atomic_output
 from physrec.recording import build_reference, motion_boxes
 from physrec.sim.backend import BackendSpec, make_backend
@@ -101,7 +101,7 @@ def render_attempt(record_dir: str | Path, attempt: str, out: str | Path, width:
     ep = folder.episodes[attempt]
     character, settings, motion = folder.character(), folder.settings(), folder.motion(attempt)
     boxes = motion_boxes(motion, settings.terrain_margin)
-    with h5py.File(folder.h5, "r") as f:
+    with open_rollouts(folder.h5) as f:
         g = f[attempt]
         qpos, ref_time, errors = g["env_states/qpos"][()], g["ref_time"][()], g["tracking_errors"][()]
     qpos = qpos.copy()

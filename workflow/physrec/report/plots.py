@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from physrec.formats.rollouts import open_rollouts
 from physrec.formats.atomic import atomic_output
 from physrec.formats.tables import read_tsv_records
 from physrec.report.html import table, write_page
@@ -57,7 +57,7 @@ def iteration_plots(iteration: str, summary_json: Path, manifest_tsv: Path, reco
     fig, ax = plt.subplots(figsize=(6, 3.5))
     with_label = {True: "kept (succeeded)", False: "failed"}
     for d, rows in by_dir.items():  # each batch's rollouts.h5 opened once
-        with h5py.File(d / "rollouts.h5", "r") as f:
+        with open_rollouts(d / "rollouts.h5") as f:
             for a in rows:
                 g = f[a["attempt"]]
                 err, t = g["tracking_errors"][()][:, 3], g["ref_time"][()][1:]

@@ -43,6 +43,19 @@ def _changed(path: Path, sha256: str, table: Path) -> str | None:
     return None
 
 
+def _unreadable(h5: Path, selected: Path) -> str | None:
+    """Why a rollouts.h5 rewritten after select read it is no HDF5 file any more (None: it is,
+    or it is older; opened only then, since opening every batch's file costs a DAG build)."""
+    if h5.stat().st_mtime_ns <= selected.stat().st_mtime_ns:
+        return None
+    import h5py
+    try:
+        h5py.File(h5, "r").close()
+    except OSError:
+        return f"{h5} is cut short or overwritten (not a readable HDF5 file)"
+    return None
+
+
 def _first_changed(table: Path, folder: Path, name_key: str, sha_key: str) -> str | None:
     """The first file `table` names in `folder` that cannot be trusted, and how many more."""
     reasons = [why for row in read_tsv_records(table) if row.get(name_key)
@@ -69,8 +82,12 @@ def untrusted_outputs(results_dir: str | Path, iteration: str) -> list[Untrusted
                 found.append(Untrusted(str(merged), f"{selected} is missing"))
             continue
         missing = [n for n in RECORD_OUTPUTS if not (record / n).is_file()]
-        why = (f"{record / missing[0]} is missing" if missing else
-               _first_changed(selected, select / "motions", "recorded_file", "recorded_sha256"))
+        if missing:
+            why = f"{record / missing[0]} is missing"
+        elif why := _unreadable(record / "rollouts.h5", selected):
+            found.append(Untrusted(str(record / "rollouts.h5"), why))  # removed: its batch is recorded again
+        else:
+            why = _first_changed(selected, select / "motions", "recorded_file", "recorded_sha256")
         if why:
             found.append(Untrusted(str(selected), why))
             if merged.is_file():  # Snakemake reruns select only for a merge that is due

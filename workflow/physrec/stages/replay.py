@@ -18,6 +18,7 @@ import h5py
 import mujoco
 import numpy as np
 
+from physrec.formats.rollouts import open_rollouts
 from physrec.motion.character import Character
 from physrec.recording import BatchMotion, RecordSettings, build_reference, motion_boxes, reference_state
 from physrec.sim.backend import BackendSpec, make_backend
@@ -64,7 +65,7 @@ def replay_folder(record_dir: str | Path, attempts: list[str] | None = None,
         raise ReplayError(f"{folder.path / 'rollouts.json'}: recorded by a physrec too old to replay "
                           "(its episodes have no terrain_slots)")
     character, settings = folder.character(), folder.settings()
-    with h5py.File(folder.h5, "r") as f:
+    with open_rollouts(folder.h5) as f:
         return [_replay(name, folder.episodes[name], folder.motion(name), f[name], character, settings, tolerance)
                 for name in names]
 
