@@ -25,6 +25,8 @@ rule index:
         dataset=lambda wc: api.dataset_yaml(ITERATIONS[wc.it]["dataset"], R),
         character=CFG["character"],
         min_frames=CFG["record"]["min_frames"],
+        control_hz=CFG["record"]["control_hz"],
+        limits=api.json_arg(CFG["limits"]),
     conda:
         ENV_CPU
     log:
@@ -33,7 +35,7 @@ rule index:
         "benchmarks/{it}/index.tsv"
     shell:
         "python -m physrec --log {log} index --dataset {params.dataset:q} --character {params.character:q}"
-        " --min-frames {params.min_frames} --out {output:q}"
+        " --min-frames {params.min_frames} --control-hz {params.control_hz} --limits {params.limits:q} --out {output:q}"
 
 
 checkpoint split:

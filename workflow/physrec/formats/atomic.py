@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+NAME_MAX = 255  # bytes in one file name on Linux and macOS file systems
+
 
 @contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -25,7 +27,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
         leftover.unlink(missing_ok=True)
     # Not created here (unlike mkstemp) so the block may open it in any mode with normal permissions.
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = target.with_name(_temporary_name(target.name))
     try:
         yield tmp
         if not tmp.is_file():
@@ -36,6 +38,14 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def _temporary_name(name: str) -> str:
+    """``.<name>.<pid>.<random>.tmp``, with ``name`` cut so that the whole stays within a file
+    name's 255 bytes (a target name near the limit must not make its temporary name too long)."""
+    suffix = f".{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    head = os.fsencode(name)[:NAME_MAX - 1 - len(suffix)]
+    return f".{os.fsdecode(head)}{suffix}"
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
