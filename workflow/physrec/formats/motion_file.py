@@ -19,7 +19,7 @@ import numpy as np
 
 from physrec.formats.atomic import atomic_write_bytes
 from physrec.formats.safe_pickle import PickleLoadError, UnsafePickleError, parc_dumps, safe_loads
-from physrec.formats.text import brief
+from physrec.formats.text import brief, describe
 from physrec.motion.terrain import MIN_CELL_SIZE, Heightfield
 
 LOOP_MODES = ("CLAMP", "WRAP")
@@ -72,9 +72,9 @@ class MotionFile:
 @dataclass(frozen=True)
 class Limits:
     """What one source file may hold (config `limits`, config/README.md). Each is checked before
-    what it bounds is read or allocated; a file within all of them costs tens of MB at most."""
+    what it bounds is read or allocated; a file within all of them costs about 100 MB at most."""
 
-    max_file_mb: float = 1000.0
+    max_file_mb: float = 256.0
     max_frames: float = 100_000
     max_duration_s: float = 600.0
     max_terrain_cells: float = 250_000
@@ -112,17 +112,19 @@ def read_source(path: str | os.PathLike[str], max_bytes: float = math.inf) -> by
         raise MotionFileError(p, "file not found") from None
     except OSError as e:
         raise MotionFileError(p, f"cannot read file ({e.strerror or e})") from e
-    with os.fdopen(fd, "rb") as f:
-        mode, size = (st := os.fstat(fd)).st_mode, st.st_size
-        if not stat.S_ISREG(mode):
-            raise MotionFileError(p, f"not a regular file ({_file_kind(mode)}); only regular files are read")
-        if size > max_bytes:
-            raise MotionFileError(p, f"file of {size / 1e6:.1f} MB is larger than limits.max_file_mb "
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MotionFileError(p, f"not a regular file ({_file_kind(st.st_mode)}); only regular files are read")
+        if st.st_size > max_bytes:
+            raise MotionFileError(p, f"file of {st.st_size / 1e6:.1f} MB is larger than limits.max_file_mb "
                                      f"({max_bytes / 1e6:g})")
-        try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read() if math.isinf(max_bytes) else f.read(int(max_bytes) + 1)
-        except OSError as e:
-            raise MotionFileError(p, f"cannot read file ({e.strerror or e})") from e
+    except OSError as e:
+        raise MotionFileError(p, f"cannot read file ({e.strerror or e})") from e
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:  # it grew while being read
         raise MotionFileError(p, f"file is larger than limits.max_file_mb ({max_bytes / 1e6:g})")
     return data
@@ -282,7 +284,7 @@ def _float_array(path: Path, section: str, name: str, value: Any, expected: tupl
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as non-finite below
             arr = np.ascontiguousarray(value, dtype=np.float32)
     except (TypeError, ValueError, OverflowError) as e:
-        raise MotionFileError(path, f"{section}.{name} cannot be converted to float32 ({brief(e)})") from e
+        raise MotionFileError(path, f"{section}.{name} cannot be converted to float32 ({describe(e)})") from e
     _check_shape(path, section, name, arr.shape, expected)
     return arr
 

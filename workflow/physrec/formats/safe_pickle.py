@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from physrec.formats.text import brief
+from physrec.formats.text import brief, describe
 
 # numpy 2 renamed numpy.core to numpy._core; numpy.core is a shim that warns when imported.
 _CORE = "numpy._core" if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else "numpy.core"
@@ -161,8 +161,7 @@ def safe_loads(data: bytes, source: str) -> Any:
     except _Refused as e:
         raise UnsafePickleError(source, str(e)) from None
     except Exception as e:  # anything else means the bytes are not a valid pickle of allowed objects
-        what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        raise CorruptPickleError(source, f"corrupt or truncated pickle ({what})") from e
+        raise CorruptPickleError(source, f"corrupt or truncated pickle ({describe(e)})") from e
 
 
 class _ParcPickler(pickle._Pickler):  # the pure-Python pickler lets us override save_global

@@ -47,3 +47,13 @@ def brief(value: Any) -> str:
         if isinstance(value, int):
             return f"an integer of {value.bit_length()} bits"
         return f"<{type(value).__name__}>"
+
+
+def describe(e: BaseException) -> str:
+    """``Type: message`` of an exception on one short line (the message alone can be megabytes:
+    numpy quotes the text it could not convert)."""
+    try:
+        message = one_line(str(e), 300)
+    except Exception:
+        message = ""
+    return f"{type(e).__name__}: {message}" if message else type(e).__name__

@@ -18,7 +18,7 @@ from physrec.formats.hashing import sha256_bytes
 from physrec.formats.motion_file import (NO_LIMITS, Limits, MotionFile, MotionFileError, parse_motion_file,
                                          read_source)
 from physrec.formats.tables import read_tsv_records, write_tsv
-from physrec.formats.text import brief, one_line, path_problem
+from physrec.formats.text import describe, one_line, path_problem
 from physrec.motion.terrain import cell_size_key
 
 MANIFEST_COLUMNS = ["name", "path", "sha256", "frames", "fps", "duration", "weight", "class",
@@ -83,7 +83,7 @@ def index_dataset(dataset: str | Path, *, min_frames: int = 2, num_joints: int =
         except MotionFileError as e:
             row["error"] = str(e)
         except Exception as e:  # whatever one file makes the reader raise (MemoryError too), it stays its row's
-            row["error"] = f"{row['path']}: cannot be read ({type(e).__name__}: {brief(e)})"
+            row["error"] = f"{row['path']}: cannot be read ({describe(e)})"
     _reject_odd_cell_sizes(rows, cell_size)
     for row in rows:  # one line each, as the manifest, the logs and summary.md show them
         row.update(name=one_line(row["name"], None), path=one_line(row["path"], None),
@@ -119,8 +119,8 @@ def _reject_odd_cell_sizes(rows: list[dict], cell_size: dict[int, float]) -> Non
     for row in rows:
         dx = cell_size.get(id(row))
         if dx is not None and cell_size_key(dx) != common:
-            row.update(valid=False, error=f"{row['path']}: terrain cell size dx {np.float32(dx)} differs from the "
-                                          f"dataset's {np.float32(common)} (a batch's terrains are tiled into one grid)")
+            row.update(valid=False, error=f"{row['path']}: terrain cell size dx {np.float32(dx)!s} differs from the "
+                                          f"dataset's {np.float32(common)!s} (a batch's terrains are tiled into one grid)")
 
 
 def write_manifest(path: str | Path, rows: list[dict]) -> None:
