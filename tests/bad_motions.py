@@ -178,6 +178,12 @@ def _hostile(**arrays) -> Callable[[Path, Path], None]:
     return lambda path, marker: _sections(path, motion=pickle.dumps(_fields(_good().motion, **arrays), protocol=4))
 
 
+def _self_list() -> list:
+    loop: list = []
+    loop.append(loop)
+    return loop
+
+
 _Q = np.array([0, 0, 0, 1], np.float32).tobytes()
 _ZIP = b"PK\x03\x04"
 
@@ -266,6 +272,11 @@ CORPUS: list[Case] = [
     Case("repeated_rows", "3: memory", "memory/repeated_rows.pkl", "root_pos a list repeating one row by "
          "reference 50000 times", "root_pos has 50000 frames, more than limits.max_frames (400)",
          _motion(root_pos=[[0.0, 0.0, 0.9]] * 50_000)),
+    Case("repeated_array", "3: memory", "memory/repeated_array.pkl", "root_pos a list naming one 200 KB array "
+         "10000 times (2 GB as float32)", "root_pos has shape (10000, 50000), expected [n, 3]",
+         _motion(root_pos=[np.zeros(50_000, np.float32)] * 10_000)),
+    Case("self_list", "1: content", "memory/self_list.pkl", "root_pos a list that holds itself",
+         "root_pos has shape (1, 1, 1), expected [n, 3]", _motion(root_pos=_self_list())),
     Case("long_duration", "3: time", "memory/long_duration.pkl", "73 frames at 1 fps", "motion lasts 72 s, more "
          "than limits.max_duration_s (10)", _write(_motion_fps(1))),
     Case("big_terrain", "3: memory", "memory/big_terrain.pkl", "a 60x60 terrain",

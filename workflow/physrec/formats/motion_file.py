@@ -136,14 +136,13 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "not a plain file")
 
 
-def parse_motion_file(path: Path, data: bytes, *, num_joints: int = 14, num_bodies: int = 15, min_frames: int = 2,
+def parse_motion_file(p: Path, data: bytes, *, num_joints: int = 14, num_bodies: int = 15, min_frames: int = 2,
                       limits: Limits = Limits()) -> MotionFile:
-    """Validate the bytes of a PARC motion file read from `path`.
+    """Validate the bytes of a PARC motion file read from `p`.
 
     Unsafe or corrupt ``motion_data``/``terrain_data`` are errors; an unloadable ``misc_data``
     (PARC sometimes stores torch objects there) only drops ``misc`` with a warning.
     """
-    p = path
     outer = _load_section(p, data, "")
     if not isinstance(outer, dict) or "motion_data" not in outer:
         raise MotionFileError(p, "not a PARC motion file (expected a pickled dict with key 'motion_data')")
@@ -271,31 +270,32 @@ def _float_array(path: Path, section: str, name: str, value: Any, expected: tupl
     first elements: a list can repeat one row by reference, so a small file can name a large array.
     `limit` (most, unit, key) bounds the product of the free (None) axes: frames, or terrain cells.
     """
-    if np.iscomplexobj(value) if isinstance(value, np.ndarray) else False:
+    if isinstance(value, np.ndarray) and value.dtype.kind == "c":
         raise MotionFileError(path, f"{section}.{name} is complex-valued ({value.dtype}); it must be real")
-    claimed = _claimed_shape(value, len(expected))
-    if len(claimed) == len(expected):
-        _check_shape(path, section, name, claimed, expected)
-        count = math.prod(n for n, e in zip(claimed, expected) if e is None)
-        if limit is not None and count > limit[0]:
-            raise MotionFileError(path, f"{section}.{name} has {count} {limit[1]}, more than limits.{limit[2]} "
-                                        f"({limit[0]:g})")
+    claimed = _claimed_shape(value, len(expected) + 1)
+    _check_shape(path, section, name, claimed, expected)
+    count = math.prod(n for n, e in zip(claimed, expected) if e is None)
+    if limit is not None and count > limit[0]:
+        raise MotionFileError(path, f"{section}.{name} has {count} {limit[1]}, more than limits.{limit[2]} "
+                                    f"({limit[0]:g})")
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as non-finite below
             arr = np.ascontiguousarray(value, dtype=np.float32)
-    except (TypeError, ValueError, OverflowError) as e:
+    except (TypeError, ValueError, OverflowError) as e:  # e.g. a ragged list, or text
         raise MotionFileError(path, f"{section}.{name} cannot be converted to float32 ({describe(e)})") from e
     _check_shape(path, section, name, arr.shape, expected)
     return arr
 
 
 def _claimed_shape(value: Any, depth: int) -> tuple[int, ...]:
-    """The shape numpy would give `value`, found without converting it: an array's, or the lengths of
-    a nested list's first elements (a ragged list then fails its conversion)."""
-    if isinstance(value, np.ndarray):
-        return value.shape + value.dtype.shape
+    """The shape numpy would give `value` (at most `depth` axes), found without converting it: a
+    nested list's lengths along its first elements, then the shape of an array met there."""
     shape: list[int] = []
-    while len(shape) < depth and isinstance(value, (list, tuple)):
+    while len(shape) < depth:
+        if isinstance(value, np.ndarray):
+            return tuple(shape) + value.shape + value.dtype.shape
+        if not isinstance(value, (list, tuple)):
+            break
         shape.append(len(value))
         if not value:
             break
@@ -397,7 +397,7 @@ def _parse_motion(path: Path, d: dict, num_joints: int, num_bodies: int, min_fra
         joint_rot=_check_quats(path, "joint_rot", arrays["joint_rot"], normalise),
         body_contacts=arrays["body_contacts"],
         fps=fps,
-        loop_mode=loop_mode,
+        loop_mode=str(loop_mode),
     )
 
 

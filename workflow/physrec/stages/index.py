@@ -48,9 +48,10 @@ def check_motion(path: Path, data: bytes, *, min_frames: int = 2, num_joints: in
                            limits=limits)
     if mf.terrain is None:
         raise MotionFileError(path, "no terrain_data (a motion needs its terrain to be simulated)")
-    if control_hz is not None and mf.motion.duration < 1 / control_hz - 1e-9:  # type: ignore[union-attr]
-        raise MotionFileError(path, f"motion lasts {mf.motion.duration:g} s, less than one control step "  # type: ignore[union-attr]
-                                    f"(1/{control_hz} s): its recording would last longer than itself")
+    duration = mf.motion.duration  # type: ignore[union-attr]
+    if control_hz is not None and duration < 1 / control_hz - 1e-9:
+        raise MotionFileError(path, f"motion lasts {duration:g} s, less than one control step (1/{control_hz} s): "
+                                    "its recording would last longer than itself")
     return mf
 
 
