@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # imported where used: select and merge jobs, and the DAG bui
 DEMO = "builtin:demo"
 DEMO_FOLDER = "builtin_demo"
 # What the workflow writes directly into results_dir besides the iterations' folders (Snakefile).
-RESERVED_NAMES = (DEMO_FOLDER, "run_summary.tsv", "run_summary.md")
+RESERVED_NAMES = (DEMO_FOLDER, "run_summary.tsv", "run_summary.md", "run_summary.png")
 
 
 class ConfigError(ValueError):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import reprlib
 import unicodedata
 from typing import Any
 
+NAME_MAX = 255  # bytes in one file name on Linux and macOS file systems
 MAX_MESSAGE = 2000  # characters of one table cell or message; a path plus a problem fit easily
 # Characters that end a line for some reader (csv: \n and \r; str.splitlines: also \v, \f, \x1c-\x1e,
 # \x85, \u2028, \u2029), other control characters, and lone surrogates (a name that is not UTF-8).
@@ -26,6 +29,17 @@ def path_problem(path: str) -> str:
     if unsafe_characters(path):
         return "holds a tab, a line break or another control character, or is not UTF-8"
     return ""
+
+
+def fitting_stem(stem: str, longest_suffix: str) -> str:
+    """`stem`, or where `stem + longest_suffix` would not fit in a file name, its start and a hash of
+    the whole (`<start>~<16 hex digits>`): PARC's motion names are file names of up to 255 bytes
+    with `.pkl`, so a file physrec names after a motion (`<name>_rec.pkl`) may not fit otherwise."""
+    if len(os.fsencode(stem + longest_suffix)) <= NAME_MAX:
+        return stem
+    tail = "~" + hashlib.sha256(os.fsencode(stem)).hexdigest()[:16]
+    room = NAME_MAX - len(os.fsencode(tail + longest_suffix))
+    return os.fsencode(stem)[:room].decode("utf-8", "ignore") + tail
 
 
 def one_line(text: str, limit: int | None = MAX_MESSAGE) -> str:

@@ -9,7 +9,6 @@ only thresholds change.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,12 @@ import numpy as np
 
 from physrec import __version__
 from physrec.motion.character import Character
-from physrec.formats.atomic import NAME_MAX
 from physrec.formats.hashing import sha256_file, stable_hash
 from physrec.formats.motion_file import MotionData, MotionFile, MotionFileError, write_motion_file
 from physrec.motion.quat import positive_w
 from physrec.formats.rollouts import open_rollouts, read_json, read_states
 from physrec.formats.tables import read_tsv_records, write_tsv
+from physrec.formats.text import fitting_stem
 from physrec.motion.terrain import crop_around_path
 from physrec.stages.index import read_indexed
 
@@ -40,16 +39,6 @@ def recorded_steps(attempt: dict[str, str], control_hz: int) -> int:
     reference stands still there, kept_end_time is clamped to it); a recording never lasts longer
     than its source, so it stops at the last step within it."""
     return math.floor((float(attempt["kept_end_time"]) - float(attempt["start_time"])) * control_hz + 1e-6)
-
-
-def recorded_file(name: str) -> str:
-    """File name of a motion's recording, `<name>_rec.pkl`; a name too long for that (PARC's
-    names are file names, up to 255 bytes) keeps its start and a hash of the whole name."""
-    file = f"{name}{RECORDED_SUFFIX}.pkl"
-    if len(os.fsencode(file)) <= NAME_MAX:
-        return file
-    tail = f"~{stable_hash(name)[:16]}{RECORDED_SUFFIX}.pkl"
-    return os.fsencode(name)[:NAME_MAX - len(tail)].decode("utf-8", "ignore") + tail
 
 
 def rejection(attempt: dict[str, str], sel: dict, control_hz: int) -> str:
@@ -166,7 +155,8 @@ def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, e
             "physrec:selection_hash": stable_hash(sel), "physrec:physrec_version": __version__,
             "physrec:seed": int(ep_info["episode_seed"]), "physrec:batch": env["batch"],
             "physrec:attempt": chosen["attempt"]})
-        path = out / "motions" / recorded_file(name)
+        suffix = f"{RECORDED_SUFFIX}.pkl"
+        path = out / "motions" / (fitting_stem(name, suffix) + suffix)
         write_motion_file(path, MotionFile(motion=data, terrain=terrain, misc=misc))
         row.update(attempt=chosen["attempt"], start_fraction=float(chosen["start_fraction"]),
                    start_time=float(chosen["start_time"]), end_time=end_time,
