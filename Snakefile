@@ -1,5 +1,7 @@
 # physrec: record physics-based versions of kinematic motions (stage 4 of the PARC loop).
 # Wiring only: every rule calls the physrec command line (python -m physrec); the logic lives in workflow/physrec.
+import re
+
 from physrec import config as physrec_config
 from physrec import workflow_api as api
 from physrec.render import VIDEO_KINDS
@@ -29,7 +31,7 @@ VIDEOS = api.report_videos(CFG)  # report.videos, or none where this machine has
 
 
 wildcard_constraints:
-    it="|".join(ITERATIONS),
+    it="|".join(re.escape(name) for name in ITERATIONS),
     batch=r"b[0-9a-f]{10}",
 
 

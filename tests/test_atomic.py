@@ -69,3 +69,23 @@ def test_the_next_write_removes_leftovers_of_a_killed_writer(tmp_path):
     atomic_write_bytes(target, b"whole")
     assert target.read_bytes() == b"whole" and not leftover.exists() and in_progress.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [in_progress.name, "rollouts.h5"]
+
+
+def test_a_name_near_the_limit_is_written_atomically(tmp_path):
+    """The temporary name is cut to fit, so a target name of 255 bytes can still be written, and a
+    killed writer's leftover of such a name is still removed by the next write."""
+    target = tmp_path / ("m" * 251 + ".pkl")
+    leftover = tmp_path / ("." + "m" * 233 + ".4242.deadbeef.tmp")
+    leftover.write_bytes(b"half")
+    atomic_write_bytes(target, b"x")
+    assert target.read_bytes() == b"x" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_fitting_stem_keeps_short_names_and_hashes_long_ones():
+    from physrec.formats.text import NAME_MAX, fitting_stem
+    assert fitting_stem("stand_flat", "_rec.pkl") == "stand_flat"
+    long_a, long_b = "ü" * 124 + "a", "ü" * 124 + "b"  # 249 bytes each, the same start
+    a, b = fitting_stem(long_a, "_rec.pkl"), fitting_stem(long_b, "_rec.pkl")
+    assert a != b and a == fitting_stem(long_a, "_rec.pkl")  # distinct and deterministic
+    assert all(len((s + "_rec.pkl").encode()) <= NAME_MAX and "~" in s for s in (a, b))
+    assert a.startswith("ü" * 100) and (a + "_rec.pkl").encode().decode() == a + "_rec.pkl"  # no split character

@@ -221,3 +221,53 @@ def test_a_stage_answers_bad_arguments_in_one_line(tmp_path, args, message):
     assert r.returncode == 1
     assert r.stderr.strip().endswith(message) and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["record"].update(friction=float("nan")), "config.yaml: record.friction: nan is not a finite number"),
+    (lambda d: d["record"].update(termination={"root_pos_error_m": float("inf")}),
+     "record.termination.root_pos_error_m: inf is not a finite number"),
+    (lambda d: d["selection"].update(max_root_pos_error_m=float("inf")),
+     "selection.max_root_pos_error_m: inf is not a finite number"),
+    (lambda d: d["record"].update(start_fractions=[0.1, float("nan")]),
+     "record.start_fractions.1: nan is not a finite number"),
+    (lambda d: d.update(results_dir=""), "results_dir: '' names no folder of its own"),
+    (lambda d: d.update(results_dir="/"), "results_dir: '/' names no folder of its own"),
+    (lambda d: d.update(results_dir="out/{it}"), "results_dir: 'out/{it}' holds '{' or '}', which Snakemake reads"),
+    (lambda d: d["iterations"][0].update(dataset="data/{x}.yaml"), "iterations.0.dataset: 'data/{x}.yaml' holds"),
+    (lambda d: d["iterations"][0].update(name="builtin_demo"),
+     "iterations.0.name: 'builtin_demo' is a name the workflow uses in results_dir itself"),
+    (lambda d: d["iterations"][0].update(name="Run_Summary.tsv"), "'Run_Summary.tsv' is a name the workflow uses"),
+    (lambda d: d["iterations"][0].update(name="i" * 101), "iterations.0.name: 'iiii"),
+])
+def test_values_no_job_could_use_are_refused(tmp_path, change, message):
+    """NaN passes every bound of a JSON schema; these used to fail only after simulating, or inside
+    Snakemake (an empty results_dir wrote under the file system's root)."""
+    doc = {**_base(), "record": {}, "selection": {}}
+    change(doc)
+    assert message in _error(tmp_path, doc)
+
+
+def test_results_dir_is_normalised(tmp_path):
+    assert config.load(_write(tmp_path, {**_base(), "results_dir": "out//runs/"}))["results_dir"] == "out/runs"
+
+
+def test_check_config_knows_the_character(tmp_path, capsys):
+    """What only the character decides is checked with the config, before any job runs."""
+    from physrec import cli
+    doc = {**_base(), "record": {"termination": {"body_offset_limits_m": [0.7, 1.0, 0.7]}}}
+    assert cli.main(["check-config", str(_write(tmp_path, doc))]) == 1
+    assert ("record.termination.body_offset_limits_m has 3 values; the character has 14 non-root bodies"
+            in capsys.readouterr().err)
+    (tmp_path / "results").write_text("not a folder")
+    doc = {**_base(), "results_dir": str(tmp_path / "results")}
+    assert cli.main(["check-config", str(_write(tmp_path, doc))]) == 1
+    assert f"results_dir: {tmp_path / 'results'} exists and is not a folder" in capsys.readouterr().err
+
+
+def test_limit_defaults_are_the_schemas():
+    """formats.motion_file.Limits() is what index applies when no config is given: the schema's defaults."""
+    from dataclasses import asdict
+
+    from physrec.formats.motion_file import Limits
+    assert asdict(Limits()) == config.validate({"iterations": [{"name": "i", "dataset": "x"}]})["limits"]

@@ -197,8 +197,8 @@ def test_wrong_joint_rot_shape(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"fps": 29.97}, "fps must be a positive integer"),
-        ({"fps": 0}, "fps must be a positive integer"),
+        ({"fps": 29.97}, "fps must be an integer from 1 to 10000"),
+        ({"fps": 0}, "fps must be an integer from 1 to 10000"),
         ({"loop_mode": "BOUNCE"}, "loop_mode must be CLAMP or WRAP"),
         ({"body_contacts": np.zeros((3, 15), np.float32)}, "disagree on the number of frames"),
         ({"root_rot": np.full((4, 4), 0.9, np.float32)}, "root_rot is not a unit quaternion at frame 0"),
@@ -241,7 +241,7 @@ def test_invalid_terrain(tmp_path):
     with pytest.raises(MotionFileError, match="terrain_data.hf"):
         read_motion_file(_write_raw(tmp_path / "a.pkl", terrain=terrain))
     terrain = {"hf": np.zeros((3, 3)), "min_point": [0.0, 0.0], "dx": -1}
-    with pytest.raises(MotionFileError, match="dx must be a positive number"):
+    with pytest.raises(MotionFileError, match="dx must be a number from 0.001"):
         read_motion_file(_write_raw(tmp_path / "b.pkl", terrain=terrain))
 
 

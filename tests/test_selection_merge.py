@@ -45,25 +45,25 @@ NO_LIMITS = {"max_mean_body_pos_error_m": None, "max_root_pos_error_m": None, "m
 
 def test_choose_full_length_first():
     tries = [_att(0, 0.0, True), _att(5, 0.1, True)]
-    status, chosen, why = choose(tries, NO_LIMITS)
+    status, chosen, why = choose(tries, NO_LIMITS, 30)
     assert (status, chosen["attempt"], why) == ("recorded", "traj_0", "")
     # Order of the rows does not matter.
-    status, chosen, _ = choose(list(reversed(tries)), NO_LIMITS)
+    status, chosen, _ = choose(list(reversed(tries)), NO_LIMITS, 30)
     assert (status, chosen["attempt"]) == ("recorded", "traj_0")
 
 
 def test_choose_earliest_later_start():
     tries = [_att(9, 0.4, True), _att(0, 0.0, False, reason="root_position"), _att(7, 0.2, True),
              _att(3, 0.1, False, reason="root_rotation")]
-    status, chosen, why = choose(tries, NO_LIMITS)
+    status, chosen, why = choose(tries, NO_LIMITS, 30)
     assert (status, chosen["attempt"], why) == ("recorded_later_start", "traj_7", "")
 
 
 def test_choose_failed_gives_the_last_reason():
     tries = [_att(0, 0.0, False, reason="root_position"), _att(4, 0.2, False, reason="body_offset:head"),
              _att(2, 0.1, False, reason="root_rotation")]
-    assert choose(tries, NO_LIMITS) == ("failed", None, "body_offset:head")
-    assert choose([], NO_LIMITS) == ("failed", None, "no attempt")
+    assert choose(tries, NO_LIMITS, 30) == ("failed", None, "body_offset:head")
+    assert choose([], NO_LIMITS, 30) == ("failed", None, "no attempt")
 
 
 @pytest.mark.parametrize("limits, needle", [
@@ -75,7 +75,7 @@ def test_choose_failed_gives_the_last_reason():
 def test_choose_rejects_by_thresholds(limits, needle):
     sel = {**NO_LIMITS, **limits}
     tries = [_att(0, 0.0, False, reason="root_position"), _att(1, 0.3, True, mean=0.15, root=0.3, rot=0.6)]
-    status, chosen, why = choose(tries, sel)
+    status, chosen, why = choose(tries, sel, 30)
     assert status == "rejected" and chosen is None
     assert needle in why
 
@@ -84,12 +84,12 @@ def test_choose_thresholds_at_the_limit_pass():
     tries = [_att(0, 0.0, True, mean=0.1, root=0.2, rot=0.5)]
     sel = {"max_mean_body_pos_error_m": 0.1, "max_root_pos_error_m": 0.2,
            "max_root_rot_error_deg": math.degrees(0.5), "min_duration_s": 3.0}
-    assert choose(tries, sel)[0] == "recorded"
+    assert choose(tries, sel, 30)[0] == "recorded"
 
 
 def test_choose_rejected_full_length_falls_back_to_a_passing_later_start():
     tries = [_att(0, 0.0, True, mean=0.5), _att(1, 0.1, True, mean=0.05)]
-    status, chosen, _ = choose(tries, {**NO_LIMITS, "max_mean_body_pos_error_m": 0.1})
+    status, chosen, _ = choose(tries, {**NO_LIMITS, "max_mean_body_pos_error_m": 0.1}, 30)
     assert (status, chosen["attempt"]) == ("recorded_later_start", "traj_1")
 
 
@@ -213,10 +213,11 @@ def test_later_start_provenance(pipeline):
     assert rec.misc["physrec:start_time"] > 0
     assert rec.misc["physrec:start_fraction"] > 0
     src_len = read_motion_file(_source_path(pipeline, "ramp_descent_then_stand")).motion.duration
-    # Control steps of 1/30 s from the start until the reference's end is reached (the last one may pass it).
+    # Control steps of 1/30 s from the start up to the reference's end: never past it.
     remaining = src_len - rec.misc["physrec:start_time"]
-    assert remaining - 1e-9 <= rec.motion.duration < remaining + 1 / 30
-    assert rec.misc["physrec:end_time"] == pytest.approx(src_len)
+    assert remaining - 1 / 30 < rec.motion.duration <= remaining + 1e-9
+    assert src_len - 1 / 30 < rec.misc["physrec:end_time"] <= src_len + 1e-9
+    assert rec.misc["physrec:end_time"] == pytest.approx(rec.misc["physrec:start_time"] + rec.motion.duration)
 
 
 def test_merge_outputs(pipeline):

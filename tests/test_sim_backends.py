@@ -16,7 +16,6 @@ from physrec.recording import TERRAIN_DEPTH, BatchMotion, RecordSettings, motion
 from physrec.sim.backend import BACKENDS, BackendError, BackendOutOfMemory, BackendSpec, make_backend
 from physrec.sim.mujoco import MujocoBackend
 from physrec.sim.world import PhysicsSettings, pad_boxes, world_mjcf
-from physrec.stages.record import RecordError, check_settings
 from physrec.trackers.pd import PDTracker
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "parc_samples"
@@ -116,8 +115,8 @@ def test_parc_terrain_is_cropped_to_where_the_character_can_reach():
 
 def test_a_margin_the_character_could_reach_past_is_refused(ch):
     rec = config.validate({"iterations": [{"name": "i", "dataset": "x"}], "record": {"terrain_margin_m": 1.2}})["record"]
-    with pytest.raises(RecordError, match=r"terrain_margin_m \(1.2\) is less than .*reach \(1.56 m\)"):
-        check_settings(config.record_settings(rec), ch)
+    with pytest.raises(config.ConfigError, match=r"terrain_margin_m \(1.2\) is less than .*reach \(1.56 m\)"):
+        config.check_record_settings(rec, ch, "config")
 
 
 def test_an_unknown_backend_is_named(ch):

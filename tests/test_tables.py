@@ -47,11 +47,20 @@ def test_rejects_bad_rows(tmp_path):
     path = tmp_path / "t.tsv"
     with pytest.raises(ValueError, match="row 0 has missing columns"):
         write_tsv(path, [{"name": "x"}], COLUMNS)
-    with pytest.raises(ValueError, match="tab or line break"):
-        write_tsv(path, [{"name": "a\tb", "frames": 1, "weight": 1.0, "ok": True, "note": None}], COLUMNS)
     with pytest.raises(TypeError, match="column 'note'"):
         write_tsv(path, [{"name": "a", "frames": 1, "weight": 1.0, "ok": True, "note": [1]}], COLUMNS)
     assert not path.exists()
+
+
+def test_text_that_would_split_a_table_is_escaped(tmp_path):
+    """A file name or error with a tab, a line break of any kind or a lone surrogate (a name that is
+    not UTF-8) is written as escapes, so the table stays one row per line with its columns."""
+    path = tmp_path / "t.tsv"
+    nasty = "a\tb\nc\rd\x0be\u2028f\x00g\udcff"
+    write_tsv(path, [{"name": nasty, "frames": 1, "weight": 1.0, "ok": True, "note": "two\nlines"}], COLUMNS)
+    assert len(path.read_bytes().splitlines()) == 2
+    [row] = read_tsv_records(path)
+    assert row["name"] == "a\\tb\\nc\\rd\\x0be\\u2028f\\x00g\\udcff" and row["note"] == "two\\nlines"
 
 
 def test_a_truncated_or_ragged_table_is_named(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from maniskill_layout import maniskill_load, maniskill_merge
 from physrec import config
 from physrec.demo import write_demo
+from physrec.formats.motion_file import Limits
 from physrec.formats.rollouts import (TOP_KEYS, TrajectoryError, merge_trajectories, read_episode, write_h5,
                                       write_json)
 from physrec.recording import RecordSettings, attempt_steps
@@ -59,9 +60,9 @@ def test_every_attempt_fits_max_episode_steps():
 
 def test_a_motion_longer_than_max_duration_is_invalid(tmp_path):
     dataset = write_demo(tmp_path / "demo")
-    rows = index_dataset(dataset, max_duration=2.5)
+    rows = index_dataset(dataset, limits=Limits(max_duration_s=2.5))
     long = [r for r in rows if r["duration"] is None]
-    assert long and all(not r["valid"] and "record.max_duration_s (2.5 s)" in r["error"]
+    assert long and all(not r["valid"] and "record.max_duration_s (2.5)" in r["error"]
                         and r["error"].startswith(r["path"]) for r in long)
     assert any(r["valid"] for r in rows)
 

@@ -22,13 +22,14 @@ import numpy as np
 import pytest
 import yaml
 
-from bad_motions import build_bad_dataset
+from bad_motions import CORPUS, CORPUS_LIMITS, CORPUS_MAX_DURATION_S, build_corpus
 from maniskill_layout import check_layout, maniskill_load, maniskill_merge
 from snakemake_project import BIN, CONFIG, IT, REPO, base_config, make_project, snakemake, write_config
 from physrec.formats.dataset_yaml import motion_name, read_dataset, write_dataset
 from physrec.demo import demo_motions, write_demo
 from physrec.formats.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
 from physrec.formats.tables import read_tsv_records
+from physrec.formats.text import one_line
 from physrec.motion.terrain import Heightfield
 from physrec.stages.batch_plan import batch_ids
 
@@ -373,11 +374,18 @@ def test_bad_config_is_refused_naming_the_key(tmp_path):
     r = snakemake(project, "-n", check=False)
     assert r.returncode != 0
     assert "batchsize" in r.stdout + r.stderr
-    cfg = base_config("builtin:demo", record={"physics_hz": 100})
-    write_config(project, cfg)
-    r = snakemake(project, "-n", check=False)
-    assert r.returncode != 0
-    assert "record.physics_hz" in r.stdout + r.stderr
+    # Values no job could use are refused before any job runs, in the config's words (issue 10;
+    # test_config.py has the other cases of physrec.config, which the Snakefile calls).
+    bad = [(base_config("builtin:demo", record={"physics_hz": 100}), "record.physics_hz"),
+           (base_config("builtin:demo", record={"friction": float("nan")}), "record.friction: nan is not a finite"),
+           (base_config("builtin:demo", results_dir=""), "results_dir: '' names no folder of its own"),
+           (base_config("builtin:demo", record={"termination": {"body_offset_limits_m": [0.7, 1.0, 0.7]}}),
+            "body_offset_limits_m has 3 values; the character has 14")]
+    for cfg, message in bad:
+        write_config(project, cfg)
+        r = snakemake(project, "-n", check=False)
+        assert r.returncode != 0 and message in r.stdout + r.stderr, (message, r.stderr[-2000:])
+        assert "Traceback" not in r.stderr
     assert not (project / "results").exists()
 
 
@@ -625,33 +633,46 @@ def test_a_deleted_or_changed_output_is_made_again(clean_run, tmp_path):
 # 6: bad input motions
 # ======================================================================================================
 def test_bad_inputs_do_not_stop_the_run(tmp_path):
-    project = make_project(tmp_path / "bad", base_config("data/dataset.yaml"))
+    """The corpus of bad inputs (bad_motions.py, docs/bad_inputs.md) in one dataset beside good motions,
+    through the real workflow: each bad input gets its invalid row and message, every good motion is
+    recorded and merged, and the base dataset's motions stay in the next dataset with their weights."""
+    cfg = base_config("data/dataset.yaml", limits=CORPUS_LIMITS, record={"max_duration_s": CORPUS_MAX_DURATION_S})
+    cfg["iterations"][0]["base_dataset"] = "earlier/dataset.yaml"
+    project = make_project(tmp_path / "bad", cfg)
     marker = tmp_path / "PWNED"
-    files = build_bad_dataset(project / "data", marker)
+    build_corpus(project / "data", marker)
+    for name in ("kept_a", "kept_b"):
+        write_motion_file(project / "earlier" / f"{name}_rec.pkl", demo_motions()["stand_flat"])
+    write_dataset(project / "earlier" / "dataset.yaml", [("kept_a_rec.pkl", 2.5), ("kept_b_rec.pkl", 0.5)])
     snakemake(project)  # exits 0
-    assert not marker.exists(), "a malicious pickle ran code"
+    assert not marker.exists() and not list(project.rglob("PWNED")), "an input ran code"
     res = project / "results" / IT
     summary = json.loads((res / "summary.json").read_text())
-    bad = [k for k in files if not k.startswith("good")] + ["good_dup"]
-    bad = sorted(set(bad))
-    assert summary["motions"]["invalid"] == len(bad)
-    assert summary["motions"]["valid"] == 2
-    assert summary["motions"]["recorded"] == 2
-    errors = [r["error"] for r in summary["invalid"]]
-    assert len(errors) == len(bad)
-    for key in bad:
-        rel = str(files[key].relative_to(files[key].parents[1]))
-        assert any(rel in (e or "") for e in errors), f"no error names {rel}: {errors}"
-    manifest = {(r["name"], r["source_path"]): r for r in read_tsv_records(res / "manifest.tsv")}
-    good = [r for r in manifest.values() if r["status"] == "recorded"]
-    assert sorted(r["name"] for r in good) == ["good", "good_wave"]
-    assert all(r["source_path"].endswith(("a/good.pkl", "a/good_wave.pkl")) for r in good)
-    invalid = [r for r in manifest.values() if r["status"] == "invalid"]
-    assert len(invalid) == len(bad) and all(r["error"] for r in invalid)
-    assert sorted(motion_name(e.path) for e in read_dataset(res / "dataset.yaml")) == ["good_rec", "good_wave_rec"]
-    # The index log says which motions are invalid and why.
+    good = [c for c in CORPUS if c.valid]
+    assert summary["motions"]["invalid"] == len(CORPUS) - len(good)
+    assert summary["motions"]["valid"] == summary["motions"]["recorded"] == len(good)
+    rows = read_tsv_records(res / "manifest.tsv")
+    assert len(rows) == len(CORPUS)
+    for case, r in zip(CORPUS, rows):
+        assert r["source_path"].endswith(one_line(case.rel, None)), (case.key, r["source_path"])
+        if not case.valid:
+            assert r["status"] == "invalid" and case.expect in r["error"] and one_line(case.rel) in r["error"], r
+            continue
+        assert r["status"] == "recorded", (case.key, r)
+        # A recording never lasts longer than its source, nor weighs more.
+        assert float(r["recorded_duration"]) <= float(r["source_duration"]) + 1e-9, (case.key, r)
+        assert float(r["weight"]) <= 1.0, (case.key, r)
+        assert (project / r["recorded_path"]).is_file()
+    long = next(r for c, r in zip(CORPUS, rows) if c.key == "long_name")
+    assert "~" in long["recorded_path"] and len(os.fsencode(Path(long["recorded_path"]).name)) <= 255
+    fps31 = next(r for c, r in zip(CORPUS, rows) if c.key == "fps31")
+    assert float(fps31["recorded_duration"]) == pytest.approx(69 / 30)  # 72/31 s: 69 control steps fit
+    entries = read_dataset(res / "dataset.yaml")
+    assert [(e.path.name, e.weight) for e in entries[:2]] == [("kept_a_rec.pkl", 2.5), ("kept_b_rec.pkl", 0.5)]
+    assert len(entries) == 2 + len(good) and all(e.path.is_file() for e in entries)
+    # The index log says which motions are invalid and why, one line each.
     log = (project / "logs" / IT / "index.log").read_text()
-    assert "nan_frame" in log and "invalid" in log
+    assert "invalid motion nan_frame" in log and "invalid motion tab\\tname" in log
 
 
 def test_dataset_with_no_valid_motion_still_completes(tmp_path):

@@ -8,4 +8,4 @@ __version__ = "0.1.0"
 # nothing. tests/test_output_versions.py holds the demo's recorded bytes per version and fails
 # when they change without a bump.
 RECORDING_VERSION = 4
-SELECTION_VERSION = 1
+SELECTION_VERSION = 2

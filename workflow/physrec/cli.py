@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import time
@@ -40,11 +39,13 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 
 def cmd_index(a: argparse.Namespace) -> None:
+    from physrec import config
     from physrec.motion.character import Character
     from physrec.stages.index import index_dataset, write_manifest
     ch = Character.load(a.character)
+    limits = config.limits(config.json_section("limits", a.limits, "--limits"), a.max_duration)
     rows = index_dataset(a.dataset, min_frames=a.min_frames, num_joints=ch.num_joints, num_bodies=ch.num_bodies,
-                         max_duration=a.max_duration)
+                         control_hz=a.control_hz, limits=limits)
     write_manifest(a.out, rows)
     bad = [r for r in rows if not r["valid"]]
     for r in bad:
@@ -188,7 +189,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True)
     s.add_argument("--character", default="builtin:humanoid")
     s.add_argument("--min-frames", type=int, default=2)
-    s.add_argument("--max-duration", type=float, default=math.inf, help="seconds; longer motions are invalid")
+    s.add_argument("--control-hz", type=int, default=30, help="motions shorter than one control step are invalid")
+    s.add_argument("--max-duration", type=float, default=1000.0, help="record.max_duration_s: longer motions are "
+                   "invalid")
+    s.add_argument("--limits", default="{}", help="JSON of the config's limits section (default: its defaults)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_index)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,17 @@ import yaml
 from typing import TYPE_CHECKING
 
 from physrec.formats.dataset_yaml import expand_env
+from physrec.formats.text import path_problem
 
 if TYPE_CHECKING:  # imported where used: select and merge jobs, and the DAG build, need none of it
+    from physrec.formats.motion_file import Limits
+    from physrec.motion.character import Character
     from physrec.recording import RecordSettings
 
 DEMO = "builtin:demo"
+DEMO_FOLDER = "builtin_demo"
+# What the workflow writes directly into results_dir besides the iterations' folders (Snakefile).
+RESERVED_NAMES = (DEMO_FOLDER, "run_summary.tsv", "run_summary.md", "run_summary.png")
 
 
 class ConfigError(ValueError):
@@ -79,13 +86,21 @@ def json_section(name: str, text: str, option: str) -> Any:
 def validate(config: dict, source: str = "config") -> dict:
     """Validated copy of `config` with every default filled in; ConfigError otherwise."""
     cfg = _check(dict(config), schema(), source)
+    for where, value in _numbers(cfg):
+        if not math.isfinite(value):  # JSON schema lets NaN pass every bound, and inf most
+            raise ConfigError(f"{source}: {where}: {value} is not a finite number")
     names = [it["name"] for it in cfg["iterations"]]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"{source}: iterations: duplicate iteration name(s) {', '.join(dup)}")
+    for i, name in enumerate(names):
+        if name.casefold() in RESERVED_NAMES:  # casefold: on a case-insensitive disk too
+            raise ConfigError(f"{source}: iterations.{i}.name: '{name}' is a name the workflow uses in results_dir "
+                              f"itself ({', '.join(RESERVED_NAMES)}); choose another")
     for i, it in enumerate(cfg["iterations"]):
         it["tracker"] = tracker_spec(it["tracker"], f"{source}: iterations.{i}.tracker")
     _expand_paths(cfg, source)
+    _check_results_dir(cfg, source)
     rec = cfg["record"]
     if rec["physics_hz"] % rec["control_hz"]:
         raise ConfigError(f"{source}: record.physics_hz ({rec['physics_hz']}) must be a multiple of "
@@ -114,8 +129,21 @@ def tracker_spec(spec: dict, where: str = "tracker") -> dict:
     return spec
 
 
+def _numbers(value: Any, where: str = "") -> Any:
+    """(key path, value) of every float in a config (ints are always finite)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{where}.{i}")
+    elif isinstance(value, float):
+        yield where, value
+
+
 def _expand_paths(cfg: dict, source: str) -> None:
-    """$VARS in the config's paths come from the environment, like those in dataset YAMLs."""
+    """$VARS in the config's paths come from the environment, like those in dataset YAMLs. A path
+    Snakemake would read as a pattern ({...}) or that tables cannot hold is refused here."""
     places = [(cfg, "character", "character")] + [
         (it, key, f"iterations.{i}.{key}") for i, it in enumerate(cfg["iterations"]) for key in ("dataset", "base_dataset")
     ] + [(it["tracker"], "model", f"iterations.{i}.tracker.model") for i, it in enumerate(cfg["iterations"])]
@@ -125,6 +153,20 @@ def _expand_paths(cfg: dict, source: str) -> None:
                 holder[key] = expand_env(holder[key])
             except KeyError as e:
                 raise ConfigError(f"{source}: {where}: environment variable ${e.args[0]} is not set") from None
+            if path_problem(holder[key]):
+                raise ConfigError(f"{source}: {where}: {holder[key]!r} {path_problem(holder[key])}")
+
+
+def _check_results_dir(cfg: dict, source: str) -> None:
+    """results_dir names a folder of its own: every output path starts with it and a slash."""
+    results = cfg["results_dir"]
+    if path_problem(results):
+        raise ConfigError(f"{source}: results_dir: {results!r} {path_problem(results)}")
+    normal = os.path.normpath(results) if results else ""
+    if normal in ("", os.sep, "//"):
+        raise ConfigError(f"{source}: results_dir: {results!r} names no folder of its own (the outputs would go "
+                          "to the root of the file system)")
+    cfg["results_dir"] = normal
 
 
 def check_files(cfg: dict, source: str = "config") -> None:
@@ -143,6 +185,27 @@ def check_files(cfg: dict, source: str = "config") -> None:
     for where, path, what in places:
         if not Path(path).is_file():
             raise ConfigError(f"{source}: {where}: {path}: {what} not found")
+    if os.path.exists(cfg["results_dir"]) and not os.path.isdir(cfg["results_dir"]):
+        raise ConfigError(f"{source}: results_dir: {cfg['results_dir']} exists and is not a folder")
+    from physrec.motion.character import Character, CharacterError
+    try:
+        character = Character.load(cfg["character"])
+    except CharacterError as e:
+        raise ConfigError(f"{source}: character: {e}") from None
+    check_record_settings(cfg["record"], character, source)
+
+
+def check_record_settings(rec: dict, character: Character, source: str) -> None:
+    """The `record` settings that only make sense for a given character."""
+    limits = rec["termination"]["body_offset_limits_m"]
+    if len(limits) != character.num_joints:
+        raise ConfigError(f"{source}: record.termination.body_offset_limits_m has {len(limits)} values; the "
+                          f"character has {character.num_joints} non-root bodies")
+    least = rec["termination"]["root_pos_error_m"] + character.reach
+    if rec["terrain_margin_m"] < least:
+        raise ConfigError(f"{source}: record.terrain_margin_m ({rec['terrain_margin_m']:g}) is less than "
+                          f"record.termination.root_pos_error_m + the character's reach ({least:.2f} m): "
+                          "the character could touch terrain that is not simulated")
 
 
 def load(path: str | Path) -> dict:
@@ -176,6 +239,13 @@ def record_settings(rec: dict) -> RecordSettings:
         terrain_margin=rec["terrain_margin_m"],
         max_duration=rec["max_duration_s"],
     )
+
+
+def limits(section: dict, max_duration_s: float) -> Limits:
+    """formats.motion_file.Limits from the validated `limits` section and record.max_duration_s
+    (the trajectory files' longest episode: a recording setting, and a limit index checks)."""
+    from physrec.formats.motion_file import Limits
+    return Limits(**section, max_duration_s=max_duration_s)
 
 
 # batch_size: auto. CPU: per-step cost is flat in the batch and per-batch costs (world

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from physrec.formats.atomic import atomic_write_bytes
-from physrec.formats.motion_file import MotionFileError
+from physrec.formats.motion_file import MotionFileError, read_source
 from physrec.motion.character import Character
 from physrec.stages.index import check_motion
 
@@ -90,7 +90,8 @@ def parc_obs(reference: Path, states: Path, out: Path, character: Character, con
 
     from physrec.observations.parc import CharacterState, Observation
     try:
-        mf = check_motion(reference, 2, character.num_joints, character.num_bodies)
+        mf = check_motion(reference, read_source(reference), num_joints=character.num_joints,
+                          num_bodies=character.num_bodies)
     except MotionFileError as e:
         raise InspectionError(str(e)) from None
     time, arrays = read_states(states, character)

@@ -19,6 +19,7 @@ from physrec.formats.dataset_yaml import DatasetError, read_dataset
 from physrec.stages.index import display_path
 from physrec.demo import DEMO_NAMES, demo_motion_path
 from physrec.formats.hashing import sha256_file, stable_hash
+from physrec.formats.text import path_problem
 from physrec.sim.devices import standin_gpus
 from physrec.render import VIDEO_KINDS
 
@@ -33,7 +34,7 @@ def export_package_source(folder: str) -> None:
 
 
 def demo_dir(results: str) -> str:
-    return f"{results}/builtin_demo"
+    return f"{results}/{cfgmod.DEMO_FOLDER}"
 
 
 def demo_outputs(results: str) -> list[str]:
@@ -52,7 +53,8 @@ def dataset_inputs(spec: str, results: str) -> list[str]:
         entries = read_dataset(spec)
     except DatasetError:
         return [spec]  # the index job reports the problem
-    return [spec] + sorted({display_path(e.path) for e in entries if e.path.is_file()})
+    # A path Snakemake would read as a pattern is left out; index reports its motion invalid.
+    return [spec] + sorted({p for e in entries if e.path.is_file() and not path_problem(p := display_path(e.path))})
 
 
 def base_dataset(cfg: dict, iteration: str) -> str:

@@ -25,7 +25,9 @@ rule index:
         dataset=lambda wc: api.dataset_yaml(ITERATIONS[wc.it]["dataset"], R),
         character=CFG["character"],
         min_frames=CFG["record"]["min_frames"],
+        control_hz=CFG["record"]["control_hz"],
         max_duration=CFG["record"]["max_duration_s"],
+        limits=api.json_arg(CFG["limits"]),
     conda:
         ENV_CPU
     log:
@@ -34,7 +36,8 @@ rule index:
         "benchmarks/{it}/index.tsv"
     shell:
         "python -m physrec --log {log} index --dataset {params.dataset:q} --character {params.character:q}"
-        " --min-frames {params.min_frames} --max-duration {params.max_duration} --out {output:q}"
+        " --min-frames {params.min_frames} --control-hz {params.control_hz} --max-duration {params.max_duration}"
+        " --limits {params.limits:q} --out {output:q}"
 
 
 checkpoint split:

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from physrec.formats.text import NAME_MAX
+
 
 @contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -22,10 +24,11 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+    head = _temporary_head(target.name)
+    for leftover in target.parent.glob(f"{glob.escape(head)}.*.tmp"):
         leftover.unlink(missing_ok=True)
     # Not created here (unlike mkstemp) so the block may open it in any mode with normal permissions.
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = target.with_name(f"{head}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
         if not tmp.is_file():
@@ -36,6 +39,13 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def _temporary_head(name: str) -> str:
+    """``.<name>``, the start of the temporary names of `name`, cut so that with ``.<pid>.<random>.tmp``
+    (at most 21 bytes: a pid has at most 7 digits) it fits in a file name: a target name near the
+    255-byte limit must not make its temporary name too long."""
+    return "." + os.fsdecode(os.fsencode(name)[:NAME_MAX - 1 - 21])
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -2,12 +2,15 @@
 
 A file is a pickled dict ``{motion_data, terrain_data, misc_data}`` whose values are ``None`` or
 separately pickled dicts (PARC ``util/file_io.py``). Reading never runs code from the file
-(see ``safe_pickle``) and rejects motions that would crash or mislead the simulator later.
+(see ``safe_pickle``) and rejects motions that would crash or mislead the simulator later, or
+cost more than ``Limits`` allow: sizes are checked before the arrays are allocated.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +19,15 @@ import numpy as np
 
 from physrec.formats.atomic import atomic_write_bytes
 from physrec.formats.safe_pickle import PickleLoadError, UnsafePickleError, parc_dumps, safe_loads
-from physrec.motion.terrain import Heightfield
+from physrec.formats.text import brief, describe
+from physrec.motion.terrain import MIN_CELL_SIZE, Heightfield
 
 LOOP_MODES = ("CLAMP", "WRAP")
+# What no motion exceeds, whatever the limits: simulating beyond them is meaningless or breaks the
+# simulator (a terrain cell at -1e30 m makes a box MuJoCo cannot place).
+MAX_FPS = 10_000
+MAX_COORDINATE = 1e4  # metres from the origin, for positions, heights and terrain corners
+_MISC_DEPTH = 100  # nesting levels of misc_data that can be written again (pickling recurses)
 _MOTION_ARRAYS = ("root_pos", "root_rot", "joint_rot", "body_contacts")
 _QUAT_TOLERANCE = 1e-2
 # Quaternions closer to unit length than float32 rounding are written bit-for-bit as they are,
@@ -60,6 +69,22 @@ class MotionFile:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one source file may hold (config `limits`, config/README.md). Each is checked before
+    what it bounds is read or allocated; a file within all of them costs about 100 MB at most."""
+
+    max_file_mb: float = 256.0
+    max_frames: float = 100_000
+    max_duration_s: float = 1000.0  # record.max_duration_s
+    max_terrain_cells: float = 250_000
+    max_misc_mb: float = 64.0
+
+
+# For files index accepted with the run's limits (their sha256 is checked before they are read again).
+NO_LIMITS = Limits(*(math.inf,) * 5)
+
+
 class MotionFileError(ValueError):
     """A motion file is missing, unsafe or invalid; the message starts with its path."""
 
@@ -69,35 +94,68 @@ class MotionFileError(ValueError):
         self.problem = problem
 
 
-def read_motion_file(
-    path: str | os.PathLike[str], *, num_joints: int = 14, num_bodies: int = 15, min_frames: int = 2
-) -> MotionFile:
-    """Load and validate a PARC motion file.
+def read_motion_file(path: str | os.PathLike[str], *, num_joints: int = 14, num_bodies: int = 15,
+                     min_frames: int = 2, limits: Limits = Limits()) -> MotionFile:
+    """Load and validate a PARC motion file (parse_motion_file of read_source)."""
+    p = Path(path)
+    return parse_motion_file(p, read_source(p, limits.max_file_mb * 1e6), num_joints=num_joints,
+                             num_bodies=num_bodies, min_frames=min_frames, limits=limits)
+
+
+def read_source(path: str | os.PathLike[str], max_bytes: float = math.inf) -> bytes:
+    """The bytes of a regular file, refused unread when larger than `max_bytes`. Anything else is
+    refused: a FIFO blocks its reader for ever, a link to /dev/zero reads until memory runs out."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
+    except FileNotFoundError:
+        raise MotionFileError(p, "file not found") from None
+    except OSError as e:
+        raise MotionFileError(p, f"cannot read file ({e.strerror or e})") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MotionFileError(p, f"not a regular file ({_file_kind(st.st_mode)}); only regular files are read")
+        if st.st_size > max_bytes:
+            raise MotionFileError(p, f"file of {st.st_size / 1e6:.1f} MB is larger than limits.max_file_mb "
+                                     f"({max_bytes / 1e6:g})")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read() if math.isinf(max_bytes) else f.read(int(max_bytes) + 1)
+    except OSError as e:
+        raise MotionFileError(p, f"cannot read file ({e.strerror or e})") from e
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:  # it grew while being read
+        raise MotionFileError(p, f"file is larger than limits.max_file_mb ({max_bytes / 1e6:g})")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "not a plain file")
+
+
+def parse_motion_file(p: Path, data: bytes, *, num_joints: int = 14, num_bodies: int = 15, min_frames: int = 2,
+                      limits: Limits = Limits()) -> MotionFile:
+    """Validate the bytes of a PARC motion file read from `p`.
 
     Unsafe or corrupt ``motion_data``/``terrain_data`` are errors; an unloadable ``misc_data``
     (PARC sometimes stores torch objects there) only drops ``misc`` with a warning.
     """
-    p = Path(path)
-    if not p.exists():
-        raise MotionFileError(p, "file not found")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise MotionFileError(p, f"cannot read file ({e.strerror or e})") from e
-
     outer = _load_section(p, data, "")
     if not isinstance(outer, dict) or "motion_data" not in outer:
         raise MotionFileError(p, "not a PARC motion file (expected a pickled dict with key 'motion_data')")
     warnings = []
-    unknown = sorted(str(k) for k in outer if k not in ("motion_data", "terrain_data", "misc_data"))
+    unknown = sorted(brief(k) for k in outer if k not in ("motion_data", "terrain_data", "misc_data"))
     if unknown:
-        warnings.append(f"{p}: ignored unknown top-level keys: {', '.join(unknown)}")
+        warnings.append(f"{p}: ignored unknown top-level keys: {', '.join(unknown[:10])}")
 
     motion_dict = _load_inner(p, outer["motion_data"], "motion_data", required=True)
-    motion = _parse_motion(p, motion_dict, num_joints, num_bodies, min_frames)
+    motion = _parse_motion(p, motion_dict, num_joints, num_bodies, min_frames, limits)
     terrain_dict = _load_inner(p, outer.get("terrain_data"), "terrain_data", required=False)
-    terrain = None if terrain_dict is None else _parse_terrain(p, terrain_dict)
-    misc = _load_misc(p, outer.get("misc_data"), warnings)
+    terrain = None if terrain_dict is None else _parse_terrain(p, terrain_dict, limits)
+    misc = _load_misc(p, outer.get("misc_data"), warnings, limits.max_misc_mb * 1e6)
     return MotionFile(motion=motion, terrain=terrain, misc=misc, warnings=warnings)
 
 
@@ -114,14 +172,13 @@ def write_motion_file(path: str | os.PathLike[str], mf: MotionFile) -> None:
         joint_rot, body_contacts = mf.motion.joint_rot, mf.motion.body_contacts
         num_joints = np.shape(joint_rot)[1] if np.ndim(joint_rot) == 3 else 14
         num_bodies = np.shape(body_contacts)[1] if np.ndim(body_contacts) == 2 else 15
-        motion = _parse_motion(p, _motion_fields(mf.motion), num_joints, num_bodies, min_frames=1, normalise=True)
+        motion = _parse_motion(p, _motion_fields(mf.motion), num_joints, num_bodies, 1, NO_LIMITS, normalise=True)
         motion_bytes = parc_dumps(_motion_fields(motion))
     terrain_bytes = None
     if mf.terrain is not None:
         t = mf.terrain
-        terrain = _parse_terrain(
-            p, {"hf": t.hf, "hf_maxmin": t.hf_maxmin, "min_point": t.min_point, "dx": t.dx}
-        )
+        terrain = _parse_terrain(p, {"hf": t.hf, "hf_maxmin": t.hf_maxmin, "min_point": t.min_point, "dx": t.dx},
+                                 NO_LIMITS)
         hf_maxmin = terrain.hf_maxmin
         if hf_maxmin is None:  # PARC always stores it; its default bounds are hf + 1 / hf - 1
             hf_maxmin = np.stack([terrain.hf + 1.0, terrain.hf - 1.0], axis=-1).astype(np.float32)
@@ -170,33 +227,98 @@ def _load_inner(path: Path, value: Any, section: str, *, required: bool) -> dict
     return loaded
 
 
-def _load_misc(path: Path, value: Any, warnings: list[str]) -> dict | None:
-    """misc_data is optional extras: failing to load it must not lose the motion."""
+def _load_misc(path: Path, value: Any, warnings: list[str], max_bytes: float) -> dict | None:
+    """misc_data is optional extras: failing to load it must not lose the motion. Its size is a
+    limit, not a warning: a recorded motion carries the source's misc_data along."""
     if value is None:
         return None
+    if isinstance(value, (bytes, bytearray)) and len(value) > max_bytes:
+        raise MotionFileError(path, f"misc_data holds {len(value) / 1e6:.1f} MB, more than limits.max_misc_mb "
+                                    f"({max_bytes / 1e6:g})")
     try:
         misc = _load_inner(path, value, "misc_data", required=False)
     except MotionFileError as e:
         reason = "unsafe content" if isinstance(e.__cause__, UnsafePickleError) else "unreadable"
         warnings.append(f"{path}: misc_data dropped ({reason}): {e.problem}")
         return None
+    if _nested_deeper(misc, _MISC_DEPTH):
+        warnings.append(f"{path}: misc_data dropped (nested deeper than {_MISC_DEPTH} levels, so it could not be "
+                        "written into a recorded motion)")
+        return None
     return misc
 
 
-def _float_array(path: Path, section: str, name: str, value: Any) -> np.ndarray:
+def _nested_deeper(value: Any, depth: int) -> bool:
+    """Whether lists, tuples and dicts in `value` nest deeper than `depth` (walked without recursion)."""
+    todo = [(value, 0)]
+    while todo:
+        v, level = todo.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, (list, tuple)):
+            if level >= depth:
+                return True
+            todo.extend((x, level + 1) for x in v if isinstance(x, (list, tuple, dict)))
+    return False
+
+
+def _float_array(path: Path, section: str, name: str, value: Any, expected: tuple,
+                 limit: tuple[float, str, str] | None = None) -> np.ndarray:
+    """`value` as a contiguous float32 array of shape `expected` (ints, or None for any size).
+
+    The shape is checked before anything is converted, from the array or (a nested list) from its
+    first elements: a list can repeat one row by reference, so a small file can name a large array.
+    `limit` (most, unit, key) bounds the product of the free (None) axes: frames, or terrain cells.
+    """
+    if isinstance(value, np.ndarray) and value.dtype.kind == "c":
+        raise MotionFileError(path, f"{section}.{name} is complex-valued ({value.dtype}); it must be real")
+    claimed = _claimed_shape(value, len(expected) + 1)
+    _check_shape(path, section, name, claimed, expected)
+    count = math.prod(n for n, e in zip(claimed, expected) if e is None)
+    if limit is not None and count > limit[0]:
+        raise MotionFileError(path, f"{section}.{name} has {count} {limit[1]}, more than limits.{limit[2]} "
+                                    f"({limit[0]:g})")
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as non-finite below
-            return np.ascontiguousarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise MotionFileError(path, f"{section}.{name} cannot be converted to float32 ({e})") from e
+            arr = np.ascontiguousarray(value, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError) as e:  # e.g. a ragged list, or text
+        raise MotionFileError(path, f"{section}.{name} cannot be converted to float32 ({describe(e)})") from e
+    _check_shape(path, section, name, arr.shape, expected)
+    return arr
 
 
-def _check_shape(path: Path, section: str, name: str, arr: np.ndarray, expected: tuple) -> None:
+def _claimed_shape(value: Any, depth: int) -> tuple[int, ...]:
+    """The shape numpy would give `value` (at most `depth` axes), found without converting it: a
+    nested list's lengths along its first elements, then the shape of an array met there."""
+    shape: list[int] = []
+    while len(shape) < depth:
+        if isinstance(value, np.ndarray):
+            return tuple(shape) + value.shape + value.dtype.shape
+        if not isinstance(value, (list, tuple)):
+            break
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return tuple(shape)
+
+
+def _check_shape(path: Path, section: str, name: str, shape: tuple, expected: tuple) -> None:
     """``expected`` holds ints or None (any size) per axis."""
-    ok = arr.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, arr.shape))
+    ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
     if not ok:
         spec = ", ".join("n" if e is None else str(e) for e in expected)
-        raise MotionFileError(path, f"{section}.{name} has shape {tuple(arr.shape)}, expected [{spec}]")
+        raise MotionFileError(path, f"{section}.{name} has shape {tuple(shape)}, expected [{spec}]")
+
+
+def _check_bounded(path: Path, where: str, arr: np.ndarray, unit: str) -> None:
+    """Finite values within MAX_COORDINATE of the origin; the first bad one is named."""
+    bad = ~(np.abs(arr) <= MAX_COORDINATE)  # NaN is bad too
+    if bad.any():
+        idx = np.unravel_index(int(np.argmax(bad)), arr.shape)
+        at = f" at {unit} {idx[0]}" if arr.ndim == 2 and unit == "frame" else f" at {unit} {tuple(map(int, idx))}"
+        raise MotionFileError(path, f"{where} is {float(arr[idx]):g}{at}; values must be finite and within "
+                                    f"±{MAX_COORDINATE:g} m")
 
 
 def _check_finite_frames(path: Path, name: str, arr: np.ndarray) -> None:
@@ -224,35 +346,34 @@ def _check_quats(path: Path, name: str, q: np.ndarray, normalise: bool) -> np.nd
 
 
 def _is_real(value: Any) -> bool:
-    """A finite int/float (numpy or Python), not a bool."""
-    is_number = isinstance(value, (int, float, np.integer, np.floating))
-    return is_number and not isinstance(value, (bool, np.bool_)) and bool(np.isfinite(value))
+    """A finite int/float (numpy or Python, of any size), not a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, (int, np.integer)) or isinstance(value, (float, np.floating)) and math.isfinite(value)
 
 
 def _parse_fps(path: Path, value: Any) -> int:
-    if _is_real(value) and float(value).is_integer() and value > 0:
+    if _is_real(value) and 1 <= value <= MAX_FPS and float(value).is_integer():
         return int(value)
-    raise MotionFileError(path, f"motion_data.fps must be a positive integer, got {value!r}")
+    raise MotionFileError(path, f"motion_data.fps must be an integer from 1 to {MAX_FPS}, got {brief(value)}")
 
 
-def _parse_motion(
-    path: Path, d: dict, num_joints: int, num_bodies: int, min_frames: int, normalise: bool = False
-) -> MotionData:
+def _parse_motion(path: Path, d: dict, num_joints: int, num_bodies: int, min_frames: int, limits: Limits,
+                  normalise: bool = False) -> MotionData:
     """Checked motion data. Reading keeps the file's quaternions as they are, because PARC's
     MotionLib does not normalise them either and a trained policy's observation depends on
     that; writing normalises them."""
     missing = [k for k in (*_MOTION_ARRAYS, "fps") if k not in d]
     if missing:
         raise MotionFileError(path, f"motion_data is missing keys: {', '.join(missing)}")
-    arrays = {k: _float_array(path, "motion_data", k, d[k]) for k in _MOTION_ARRAYS}
     expected = {
         "root_pos": (None, 3),
         "root_rot": (None, 4),
         "joint_rot": (None, num_joints, 4),
         "body_contacts": (None, num_bodies),
     }
-    for name, arr in arrays.items():
-        _check_shape(path, "motion_data", name, arr, expected[name])
+    frames = (limits.max_frames, "frames", "max_frames")
+    arrays = {k: _float_array(path, "motion_data", k, d[k], expected[k], frames) for k in _MOTION_ARRAYS}
     counts = {name: arr.shape[0] for name, arr in arrays.items()}
     if len(set(counts.values())) > 1:
         listing = ", ".join(f"{k} {v}" for k, v in counts.items())
@@ -262,36 +383,42 @@ def _parse_motion(
         raise MotionFileError(path, f"too few frames: {n} < {min_frames}")
     for name, arr in arrays.items():
         _check_finite_frames(path, name, arr)
+    _check_bounded(path, "motion_data.root_pos", arrays["root_pos"], "frame")
     loop_mode = d.get("loop_mode", "CLAMP")
-    if loop_mode not in LOOP_MODES:
-        raise MotionFileError(path, f"motion_data.loop_mode must be CLAMP or WRAP, got {loop_mode!r}")
+    if not (isinstance(loop_mode, str) and loop_mode in LOOP_MODES):
+        raise MotionFileError(path, f"motion_data.loop_mode must be CLAMP or WRAP, got {brief(loop_mode)}")
+    fps = _parse_fps(path, d["fps"])
+    if (n - 1) / fps > limits.max_duration_s:
+        raise MotionFileError(path, f"motion lasts {(n - 1) / fps:g} s, more than record.max_duration_s "
+                                    f"({limits.max_duration_s:g})")
     return MotionData(
         root_pos=arrays["root_pos"],
         root_rot=_check_quats(path, "root_rot", arrays["root_rot"], normalise),
         joint_rot=_check_quats(path, "joint_rot", arrays["joint_rot"], normalise),
         body_contacts=arrays["body_contacts"],
-        fps=_parse_fps(path, d["fps"]),
+        fps=fps,
         loop_mode=str(loop_mode),
     )
 
 
-def _parse_terrain(path: Path, d: dict) -> Heightfield:
+def _parse_terrain(path: Path, d: dict, limits: Limits) -> Heightfield:
     missing = [k for k in ("hf", "min_point", "dx") if k not in d]
     if missing:
         raise MotionFileError(path, f"terrain_data is missing keys: {', '.join(missing)}")
-    hf = _float_array(path, "terrain_data", "hf", d["hf"])
-    _check_shape(path, "terrain_data", "hf", hf, (None, None))
-    if hf.size == 0 or not np.isfinite(hf).all():
-        raise MotionFileError(path, f"terrain_data.hf of shape {hf.shape} must be non-empty and finite")
+    hf = _float_array(path, "terrain_data", "hf", d["hf"], (None, None),
+                      (limits.max_terrain_cells, "cells", "max_terrain_cells"))
+    if hf.size == 0:
+        raise MotionFileError(path, f"terrain_data.hf of shape {hf.shape} must be non-empty")
+    _check_bounded(path, "terrain_data.hf", hf, "cell")
     hf_maxmin = d.get("hf_maxmin")
     if hf_maxmin is not None:
-        hf_maxmin = _float_array(path, "terrain_data", "hf_maxmin", hf_maxmin)
-        _check_shape(path, "terrain_data", "hf_maxmin", hf_maxmin, (*hf.shape, 2))
-    min_point = _float_array(path, "terrain_data", "min_point", d["min_point"])
-    _check_shape(path, "terrain_data", "min_point", min_point, (2,))
-    if not np.isfinite(min_point).all():
-        raise MotionFileError(path, f"terrain_data.min_point is not finite: {min_point.tolist()}")
+        hf_maxmin = _float_array(path, "terrain_data", "hf_maxmin", hf_maxmin, (*hf.shape, 2))
+        _check_bounded(path, "terrain_data.hf_maxmin", hf_maxmin, "cell")
+    min_point = _float_array(path, "terrain_data", "min_point", d["min_point"], (2,))
     dx = d["dx"]
-    if not (_is_real(dx) and dx > 0):
-        raise MotionFileError(path, f"terrain_data.dx must be a positive number, got {dx!r}")
+    if not (_is_real(dx) and MIN_CELL_SIZE <= dx <= MAX_COORDINATE):
+        raise MotionFileError(path, f"terrain_data.dx must be a number from {MIN_CELL_SIZE:g} to "
+                                    f"{MAX_COORDINATE:g} (metres), got {brief(dx)}")
+    corners = np.stack([min_point, min_point + (np.array(hf.shape) - 1) * float(dx)])
+    _check_bounded(path, "terrain_data.min_point (or the terrain's far corner)", corners, "corner")
     return Heightfield(hf=hf, min_point=min_point, dx=float(dx), hf_maxmin=hf_maxmin)

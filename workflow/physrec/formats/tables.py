@@ -2,6 +2,8 @@
 
 Formatting rules, so equal data gives equal files: floats as the shortest text that reads back
 to the same float (``repr``), bools as ``true``/``false``, None as an empty field, no quoting.
+Text is written on one line (formats.text.one_line: a tab or line break in a file name or an
+error message is written as an escape), so no content can make a table unwritable.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from physrec.formats.atomic import atomic_write_text
+from physrec.formats.text import one_line
 
 
 def write_tsv(
@@ -68,7 +71,7 @@ def _format(path: str | os.PathLike[str], column: str, value: Any) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if isinstance(value, str):
-        return _check_field(path, column, value)
+        return one_line(value, None)
     raise TypeError(f"{path}: column {column!r}: cannot write a {type(value).__name__} to a TSV cell")
 
 

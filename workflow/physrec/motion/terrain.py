@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+MIN_CELL_SIZE = 1e-3  # metres; a smaller cell makes cell indices of ordinary positions overflow
+
+
+def cell_size_key(dx: float) -> float:
+    """A cell size as PARC writes it (float32: 0.4 is stored as 0.4000000059604645). Two terrains
+    share one grid exactly when their keys are equal: the one comparison of cell sizes."""
+    return float(np.float32(dx))
+
 
 @dataclass
 class Heightfield:
@@ -73,11 +81,10 @@ class TiledTerrain:
 
 
 def _common_dx(terrains: list[Heightfield]) -> float:
-    """The shared cell size; a mix of sizes cannot share one world grid. Sizes equal in
-    float32 are one size (PARC stores 0.4 as float32 0.4000000059604645)."""
+    """The shared cell size; a mix of sizes (cell_size_key) cannot share one world grid."""
     dx = terrains[0].dx
     for t in terrains[1:]:
-        if np.float32(t.dx) != np.float32(dx):
+        if cell_size_key(t.dx) != cell_size_key(dx):
             raise ValueError(f"terrains have different dx: {dx!r} and {t.dx!r}")
     return dx
 

@@ -15,6 +15,7 @@ from html import escape
 from pathlib import Path
 
 from physrec.formats.tables import read_tsv_records
+from physrec.formats.text import fitting_stem
 from physrec.render import VIDEO_KINDS
 from physrec.render.video import render_attempt
 from physrec.report.html import table, write_page
@@ -64,7 +65,8 @@ def batch_videos(record_dir: str | Path, selected_tsv: str | Path, which: str, p
     for kind, pairs in plan.items():
         (Path(out_dir) / kind).mkdir(parents=True, exist_ok=True)
         for row, attempt in pairs:
-            mp4 = render_attempt(record_dir, attempt, Path(out_dir) / kind / f"{row['motion']}.mp4", width, height)
+            stem = fitting_stem(row["motion"], ".html")  # a motion's name can fill a file name
+            mp4 = render_attempt(record_dir, attempt, Path(out_dir) / kind / f"{stem}.mp4", width, height)
             video_page(mp4, row, attempts[attempt], Path(record_dir).name)
             written.append(mp4)
             log.info("[%d/%d] %s video of %s (%s): %s", len(written), total, kind, row["motion"], attempt, mp4)

@@ -1,19 +1,25 @@
 """Index a dataset: read every motion once (safely), check it, one manifest row per motion.
 
-A bad motion becomes a row with valid=false and a clear error; it never stops the run.
+A bad motion becomes a row with valid=false and a one-line error; it never stops the run. Every
+failure of one motion, of whatever exception type, is caught in one place (index_dataset's loop),
+and index checks everything a later stage relies on, so a motion it accepts cannot stop one either.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from physrec.formats.dataset_yaml import motion_class, motion_name, read_dataset
-from physrec.formats.hashing import sha256_file
-from physrec.formats.motion_file import MotionFile, MotionFileError, read_motion_file
+from physrec.formats.hashing import sha256_bytes
+from physrec.formats.motion_file import (NO_LIMITS, Limits, MotionFile, MotionFileError, parse_motion_file,
+                                         read_source)
 from physrec.formats.tables import read_tsv_records, write_tsv
+from physrec.formats.text import describe, one_line, path_problem
+from physrec.motion.terrain import cell_size_key
 
 MANIFEST_COLUMNS = ["name", "path", "sha256", "frames", "fps", "duration", "weight", "class",
                     "terrain_shape", "valid", "error", "warnings"]
@@ -35,62 +41,87 @@ def _row(name: str, path: Path, weight: float, cls: str) -> dict:
             "error": None, "warnings": None}
 
 
-def check_motion(path: Path, min_frames: int, num_joints: int, num_bodies: int,
-                 max_duration: float = math.inf) -> MotionFile:
-    mf = read_motion_file(path, num_joints=num_joints, num_bodies=num_bodies, min_frames=min_frames)
+def check_motion(path: Path, data: bytes, *, min_frames: int = 2, num_joints: int = 14, num_bodies: int = 15,
+                 control_hz: int | None = None, limits: Limits = NO_LIMITS) -> MotionFile:
+    """The checked motion of a source file's bytes: what `record` needs to simulate it."""
+    mf = parse_motion_file(path, data, num_joints=num_joints, num_bodies=num_bodies, min_frames=min_frames,
+                           limits=limits)
     if mf.terrain is None:
         raise MotionFileError(path, "no terrain_data (a motion needs its terrain to be simulated)")
-    if mf.motion is not None and mf.motion.duration > max_duration:
-        raise MotionFileError(path, f"{mf.motion.duration:g} s long, more than record.max_duration_s "
-                                    f"({max_duration:g} s): the trajectory files' longest episode")
+    duration = mf.motion.duration  # type: ignore[union-attr]
+    if control_hz is not None and duration < 1 / control_hz - 1e-9:
+        raise MotionFileError(path, f"motion lasts {duration:g} s, less than one control step (1/{control_hz} s): "
+                                    "its recording would last longer than itself")
     return mf
 
 
-def index_dataset(dataset: str | Path, *, min_frames: int = 2, num_joints: int = 14,
-                  num_bodies: int = 15, max_duration: float = math.inf) -> list[dict]:
+def read_indexed(path: str | os.PathLike[str], sha256: str, *, num_joints: int = 14,
+                 num_bodies: int = 15) -> MotionFile:
+    """A source that index accepted, read again by a later stage. It must still hold the indexed
+    bytes, so everything index checked (the run's limits included) holds for it."""
+    p = Path(path)
+    data = read_source(p)
+    if sha256_bytes(data) != sha256:
+        raise MotionFileError(p, f"changed since it was indexed (sha256 {sha256_bytes(data)[:12]}, indexed "
+                                 f"{sha256[:12]})")
+    return check_motion(p, data, num_joints=num_joints, num_bodies=num_bodies)
+
+
+def index_dataset(dataset: str | Path, *, min_frames: int = 2, num_joints: int = 14, num_bodies: int = 15,
+                  control_hz: int = 30, limits: Limits = Limits()) -> list[dict]:
     entries = read_dataset(dataset)
     root = Path(os.path.abspath(dataset)).parent
     rows: list[dict] = []
     first_by_name: dict[str, str] = {}
     cell_size: dict[int, float] = {}
     for entry in entries:
-        name = motion_name(entry.path)
-        row = _row(name, entry.path, entry.weight, motion_class(entry.path, root))
+        row = _row(motion_name(entry.path), entry.path, entry.weight, motion_class(entry.path, root))
         rows.append(row)
-        if entry.path.is_file():
-            row["sha256"] = sha256_file(entry.path)
-        if name in first_by_name:
-            row["error"] = f"{row['path']}: duplicate motion name '{name}' (first listed as {first_by_name[name]})"
-            continue
-        first_by_name[name] = row["path"]
         try:
-            mf = check_motion(entry.path, min_frames, num_joints, num_bodies, max_duration)
+            cell_size[id(row)] = _index_motion(row, entry.path, first_by_name, min_frames=min_frames,
+                                               num_joints=num_joints, num_bodies=num_bodies, control_hz=control_hz,
+                                               limits=limits)
         except MotionFileError as e:
             row["error"] = str(e)
-            continue
-        m = mf.motion
-        row.update(frames=m.num_frames, fps=m.fps, duration=m.duration, valid=True,
-                   terrain_shape="x".join(str(s) for s in mf.terrain.shape),  # type: ignore[union-attr]
-                   warnings="; ".join(mf.warnings) or None)
-        cell_size[id(row)] = float(mf.terrain.dx)  # type: ignore[union-attr]
+        except Exception as e:  # whatever one file makes the reader raise (MemoryError too), it stays its row's
+            row["error"] = f"{row['path']}: cannot be read ({describe(e)})"
     _reject_odd_cell_sizes(rows, cell_size)
+    for row in rows:  # one line each, as the manifest, the logs and summary.md show them
+        row.update(name=one_line(row["name"], None), path=one_line(row["path"], None),
+                   **{k: row[k] and one_line(row[k]) for k in ("error", "warnings")})
     return rows
 
 
-def _reject_odd_cell_sizes(rows: list[dict], cell_size: dict[int, float]) -> None:
-    """Terrains of one batch are tiled into one grid, so a dataset shares one cell size (PARC: 0.4 m).
+def _index_motion(row: dict, path: Path, first_by_name: dict[str, str], **rules) -> float:
+    """Fill in the row of the motion at `path`; its terrain's cell size. Raises if it is invalid."""
+    name = row["name"]
+    if path_problem(row["path"]):
+        raise MotionFileError(row["path"], f"its path {path_problem(row['path'])}; rename the file")
+    if name in first_by_name:
+        raise MotionFileError(row["path"], f"duplicate motion name '{name}' (first listed as {first_by_name[name]})")
+    first_by_name[name] = row["path"]
+    data = read_source(path, rules["limits"].max_file_mb * 1e6)
+    row["sha256"] = sha256_bytes(data)
+    mf = check_motion(path, data, **rules)
+    m, t = mf.motion, mf.terrain
+    row.update(frames=m.num_frames, fps=m.fps, duration=m.duration, valid=True,  # type: ignore[union-attr]
+               terrain_shape="x".join(str(s) for s in t.shape), warnings="; ".join(mf.warnings) or None)  # type: ignore[union-attr]
+    return t.dx  # type: ignore[union-attr]
 
-    The most common size wins (ties: the smaller); motions with another size are invalid.
-    """
+
+def _reject_odd_cell_sizes(rows: list[dict], cell_size: dict[int, float]) -> None:
+    """Terrains of one batch are tiled into one grid, so a dataset shares one cell size (PARC: 0.4 m),
+    compared as motion.terrain.cell_size_key does for the tiling. The most common size wins (ties:
+    the smaller); motions with another size are invalid."""
     if not cell_size:
         return
-    counts = Counter(round(dx, 6) for dx in cell_size.values())
+    counts = Counter(cell_size_key(dx) for dx in cell_size.values())
     common = min(counts, key=lambda dx: (-counts[dx], dx))
     for row in rows:
         dx = cell_size.get(id(row))
-        if dx is not None and round(dx, 6) != common:
-            row.update(valid=False, error=f"{row['path']}: terrain cell size dx {dx:g} differs from the dataset's "
-                                          f"{common:g} (a batch's terrains are tiled into one grid)")
+        if dx is not None and cell_size_key(dx) != common:
+            row.update(valid=False, error=f"{row['path']}: terrain cell size dx {np.float32(dx)!s} differs from the "
+                                          f"dataset's {np.float32(common)!s} (a batch's terrains are tiled into one grid)")
 
 
 def write_manifest(path: str | Path, rows: list[dict]) -> None:

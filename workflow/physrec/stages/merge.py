@@ -4,7 +4,7 @@ and (record.merged_trajectories) one trajectory file of every batch's episodes.
 Weights in the next dataset: entries of the base dataset keep theirs; a recorded motion
 gets its source's weight scaled by the fraction of the source it covers (PARC weighs
 motions by duration, so a motion recorded from 40 % on counts for 60 % of it), times
-``merge.recorded_weight_scale``.
+``merge.recorded_weight_scale`` (recorded_weight).
 """
 
 from __future__ import annotations
@@ -40,6 +40,13 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def recorded_weight(source_weight: float, recorded_duration: float, source_duration: float, scale: float) -> float:
+    """A recorded motion's weight: its source's, times the fraction of the source it covers (at most
+    all of it: a recording never counts for more than its source), times `scale`."""
+    covered = min(1.0, recorded_duration / source_duration) if source_duration > 0 else 0.0
+    return source_weight * max(0.0, covered) * scale
+
+
 def merged_rows(manifest: list[dict[str, str]], plan: list[dict[str, str]],
                 selected: dict[str, dict[str, str]], out_dir: Path, weight_scale: float) -> list[dict]:
     batch_of = {r["name"]: r["batch"] for r in plan}
@@ -60,7 +67,7 @@ def merged_rows(manifest: list[dict[str, str]], plan: list[dict[str, str]],
                        end_time=float(s["end_time"]), recorded_duration=rec_dur,
                        recorded_path=display_path(out_dir / "recorded_motions" / s["recorded_file"]),
                        recorded_sha256=s["recorded_sha256"],
-                       weight=float(m["weight"]) * (rec_dur / src_dur if src_dur > 0 else 1.0) * weight_scale)
+                       weight=recorded_weight(float(m["weight"]), rec_dur, src_dur, weight_scale))
         rows.append(row)
     return rows
 

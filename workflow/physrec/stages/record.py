@@ -13,10 +13,10 @@ from physrec import RECORDING_VERSION, __version__, config
 from physrec.formats.atomic import atomic_write_text
 from physrec.stages.batch_plan import batch_rows
 from physrec.motion.character import Character
-from physrec.formats.hashing import sha256_file, stable_hash
-from physrec.stages.index import check_motion
-from physrec.formats.motion_file import MotionFile, write_motion_file
-from physrec.recording import BatchMotion, BatchRecording, RecordSettings, episode_seed, record_batch
+from physrec.formats.hashing import stable_hash
+from physrec.stages.index import read_indexed
+from physrec.formats.motion_file import MotionFile, MotionFileError, write_motion_file
+from physrec.recording import BatchMotion, BatchRecording, episode_seed, record_batch
 from physrec.formats.rollouts import ENV_ID, write_h5, write_json
 from physrec.formats.tables import write_tsv
 from physrec.motion.terrain import boxes_mesh
@@ -33,16 +33,17 @@ class RecordError(RuntimeError):
     pass
 
 
-def load_batch(plan: str | Path, batch: str, rec: dict, character: Character) -> tuple[list[BatchMotion], list[dict]]:
+def load_batch(plan: str | Path, batch: str, character: Character) -> tuple[list[BatchMotion], list[dict]]:
+    """The batch's motions as index accepted them. Index checked everything recording relies on, so
+    the one failure of a motion left here is a source that changed since: it fails the batch."""
     rows = batch_rows(plan, batch)
     motions = []
     for r in rows:
-        actual = sha256_file(r["path"]) if Path(r["path"]).is_file() else "missing"
-        if actual != r["sha256"]:
-            raise RecordError(f"{r['path']}: file changed since it was indexed (sha256 {actual[:12]}, "
-                              f"indexed {r['sha256'][:12]}); rerun the workflow to re-index")
-        mf = check_motion(Path(r["path"]), rec["min_frames"], character.num_joints, character.num_bodies,
-                          rec["max_duration_s"])
+        try:
+            mf = read_indexed(r["path"], r["sha256"], num_joints=character.num_joints,
+                              num_bodies=character.num_bodies)
+        except MotionFileError as e:
+            raise RecordError(f"{e}; rerun the workflow to re-index") from e
         motions.append(BatchMotion(r["name"], mf.motion, mf.terrain))  # type: ignore[arg-type]
     return motions, rows
 
@@ -64,19 +65,6 @@ def kept_error_summary(errors: np.ndarray, kept_steps: int) -> dict[str, float]:
         return {"max_root_pos_error": 0.0, "max_root_rot_error": 0.0, "mean_body_pos_error": 0.0}
     return {"max_root_pos_error": float(e[:, 0].max()), "max_root_rot_error": float(e[:, 1].max()),
             "mean_body_pos_error": float(e[:, 3].mean())}
-
-
-def check_settings(settings: RecordSettings, character: Character) -> None:
-    """Settings that only make sense for a given character."""
-    term = settings.termination
-    if len(term.body_offset_limits) != character.num_joints:
-        raise RecordError(f"record.termination.body_offset_limits_m has {len(term.body_offset_limits)} "
-                          f"values; the character has {character.num_joints} non-root bodies")
-    least = term.root_pos_error + character.reach
-    if settings.terrain_margin < least:
-        raise RecordError(f"record.terrain_margin_m ({settings.terrain_margin:g}) is less than "
-                          f"record.termination.root_pos_error_m + the character's reach ({least:.2f} m): "
-                          "the character could touch terrain that is not simulated")
 
 
 def trajectory_info(rec: dict, tracker_spec: dict, backend_spec: dict, character_spec: str, seed: int,
@@ -108,14 +96,14 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     out = Path(out_dir)
     character = Character.load(character_spec)
     settings = config.record_settings(rec)
-    check_settings(settings, character)
+    config.check_record_settings(rec, character, "--record")
     backend = BackendSpec(name=backend_spec["name"], device=backend_spec.get("device", "cpu"), threads=threads)
     if tracker_spec["kind"] in ("parc", "exported"):  # only learned trackers import torch
         from physrec.trackers.policy import limit_torch_threads
         limit_torch_threads(threads)
     # A bad model file fails here, before any simulation; a policy runs where the simulator does.
     tracker = make_tracker(tracker_spec, character, tensor_device(backend))
-    motions, rows = load_batch(plan, batch, rec, character)
+    motions, rows = load_batch(plan, batch, character)
     devices.claim_standin(progress)  # tests only: PHYSREC_STANDIN_GPUS (sim/devices.py)
     where = f"{threads} thread(s)" if backend.name == "mujoco" else f"{backend.name} on {backend.device}"
     progress(f"[{batch}] recording {len(motions)} motions with {tracker.describe()} on {where}")

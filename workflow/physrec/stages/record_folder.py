@@ -4,14 +4,15 @@ again (its episode, the recording's character and settings, its motion's source 
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 
 from physrec import config
-from physrec.formats.hashing import sha256_file
-from physrec.formats.motion_file import read_motion_file
+from physrec.formats.motion_file import MotionFileError
 from physrec.formats.rollouts import read_json
 from physrec.motion.character import Character
 from physrec.recording import BatchMotion, RecordSettings
+from physrec.stages.index import read_indexed
 
 
 class RecordFolderError(ValueError):
@@ -39,6 +40,10 @@ class RecordFolder:
                                     f"(it has traj_0 .. traj_{len(self.episodes) - 1})")
 
     def character(self) -> Character:
+        return self._character
+
+    @cached_property
+    def _character(self) -> Character:
         return Character.load(self.env["character"])
 
     def settings(self) -> RecordSettings:
@@ -48,9 +53,9 @@ class RecordFolder:
     def motion(self, name: str) -> BatchMotion:
         """Attempt `name`'s motion, from its source file, which must still be what was recorded."""
         ep = self.episodes[name]
-        path = Path(ep["source_path"])
-        if not path.is_file() or sha256_file(path) != ep["source_sha256"]:
-            raise RecordFolderError(f"{path}: {'not found' if not path.is_file() else 'changed since it was recorded'}"
-                                    f"; {name} needs its motion's terrain and reference")
-        mf = read_motion_file(path)
+        ch = self.character()
+        try:
+            mf = read_indexed(ep["source_path"], ep["source_sha256"], num_joints=ch.num_joints, num_bodies=ch.num_bodies)
+        except MotionFileError as e:
+            raise RecordFolderError(f"{e}; {name} needs its motion's terrain and reference") from e
         return BatchMotion(ep["motion"], mf.motion, mf.terrain)  # type: ignore[arg-type]

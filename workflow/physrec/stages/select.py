@@ -17,11 +17,13 @@ import numpy as np
 from physrec import __version__
 from physrec.motion.character import Character
 from physrec.formats.hashing import sha256_file, stable_hash
-from physrec.formats.motion_file import MotionData, MotionFile, read_motion_file, write_motion_file
+from physrec.formats.motion_file import MotionData, MotionFile, MotionFileError, write_motion_file
 from physrec.motion.quat import positive_w
 from physrec.formats.rollouts import open_rollouts, read_json, read_states
 from physrec.formats.tables import read_tsv_records, write_tsv
+from physrec.formats.text import fitting_stem
 from physrec.motion.terrain import crop_around_path
+from physrec.stages.index import read_indexed
 
 RECORDED_SUFFIX = "_rec"
 SELECTED_COLUMNS = ["motion", "status", "attempt", "start_fraction", "start_time", "end_time",
@@ -31,7 +33,15 @@ SELECTED_COLUMNS = ["motion", "status", "attempt", "start_fraction", "start_time
 _PER_FRAME_MISC = ("hf_mask_inds", "obs", "obs_shapes")
 
 
-def rejection(attempt: dict[str, str], sel: dict) -> str:
+def recorded_steps(attempt: dict[str, str], control_hz: int) -> int:
+    """Control steps a recording of `attempt` holds after its first frame: those before a termination
+    (to kept_end_time) that end by its motion's end. An attempt's last step can pass the end (the
+    reference stands still there, kept_end_time is clamped to it); a recording never lasts longer
+    than its source, so it stops at the last step within it."""
+    return math.floor((float(attempt["kept_end_time"]) - float(attempt["start_time"])) * control_hz + 1e-6)
+
+
+def rejection(attempt: dict[str, str], sel: dict, control_hz: int) -> str:
     """Why a successful attempt fails the quality thresholds ("" if it passes).
 
     The errors are over the frames a recorded motion would hold (none at or past a
@@ -45,20 +55,23 @@ def rejection(attempt: dict[str, str], sel: dict) -> str:
         value = float(attempt[column]) * scale
         if limit is not None and value > limit:
             return f"{column} {value:.3f} {unit} > {limit} {unit}"
-    duration = float(attempt["kept_end_time"]) - float(attempt["start_time"])
+    steps = recorded_steps(attempt, control_hz)
+    if steps < 1:
+        return "a recording would hold a single frame"
+    duration = steps / control_hz
     if duration < sel.get("min_duration_s", 0.0):
         return f"recorded duration {duration:.2f} s < {sel['min_duration_s']} s"
     return ""
 
 
-def choose(attempts: list[dict[str, str]], sel: dict) -> tuple[str, dict[str, str] | None, str]:
-    """(status, chosen attempt, reason) for one motion's attempts."""
+def choose(attempts: list[dict[str, str]], sel: dict, control_hz: int) -> tuple[str, dict[str, str] | None, str]:
+    """(status, chosen attempt, reason) for one motion's attempts, recorded at `control_hz`."""
     ordered = sorted(attempts, key=lambda a: float(a["start_fraction"]))
     rejected = ""
     for a in ordered:
         if a["success"] != "true":
             continue
-        why = rejection(a, sel)
+        why = rejection(a, sel, control_hz)
         if not why:
             status = "recorded" if float(a["start_fraction"]) == 0.0 else "recorded_later_start"
             return status, a, ""
@@ -112,19 +125,21 @@ def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, i
     """The selected.tsv row of one motion, writing its recorded motion file if one is kept;
     `info`: the batch's rollouts.json."""
     config_hash = info["env_info"]["env_kwargs"]["config_hash"]
-    status, chosen, reason = choose(tries, sel)
+    status, chosen, reason = choose(tries, sel, fps)
     row = {c: None for c in SELECTED_COLUMNS}
     row.update(motion=name, status=status, attempts=len(tries), fail_reason=reason or None)
     if chosen is not None:
         index = int(chosen["attempt"].removeprefix("traj_"))
         ep_info = info["episodes"][index]
         qpos, contacts = read_states(h5, index)
-        frames = int(chosen["kept_steps"]) + 1  # the reset frame and every step before a termination
-        if sha256_file(ep_info["source_path"]) != ep_info["source_sha256"]:
-            raise ValueError(f"{ep_info['source_path']}: changed since batch {ep_info['batch']} was recorded; "
-                             "record it again")
-        source = read_motion_file(ep_info["source_path"])
-        data = recorded_motion(character, qpos[:frames], contacts[:frames],
+        steps = recorded_steps(chosen, fps)
+        end_time = round(float(chosen["start_time"]) + steps / fps, 9)  # as attempts.tsv writes times
+        try:
+            source = read_indexed(ep_info["source_path"], ep_info["source_sha256"], num_joints=character.num_joints,
+                                  num_bodies=character.num_bodies)
+        except MotionFileError as e:
+            raise ValueError(f"{e} (batch {ep_info['batch']} was recorded from it); record it again") from e
+        data = recorded_motion(character, qpos[:steps + 1], contacts[:steps + 1],
                                np.asarray(ep_info["world_offset"]), fps)
         terrain = crop_around_path(source.terrain, data.root_pos[:, :2].astype(np.float64),  # type: ignore[arg-type]
                                    sel.get("terrain_padding_m", 3.2))
@@ -133,7 +148,7 @@ def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, i
             "physrec:source_name": name, "physrec:source_path": ep_info["source_path"],
             "physrec:source_sha256": ep_info["source_sha256"],
             "physrec:start_time": float(chosen["start_time"]), "physrec:start_fraction": float(chosen["start_fraction"]),
-            "physrec:end_time": float(chosen["kept_end_time"]), "physrec:tracker": info["source_type"],
+            "physrec:end_time": end_time, "physrec:tracker": info["source_type"],
             "physrec:tracker_desc": info["source_desc"],
             # How a planner's attempt was found ("pd", "search"); absent for other trackers.
             **({"physrec:tracker_method": ep_info["search"]["method"]} if "search" in ep_info else {}),
@@ -141,10 +156,11 @@ def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, i
             "physrec:selection_hash": stable_hash(sel), "physrec:physrec_version": __version__,
             "physrec:seed": int(ep_info["episode_seed"]), "physrec:batch": ep_info["batch"],
             "physrec:attempt": chosen["attempt"]})
-        path = out / "motions" / f"{name}{RECORDED_SUFFIX}.pkl"
+        suffix = f"{RECORDED_SUFFIX}.pkl"
+        path = out / "motions" / (fitting_stem(name, suffix) + suffix)
         write_motion_file(path, MotionFile(motion=data, terrain=terrain, misc=misc))
         row.update(attempt=chosen["attempt"], start_fraction=float(chosen["start_fraction"]),
-                   start_time=float(chosen["start_time"]), end_time=float(chosen["kept_end_time"]),
+                   start_time=float(chosen["start_time"]), end_time=end_time,
                    recorded_duration=data.duration, recorded_file=path.name, recorded_sha256=sha256_file(path),
                    mean_body_pos_error=float(chosen["mean_body_pos_error"]),
                    max_root_pos_error=float(chosen["max_root_pos_error"]),
