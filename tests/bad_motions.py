@@ -26,7 +26,8 @@ from physrec.formats.text import one_line
 from physrec.motion.terrain import Heightfield
 
 # Small, so that each limit has a small file beyond it; the good motions (73 frames, 8x8 cells) are within.
-CORPUS_LIMITS = {"max_file_mb": 0.5, "max_frames": 400, "max_terrain_cells": 2000, "max_misc_mb": 0.05}
+CORPUS_LIMITS = {"max_file_mb": 0.5, "max_frames": 400, "max_terrain_cells": 2000, "max_misc_mb": 0.05,
+                 "max_collision_boxes": 100}
 CORPUS_MAX_DURATION_S = 10.0  # record.max_duration_s, which index checks too
 MARKER = "PWNED"  # a file of this name appears beside the dataset if any input ran code
 LONG_NAME = "long_" + "n" * 245  # 250 characters: <name>_rec.pkl would pass the 255-byte limit
@@ -140,6 +141,13 @@ def _big_terrain(path: Path, marker: Path) -> None:
     g = _good()
     write_motion_file(path, replace(g, terrain=Heightfield(np.zeros((60, 60), np.float32), g.terrain.min_point,
                                                            g.terrain.dx)))
+
+
+def _rough_terrain(path: Path, marker: Path) -> None:
+    """40x40 cells around the path, alternating 0 and 5 cm: every reachable cell is a box of its own."""
+    g = _good()
+    hf = (np.indices((40, 40)).sum(axis=0) % 2 * 0.05).astype(np.float32)
+    write_motion_file(path, replace(g, terrain=Heightfield(hf, g.terrain.min_point - 16 * g.terrain.dx, g.terrain.dx)))
 
 
 def _motion_fps(fps) -> Callable[[], MotionFile]:
@@ -281,6 +289,8 @@ CORPUS: list[Case] = [
          "than record.max_duration_s (10)", _write(_motion_fps(1))),
     Case("big_terrain", "3: memory", "memory/big_terrain.pkl", "a 60x60 terrain",
          "hf has 3600 cells, more than limits.max_terrain_cells (2000)", _big_terrain),
+    Case("rough_terrain", "3: time", "memory/rough_terrain.pkl", "a rough 40x40 terrain (every reachable cell "
+         "a box)", "collision boxes, more than limits.max_collision_boxes (100)", _rough_terrain),
     Case("big_misc", "3: disk", "memory/big_misc.pkl", "80 KB of misc_data (a recording carries it along)",
          "more than limits.max_misc_mb (0.05)",
          _write(lambda: replace(_good(), misc={"blob": np.zeros(20_000, np.float32)}))),

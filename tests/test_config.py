@@ -270,4 +270,6 @@ def test_limit_defaults_are_the_schemas():
     from dataclasses import asdict
 
     from physrec.formats.motion_file import Limits
-    assert asdict(Limits()) == config.validate({"iterations": [{"name": "i", "dataset": "x"}]})["limits"]
+    cfg = config.validate({"iterations": [{"name": "i", "dataset": "x"}]})
+    assert Limits() == config.limits(cfg["limits"], cfg["record"]["max_duration_s"])
+    assert set(asdict(Limits())) == set(cfg["limits"]) | {"max_duration_s"}

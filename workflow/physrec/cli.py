@@ -45,7 +45,7 @@ def cmd_index(a: argparse.Namespace) -> None:
     ch = Character.load(a.character)
     limits = config.limits(config.json_section("limits", a.limits, "--limits"), a.max_duration)
     rows = index_dataset(a.dataset, min_frames=a.min_frames, num_joints=ch.num_joints, num_bodies=ch.num_bodies,
-                         control_hz=a.control_hz, limits=limits)
+                         control_hz=a.control_hz, limits=limits, terrain_margin=a.terrain_margin)
     write_manifest(a.out, rows)
     bad = [r for r in rows if not r["valid"]]
     for r in bad:
@@ -192,6 +192,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--control-hz", type=int, default=30, help="motions shorter than one control step are invalid")
     s.add_argument("--max-duration", type=float, default=1000.0, help="record.max_duration_s: longer motions are "
                    "invalid")
+    s.add_argument("--terrain-margin", type=float, default=3.0, help="record.terrain_margin_m: the terrain a "
+                   "character can reach, whose collision boxes limits.max_collision_boxes bounds")
     s.add_argument("--limits", default="{}", help="JSON of the config's limits section (default: its defaults)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_index)

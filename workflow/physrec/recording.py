@@ -28,13 +28,13 @@ from physrec.motion import termination
 from physrec.motion.character import Character
 from physrec.motion.reference import ReferenceSet
 from physrec.progress import PassProgress
-from physrec.motion.terrain import Heightfield, TiledTerrain, crop_around_path, heightfield_boxes, tile_square
+from physrec.motion.terrain import (TERRAIN_DEPTH, Heightfield, TiledTerrain, heightfield_boxes, reachable_boxes,
+                                    tile_square)
 from physrec.sim.backend import (BackendOutOfMemory, BackendSpec, LimitExceeded, SimBackend, backend_capacity,
                                  make_backend, tensor_device)
 from physrec.sim.world import PhysicsSettings, pad_boxes
 from physrec.trackers.base import Plan, Planner, PlanRequest, Tracker, TrackingInput, is_planner
 
-TERRAIN_DEPTH = 1.0  # metres of solid ground below the lowest cell
 MAX_LIMIT_SCALE = 16  # a batch whose buffers overflow at 16x the defaults fails its job
 
 
@@ -125,8 +125,7 @@ class BatchRecording:
 
 def motion_boxes(m: BatchMotion, margin: float) -> np.ndarray:
     """Boxes of the part of a motion's terrain its character can reach, in the motion's frame."""
-    crop = crop_around_path(m.terrain, m.motion.root_pos[:, :2], margin)
-    return heightfield_boxes(crop, bottom=float(crop.hf.min()) - TERRAIN_DEPTH)
+    return reachable_boxes(m.terrain, m.motion.root_pos[:, :2], margin)
 
 
 def batch_boxes(motions: list[BatchMotion], margin: float) -> np.ndarray:

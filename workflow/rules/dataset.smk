@@ -27,6 +27,7 @@ rule index:
         min_frames=CFG["record"]["min_frames"],
         control_hz=CFG["record"]["control_hz"],
         max_duration=CFG["record"]["max_duration_s"],
+        terrain_margin=CFG["record"]["terrain_margin_m"],
         limits=api.json_arg(CFG["limits"]),
     conda:
         ENV_CPU
@@ -37,6 +38,7 @@ rule index:
     shell:
         "python -m physrec --log {log} index --dataset {params.dataset:q} --character {params.character:q}"
         " --min-frames {params.min_frames} --control-hz {params.control_hz} --max-duration {params.max_duration}"
+        " --terrain-margin {params.terrain_margin}"
         " --limits {params.limits:q} --out {output:q}"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +79,11 @@ class Limits:
     max_duration_s: float = 1000.0  # record.max_duration_s
     max_terrain_cells: float = 250_000
     max_misc_mb: float = 64.0
+    max_collision_boxes: float = 20_000  # of the terrain a motion can reach (index checks it, not the reader)
 
 
 # For files index accepted with the run's limits (their sha256 is checked before they are read again).
-NO_LIMITS = Limits(*(math.inf,) * 5)
+NO_LIMITS = Limits(*(math.inf,) * len(fields(Limits)))
 
 
 class MotionFileError(ValueError):

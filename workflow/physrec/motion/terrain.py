@@ -180,6 +180,26 @@ def heightfield_boxes(h: Heightfield, bottom: float) -> np.ndarray:
     )
 
 
+TERRAIN_DEPTH = 1.0  # metres of solid ground below the lowest cell
+
+
+def reachable_boxes(h: Heightfield, xy: np.ndarray, margin: float) -> np.ndarray:
+    """The collision boxes of the part of a terrain a character on path `xy` can reach."""
+    crop = crop_around_path(h, xy, margin)
+    return heightfield_boxes(crop, bottom=float(crop.hf.min()) - TERRAIN_DEPTH)
+
+
+def boxes_over(h: Heightfield, xy: np.ndarray, margin: float, limit: float) -> int | None:
+    """How many boxes `reachable_boxes` makes when that is more than `limit`, else None. Counted
+    only when the cells, their upper bound, pass `limit`: index asks it of every motion, and
+    making the boxes costs about a millisecond per terrain."""
+    crop = crop_around_path(h, xy, margin)
+    if crop.hf.size <= limit:
+        return None
+    n = len(heightfield_boxes(crop, bottom=float(crop.hf.min()) - TERRAIN_DEPTH))
+    return n if n > limit else None
+
+
 def crop_around_path(h: Heightfield, xy: np.ndarray, pad: float) -> Heightfield:
     """Sub-grid of cells covering the bounding box of `xy` [n, 2] grown by `pad` metres.
 

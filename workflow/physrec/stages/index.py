@@ -19,7 +19,7 @@ from physrec.formats.motion_file import (NO_LIMITS, Limits, MotionFile, MotionFi
                                          read_source)
 from physrec.formats.tables import read_tsv_records, write_tsv
 from physrec.formats.text import describe, one_line, path_problem
-from physrec.motion.terrain import cell_size_key
+from physrec.motion.terrain import boxes_over, cell_size_key
 
 MANIFEST_COLUMNS = ["name", "path", "sha256", "frames", "fps", "duration", "weight", "class",
                     "terrain_shape", "valid", "error", "warnings"]
@@ -68,7 +68,9 @@ def read_indexed(path: str | os.PathLike[str], sha256: str, *, num_joints: int =
 
 
 def index_dataset(dataset: str | Path, *, min_frames: int = 2, num_joints: int = 14, num_bodies: int = 15,
-                  control_hz: int = 30, limits: Limits = Limits()) -> list[dict]:
+                  control_hz: int = 30, limits: Limits = Limits(), terrain_margin: float = 3.0) -> list[dict]:
+    """One manifest row per dataset entry. `terrain_margin`: record.terrain_margin_m, which
+    decides the terrain a motion's character can reach and so its collision boxes."""
     entries = read_dataset(dataset)
     root = Path(os.path.abspath(dataset)).parent
     rows: list[dict] = []
@@ -78,7 +80,7 @@ def index_dataset(dataset: str | Path, *, min_frames: int = 2, num_joints: int =
         row = _row(motion_name(entry.path), entry.path, entry.weight, motion_class(entry.path, root))
         rows.append(row)
         try:
-            cell_size[id(row)] = _index_motion(row, entry.path, first_by_name, min_frames=min_frames,
+            cell_size[id(row)] = _index_motion(row, entry.path, first_by_name, terrain_margin, min_frames=min_frames,
                                                num_joints=num_joints, num_bodies=num_bodies, control_hz=control_hz,
                                                limits=limits)
         except MotionFileError as e:
@@ -92,7 +94,7 @@ def index_dataset(dataset: str | Path, *, min_frames: int = 2, num_joints: int =
     return rows
 
 
-def _index_motion(row: dict, path: Path, first_by_name: dict[str, str], **rules) -> float:
+def _index_motion(row: dict, path: Path, first_by_name: dict[str, str], terrain_margin: float, **rules) -> float:
     """Fill in the row of the motion at `path`; its terrain's cell size. Raises if it is invalid."""
     name = row["name"]
     if path_problem(row["path"]):
@@ -104,6 +106,11 @@ def _index_motion(row: dict, path: Path, first_by_name: dict[str, str], **rules)
     row["sha256"] = sha256_bytes(data)
     mf = check_motion(path, data, **rules)
     m, t = mf.motion, mf.terrain
+    boxes = boxes_over(t, m.root_pos[:, :2], terrain_margin, rules["limits"].max_collision_boxes)  # type: ignore[union-attr]
+    if boxes:
+        raise MotionFileError(path, f"the terrain its character can reach makes {boxes} collision boxes, more than "
+                                    f"limits.max_collision_boxes ({rules['limits'].max_collision_boxes:g}): each "
+                                    "costs simulation time at every physics step")
     row.update(frames=m.num_frames, fps=m.fps, duration=m.duration, valid=True,  # type: ignore[union-attr]
                terrain_shape="x".join(str(s) for s in t.shape), warnings="; ".join(mf.warnings) or None)  # type: ignore[union-attr]
     return t.dx  # type: ignore[union-attr]
