@@ -70,10 +70,42 @@ def test_batch_videos_pick_the_kept_attempt_and_a_failed_motion_from_its_start(t
 
 
 def test_no_headless_opengl_is_named_with_its_fix(monkeypatch):
-    """Where OSMesa is asked for and absent (the Snakefile then plans no videos and says so)."""
+    """Where OSMesa is asked for and absent: the reason and the fix (rendering then draws in software)."""
     import ctypes.util
     from physrec.render.gl import headless_gl_problem
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     problem = headless_gl_problem()
     assert problem and "MUJOCO_GL=osmesa" in problem and "libosmesa6" in problem and "libegl1" in problem
+
+
+def test_the_software_renderer_draws_the_character_its_ghost_and_the_terrain(tmp_path):
+    """render/software.py, without OpenGL: the simulated character (grey), its reference (blue,
+    translucent) and the terrain are drawn where the camera sees them, and the fall shows."""
+    record = _record(tmp_path, {"kind": "pd"}, ("climb_step",))
+    env = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"}
+    r = subprocess.run([sys.executable, "-c", SOFTWARE_FRAMES, str(record), str(tmp_path / "frames.npy")],
+                       capture_output=True, text=True, timeout=300, env={**env, "MUJOCO_GL": "disable"})
+    assert r.returncode == 0, r.stderr
+    first, last = np.load(tmp_path / "frames.npy")
+    sky = np.array([200, 214, 230])
+    assert (np.abs(first[5] - sky).sum(axis=-1) < 5).mean() > 0.9  # the top row: sky
+    centre = first[100:280, 280:360].reshape(-1, 3).astype(int)
+    assert ((centre[:, 2] - centre[:, 0]) > 40).mean() > 0.02  # the blue ghost over the character, standing
+    assert np.abs(last.astype(int) - first.astype(int)).mean() > 1  # it fell
+
+
+SOFTWARE_FRAMES = """
+import sys
+import numpy as np
+from physrec.render import software, video
+captured = []
+real = software.software_frames
+def keep(*args):
+    for frame in real(*args):
+        captured.append(frame)
+        yield frame
+software.software_frames = keep
+video.render_attempt(sys.argv[1], "traj_0", sys.argv[2] + ".mp4", 640, 360, "software")
+np.save(sys.argv[2], np.stack([captured[0], captured[-1]]))
+"""

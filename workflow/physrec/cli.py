@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -118,26 +117,27 @@ def cmd_plots(a: argparse.Namespace) -> None:
     log.info("%s: wrote %s", a.iteration, ", ".join(p.name for p in paths))
 
 
-def _enable_rendering() -> None:
-    """Before MuJoCo's first import: the OpenGL that rendering uses (EGL unless the user's MUJOCO_GL says)."""
-    from physrec.render.gl import render_backend
-    os.environ["MUJOCO_GL"] = render_backend()
+def _enable_rendering() -> str:
+    """Before MuJoCo's first import: the renderer, "opengl" (headless EGL, or what the user's
+    MUJOCO_GL names) or "software" where there is none."""
+    from physrec.render.gl import choose_renderer
+    return choose_renderer(log.warning)
 
 
 def cmd_render(a: argparse.Namespace) -> None:
-    _enable_rendering()
+    kind = _enable_rendering()
     from physrec.render.video import attempts_to_render, render_attempt
     names = a.attempt or attempts_to_render(a.record_dir, a.which)
     out = Path(a.out_dir)
     for i, name in enumerate(names):
-        path = render_attempt(a.record_dir, name, out / f"{name}.mp4", a.width, a.height)
+        path = render_attempt(a.record_dir, name, out / f"{name}.mp4", a.width, a.height, kind)
         log.info("[%d/%d] wrote %s", i + 1, len(names), path)
 
 
 def cmd_videos(a: argparse.Namespace) -> None:
-    _enable_rendering()
+    kind = _enable_rendering()
     from physrec.render.batch_videos import batch_videos
-    paths = batch_videos(a.record_dir, a.selected, a.which, a.per_batch or None, a.out_dir, a.width, a.height)
+    paths = batch_videos(a.record_dir, a.selected, a.which, a.per_batch or None, a.out_dir, a.width, a.height, kind)
     log.info("%s: wrote %d video(s) into %s", a.record_dir, len(paths), a.out_dir)
 
 

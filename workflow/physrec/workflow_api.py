@@ -128,21 +128,6 @@ def json_arg(value: object) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def report_videos(cfg: dict) -> str:
-    """report.videos for this run's targets: "none" where this machine cannot render, said
-    once with the fix, so a workstation without OpenGL still runs the rest of the workflow."""
-    which = cfg["report"]["videos"]
-    if which == "none":
-        return which
-    from physrec.render.gl import headless_gl_problem
-    problem = headless_gl_problem()
-    if problem:
-        print(f"physrec: report.videos is {which!r}, but {problem}. No videos this run; "
-              "set report.videos: none to silence this.", file=sys.stderr)
-        return "none"
-    return which
-
-
 def video_dirs(which: str, results: str, iteration: str, plan: str) -> list[str]:
     """The video folders of an iteration for report.videos `which` (rule videos' outputs)."""
     return [f"{results}/{iteration}/report/videos/{b}/{kind}" for b in batch_ids(plan) for kind in VIDEO_KINDS[which]]

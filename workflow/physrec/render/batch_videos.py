@@ -56,7 +56,7 @@ def video_page(mp4: Path, row: dict, attempt: dict, batch: str) -> Path:
 
 
 def batch_videos(record_dir: str | Path, selected_tsv: str | Path, which: str, per_batch: int | None,
-                 out_dir: str | Path, width: int, height: int) -> list[Path]:
+                 out_dir: str | Path, width: int, height: int, renderer_kind: str = "opengl") -> list[Path]:
     """Render a batch's videos into out_dir/<kind>/<motion>.mp4 and .html (every kind's folder
     is made, empty when nothing is to be shown); returns the MP4s' paths."""
     plan = videos_to_render(record_dir, selected_tsv, which, per_batch)
@@ -66,7 +66,8 @@ def batch_videos(record_dir: str | Path, selected_tsv: str | Path, which: str, p
         (Path(out_dir) / kind).mkdir(parents=True, exist_ok=True)
         for row, attempt in pairs:
             stem = fitting_stem(row["motion"], ".html")  # a motion's name can fill a file name
-            mp4 = render_attempt(record_dir, attempt, Path(out_dir) / kind / f"{stem}.mp4", width, height)
+            mp4 = render_attempt(record_dir, attempt, Path(out_dir) / kind / f"{stem}.mp4", width, height,
+                                renderer_kind)
             video_page(mp4, row, attempts[attempt], Path(record_dir).name)
             written.append(mp4)
             log.info("[%d/%d] %s video of %s (%s): %s", len(written), total, kind, row["motion"], attempt, mp4)

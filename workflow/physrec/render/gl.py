@@ -60,6 +60,17 @@ def _egl_problem() -> str | None:
     return None
 
 
+def choose_renderer(say) -> str:
+    """Before MuJoCo's first import in a process that renders: "opengl" with MUJOCO_GL set to
+    the OpenGL that works here, else "software" (render/software.py), said once with the fix."""
+    problem = headless_gl_problem()
+    if problem is None:
+        os.environ["MUJOCO_GL"] = render_backend()
+        return "opengl"
+    say(f"{problem}. Drawing with physrec's software renderer instead (flat shading, no shadows).")
+    return "software"
+
+
 def headless_gl_problem() -> str | None:
     """None when offscreen rendering can work here, else a sentence saying why not and what to do."""
     backend = render_backend()

@@ -24,6 +24,7 @@ from physrec.sim.backend import BackendSpec, make_backend
 from physrec.stages.record_folder import RecordFolder
 
 GHOST_RGBA = (0.35, 0.6, 1.0, 0.35)  # the reference
+CAMERA = {"distance": 4.0, "azimuth": 90.0, "elevation": -15.0}  # MuJoCo's free camera, following the root
 TERRAIN_RGBA = (0.62, 0.58, 0.52, 1.0)
 WHICH = ("all", "kept", "failed")
 
@@ -52,14 +53,20 @@ def _renderer(model, width: int, height: int):
                           "(Debian: libegl1) and use MUJOCO_GL=egl, or OSMesa (libosmesa6) and MUJOCO_GL=osmesa") from e
 
 
-def _frames(model, sim_qpos: np.ndarray, ref_qpos: np.ndarray, width: int, height: int) -> Iterator[np.ndarray]:
-    """RGB frames [H, W, 3] of the simulated states with the reference's geoms added translucent."""
+def _frames(model, sim_qpos: np.ndarray, ref_qpos: np.ndarray, width: int, height: int,
+            renderer_kind: str) -> Iterator[np.ndarray]:
+    """RGB frames [H, W, 3] of the simulated states with the reference's geoms added translucent:
+    MuJoCo's renderer (OpenGL), or physrec's own where there is no headless OpenGL (software)."""
+    if renderer_kind == "software":
+        from physrec.render.software import software_frames
+        yield from software_frames(model, sim_qpos, ref_qpos, width, height, CAMERA, GHOST_RGBA)
+        return
     import mujoco
     renderer = _renderer(model, width, height)
     sim, ref = mujoco.MjData(model), mujoco.MjData(model)
     cam = mujoco.MjvCamera()
     cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-    cam.distance, cam.azimuth, cam.elevation = 4.0, 90.0, -15.0
+    cam.distance, cam.azimuth, cam.elevation = CAMERA["distance"], CAMERA["azimuth"], CAMERA["elevation"]
     opt, pert = mujoco.MjvOption(), mujoco.MjvPerturb()
     opt.geomgroup[:] = 1  # the terrain is in geom group 3, hidden by default
     lookat = sim_qpos[0, :3].copy()
@@ -93,8 +100,9 @@ def _caption(ep: dict, t: float, errors: np.ndarray | None, last: bool) -> str:
 
 
 def render_attempt(record_dir: str | Path, attempt: str, out: str | Path, width: int = 640,
-                   height: int = 360) -> Path:
-    """Write the MP4 of one attempt (traj_<i>) of a record folder; returns its path."""
+                   height: int = 360, renderer_kind: str = "opengl") -> Path:
+    """Write the MP4 of one attempt (traj_<i>) of a record folder; returns its path.
+    `renderer_kind`: "opengl" (MuJoCo's, headless EGL or OSMesa) or "software" (render/software.py)."""
     ffmpeg, Image, ImageDraw = _encoder()
     folder, out = RecordFolder(record_dir), Path(out)
     folder.check_attempts([attempt])
@@ -126,7 +134,7 @@ def render_attempt(record_dir: str | Path, attempt: str, out: str | Path, width:
         writer = ffmpeg.write_frames(str(tmp), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
                                      output_params=["-f", "mp4"], macro_block_size=1, ffmpeg_log_level="error")
         writer.send(None)
-        for k, frame in enumerate(_frames(model, qpos, ref_qpos, width, height)):
+        for k, frame in enumerate(_frames(model, qpos, ref_qpos, width, height, renderer_kind)):
             img = Image.fromarray(frame)
             draw = ImageDraw.Draw(img)
             text = _caption(ep, float(ref_time[k]), errors[k - 1] if k else None, k == len(qpos) - 1)
