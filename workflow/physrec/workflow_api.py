@@ -133,7 +133,6 @@ def video_dirs(which: str, results: str, iteration: str, plan: str) -> list[str]
     return [f"{results}/{iteration}/report/videos/{b}/{kind}" for b in batch_ids(plan) for kind in VIDEO_KINDS[which]]
 
 
-
 def drop_untrusted_outputs(workflow, cfg: dict) -> list[str]:
     """Remove the outputs made from files that were deleted or changed since their jobs ran
     (stages/integrity.py), saying why, so that this run makes them again. Only in the

@@ -57,11 +57,11 @@ def video_outputs():
     return {kind: report(directory(f"{R}/{{it}}/report/videos/{{batch}}/{kind}"), patterns=["{motion}.html"],
                          caption=f"../report/video_{kind}.rst", category="{it}", subcategory=f"videos: {kind}",
                          labels={"motion": "{motion}", "batch": "{batch}"})
-            for kind in VIDEO_KINDS[CFG["report"]["videos"]]}
+            for kind in VIDEO_KINDS[VIDEOS]}
 
 
 # The videos of a batch (report.videos, report.videos_per_batch): rendered from what was recorded.
-if CFG["report"]["videos"] != "none":
+if VIDEOS != "none":
 
     rule videos:
         input:
@@ -73,7 +73,7 @@ if CFG["report"]["videos"] != "none":
         output:
             **video_outputs(),
         params:
-            which=CFG["report"]["videos"],
+            which=VIDEOS,
             per_batch=CFG["report"]["videos_per_batch"] or 0,
             width=CFG["report"]["video_width"],
             height=CFG["report"]["video_height"],
