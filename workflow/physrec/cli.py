@@ -250,23 +250,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_plots)
 
+    def video_args(s: argparse.ArgumentParser, out_help: str) -> None:
+        s.add_argument("--record-dir", required=True, help="a record folder: results/<iteration>/record/<batch>")
+        s.add_argument("--out-dir", required=True, help=out_help)
+        s.add_argument("--width", type=int, default=640)
+        s.add_argument("--height", type=int, default=360)
+
     s = sub.add_parser("render", help="MP4 videos of recorded attempts beside their reference")
-    s.add_argument("--record-dir", required=True, help="a record folder: results/<iteration>/record/<batch>")
+    video_args(s, "writes <attempt>.mp4 here")
     s.add_argument("--attempt", nargs="*", default=[], help="attempts, e.g. traj_0 (default: --which)")
     s.add_argument("--which", default="kept", help="all, kept (successful) or failed attempts (default: kept)")
-    s.add_argument("--out-dir", required=True, help="writes <attempt>.mp4 here")
-    s.add_argument("--width", type=int, default=640)
-    s.add_argument("--height", type=int, default=360)
     s.set_defaults(func=cmd_render)
 
     s = sub.add_parser("videos", help="a batch's videos for the report: kept and/or failed motions (report.videos)")
-    s.add_argument("--record-dir", required=True, help="a record folder: results/<iteration>/record/<batch>")
+    video_args(s, "writes kept/<motion>.mp4 and failed/<motion>.mp4 here")
     s.add_argument("--selected", required=True, help="the batch's selected.tsv")
     s.add_argument("--which", choices=["kept", "failed", "all"], default="kept")
     s.add_argument("--per-batch", type=int, default=0, help="at most this many of each kind (0: every motion)")
-    s.add_argument("--out-dir", required=True, help="writes kept/<motion>.mp4 and failed/<motion>.mp4 here")
-    s.add_argument("--width", type=int, default=640)
-    s.add_argument("--height", type=int, default=360)
     s.set_defaults(func=cmd_videos)
 
     s = sub.add_parser("replay", help="re-simulate recorded attempts from their actions and compare the states")

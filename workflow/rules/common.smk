@@ -1,4 +1,4 @@
-# Input functions shared by the rules (paths only; the package does the work).
+# Input functions and output helpers shared by the rules (paths only; the package does the work).
 import os
 
 
@@ -22,3 +22,11 @@ def base_dataset_inputs(wc):
 def folder_of(key):
     """Param: the folder holding output `key` (so prefixes follow the outputs, not hard-coded)."""
     return lambda wc, output: os.path.dirname(output[key])
+
+
+def video_outputs():
+    """One folder per kind of video that report.videos asks for; the report shows each <motion>.html in it."""
+    return {kind: report(directory(f"{R}/{{it}}/report/videos/{{batch}}/{kind}"), patterns=["{motion}.html"],
+                         caption=f"../report/video_{kind}.rst", category="{it}", subcategory=f"videos: {kind}",
+                         labels={"motion": "{motion}", "batch": "{batch}"})
+            for kind in VIDEO_KINDS[VIDEOS]}

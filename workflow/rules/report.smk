@@ -12,7 +12,7 @@ rule run_summary:
         plot=report(f"{R}/run_summary.png", caption="../report/run_summary_plot.rst", category="run"),
     params:
         iterations=[f"{name}:{it['tracker']['kind']}" for name, it in ITERATIONS.items()],
-        results=R,
+        results=folder_of("tsv"),
     conda:
         ENV_CPU
     log:
@@ -51,13 +51,6 @@ rule plots:
         "python -m physrec --log {log} plots --iteration {wildcards.it} --summary {input.summary:q}"
         " --manifest {input.manifest:q} --record-dirs {params.record_dirs:q} --out-dir {params.out:q}"
 
-
-def video_outputs():
-    """One folder per kind of video that report.videos asks for, each a report entry per MP4."""
-    return {kind: report(directory(f"{R}/{{it}}/report/videos/{{batch}}/{kind}"), patterns=["{motion}.html"],
-                         caption=f"../report/video_{kind}.rst", category="{it}", subcategory=f"videos: {kind}",
-                         labels={"motion": "{motion}", "batch": "{batch}"})
-            for kind in VIDEO_KINDS[VIDEOS]}
 
 
 # The videos of a batch (report.videos, report.videos_per_batch): rendered from what was recorded.
