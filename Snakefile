@@ -47,7 +47,7 @@ rule all:
         f"{R}/run_summary.tsv",
         f"{R}/run_summary.md",
         f"{R}/run_summary.png",
-        lambda wc: [d for it in ITERATIONS for d in api.video_dirs(VIDEOS, R, it, checkpoints.split.get(it=it).output[0])],
+        lambda wc: [d for it in ITERATIONS for d in api.video_dirs(CFG, R, it, checkpoints.split.get(it=it).output[0])],
 
 
 include: "workflow/rules/common.smk"

@@ -51,7 +51,7 @@ def test_render_names_a_missing_attempt(tmp_path):
 
 def test_batch_videos_pick_the_kept_attempt_and_a_failed_motion_from_its_start(tmp_path):
     """report.videos: the kept motion's video is of the attempt selection kept (a later start for
-    the ramp); a failed motion's is of its attempt from the start; videos_per_batch caps each kind."""
+    the ramp); a failed motion's is of its attempt from the start; a batch's quota (report.max_videos) caps each kind."""
     from physrec import config
     from physrec.render.batch_videos import videos_to_render
     from physrec.stages.select import run_select
@@ -109,3 +109,12 @@ software.software_frames = keep
 video.render_attempt(sys.argv[1], "traj_0", sys.argv[2] + ".mp4", 640, 360, "software")
 np.save(sys.argv[2], np.stack([captured[0], captured[-1]]))
 """
+
+
+def test_max_videos_is_spread_over_an_iterations_batches_in_plan_order():
+    from physrec.render import video_quotas
+    batches = [f"b{i:010x}" for i in range(5)]
+    assert video_quotas(batches, 16) == dict(zip(batches, [4, 3, 3, 3, 3]))
+    assert video_quotas(batches, 3) == dict(zip(batches[:3], [1, 1, 1]))  # the others get no videos job
+    assert video_quotas(batches[:1], 16) == {batches[0]: 16}
+    assert video_quotas(batches, None) == dict.fromkeys(batches)

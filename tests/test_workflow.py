@@ -949,6 +949,8 @@ def test_rerun_matrix_rows_in_a_dry_run(matrix_project, tmp_path):
         ("device without mujoco_warp", {"device": "cuda:1"}, {}),
         ("record.threads", {"record": {**base["record"], "threads": 2}}, {}),
         ("record.merged_trajectories", {"record": {**base["record"], "merged_trajectories": False}}, merge_only),
+        # Videos: report.max_videos spread over the batches, one each for the first two here.
+        ("report.videos", {"report": {"videos": "kept", "max_videos": 2}}, {("videos", IT): 2}),
     ]
     for what, change, expected in cases:
         write_config(project, {**base, **change})

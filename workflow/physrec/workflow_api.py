@@ -21,7 +21,7 @@ from physrec.demo import DEMO_NAMES, demo_motion_path
 from physrec.formats.hashing import sha256_file, stable_hash
 from physrec.formats.text import path_problem
 from physrec.sim.devices import standin_gpus
-from physrec.render import VIDEO_KINDS
+from physrec.render import VIDEO_KINDS, video_quotas
 
 __all__ = ["batch_digest", "batch_ids", "DEMO_NAMES", "RECORDING_VERSION", "SELECTION_VERSION", "stable_hash"]
 
@@ -128,9 +128,16 @@ def json_arg(value: object) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def video_dirs(which: str, results: str, iteration: str, plan: str) -> list[str]:
-    """The video folders of an iteration for report.videos `which` (rule videos' outputs)."""
-    return [f"{results}/{iteration}/report/videos/{b}/{kind}" for b in batch_ids(plan) for kind in VIDEO_KINDS[which]]
+def video_dirs(cfg: dict, results: str, iteration: str, plan: str) -> list[str]:
+    """The video folders of an iteration (rule videos' outputs): report.videos' kinds, for the
+    batches that report.max_videos gives videos."""
+    quotas = video_quotas(batch_ids(plan), cfg["report"]["max_videos"])
+    return [f"{results}/{iteration}/report/videos/{b}/{kind}" for b in quotas for kind in VIDEO_KINDS[cfg["report"]["videos"]]]
+
+
+def video_quota(cfg: dict, plan: str, batch: str) -> int:
+    """The videos of each kind that `batch` renders (0: every motion)."""
+    return video_quotas(batch_ids(plan), cfg["report"]["max_videos"]).get(batch) or 0
 
 
 def drop_untrusted_outputs(workflow, cfg: dict) -> list[str]:

@@ -53,7 +53,7 @@ rule plots:
 
 
 
-# The videos of a batch (report.videos, report.videos_per_batch): rendered from what was recorded.
+# The videos of a batch (report.videos, report.max_videos): rendered from what was recorded.
 if VIDEOS != "none":
 
     rule videos:
@@ -67,7 +67,7 @@ if VIDEOS != "none":
             **video_outputs(),
         params:
             which=VIDEOS,
-            per_batch=CFG["report"]["videos_per_batch"] or 0,
+            per_batch=lambda wc: api.video_quota(CFG, plan_of(wc), wc.batch),
             width=CFG["report"]["video_width"],
             height=CFG["report"]["video_height"],
             record_dir=lambda wc, input: os.path.dirname(input.rollouts),

@@ -3,8 +3,9 @@ selection kept (`kept/<motion>.mp4`), or for a motion that was not kept, of its 
 the start, which shows where and how tracking failed (`failed/<motion>.mp4`). Beside each MP4
 a page `<motion>.html` holds the video inline with what happened, for the report to show.
 
-`report.videos` picks which (kept, failed, all, none) and `report.videos_per_batch` caps how
-many of each per batch, in the batch's order, so a large dataset's report stays a sample.
+`report.videos` picks which (kept, failed, all, none) and `report.max_videos` caps how many of
+each per iteration (spread over its batches, render/__init__.py), so a large dataset's report
+stays a sample.
 """
 
 from __future__ import annotations
