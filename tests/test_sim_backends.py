@@ -11,8 +11,8 @@ import pytest
 
 from physrec import config
 from physrec.formats.motion_file import read_motion_file
-from physrec.motion.terrain import height_at, heightfield_boxes
-from physrec.recording import TERRAIN_DEPTH, BatchMotion, RecordSettings, motion_boxes, record_batch
+from physrec.motion.terrain import height_at, solid_boxes
+from physrec.recording import BatchMotion, RecordSettings, motion_boxes, record_batch
 from physrec.sim.backend import BACKENDS, BackendError, BackendOutOfMemory, BackendSpec, make_backend
 from physrec.sim.mujoco import MujocoBackend
 from physrec.sim.world import PhysicsSettings, pad_boxes, world_mjcf
@@ -99,7 +99,7 @@ def test_an_environment_has_only_its_own_terrain(ch, demo_batch):
 def test_parc_terrain_is_cropped_to_where_the_character_can_reach():
     mf = read_motion_file(SHARED / "TEASER_TERRAIN.pkl")
     m = BatchMotion("teaser", mf.motion, mf.terrain)
-    full = heightfield_boxes(mf.terrain, bottom=float(mf.terrain.hf.min()) - TERRAIN_DEPTH)
+    full = solid_boxes(mf.terrain)
     crop = motion_boxes(m, 3.0)
     assert len(crop) < len(full) / 5, (len(crop), len(full))
     # Every point within the margin of the reference root path is covered at its true height.

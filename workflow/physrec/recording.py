@@ -28,7 +28,7 @@ from physrec.motion import termination
 from physrec.motion.character import Character
 from physrec.motion.reference import ReferenceSet
 from physrec.progress import PassProgress
-from physrec.motion.terrain import (TERRAIN_DEPTH, Heightfield, TiledTerrain, heightfield_boxes, reachable_boxes,
+from physrec.motion.terrain import (Heightfield, TiledTerrain, reachable_boxes, solid_boxes,
                                     tile_square)
 from physrec.sim.backend import (BackendOutOfMemory, BackendSpec, LimitExceeded, SimBackend, backend_capacity,
                                  make_backend, tensor_device)
@@ -119,8 +119,7 @@ class BatchRecording:
 
     def world_boxes(self) -> np.ndarray:
         """The tiled world as boxes, for the terrain mesh of PARC's terrain file."""
-        world = self.tiled.world
-        return heightfield_boxes(world, bottom=float(world.hf.min()) - TERRAIN_DEPTH)
+        return solid_boxes(self.tiled.world)
 
 
 def motion_boxes(m: BatchMotion, margin: float) -> np.ndarray:

@@ -183,10 +183,14 @@ def heightfield_boxes(h: Heightfield, bottom: float) -> np.ndarray:
 TERRAIN_DEPTH = 1.0  # metres of solid ground below the lowest cell
 
 
+def solid_boxes(h: Heightfield) -> np.ndarray:
+    """The terrain as the simulator's collision boxes: solid down to TERRAIN_DEPTH below its lowest cell."""
+    return heightfield_boxes(h, bottom=float(h.hf.min()) - TERRAIN_DEPTH)
+
+
 def reachable_boxes(h: Heightfield, xy: np.ndarray, margin: float) -> np.ndarray:
     """The collision boxes of the part of a terrain a character on path `xy` can reach."""
-    crop = crop_around_path(h, xy, margin)
-    return heightfield_boxes(crop, bottom=float(crop.hf.min()) - TERRAIN_DEPTH)
+    return solid_boxes(crop_around_path(h, xy, margin))
 
 
 def boxes_over(h: Heightfield, xy: np.ndarray, margin: float, limit: float) -> int | None:
@@ -196,7 +200,7 @@ def boxes_over(h: Heightfield, xy: np.ndarray, margin: float, limit: float) -> i
     crop = crop_around_path(h, xy, margin)
     if crop.hf.size <= limit:
         return None
-    n = len(heightfield_boxes(crop, bottom=float(crop.hf.min()) - TERRAIN_DEPTH))
+    n = len(solid_boxes(crop))
     return n if n > limit else None
 
 

@@ -49,8 +49,8 @@ def _renderer(model, width: int, height: int):
         return mujoco.Renderer(model, height, width)
     except Exception as e:  # noqa: BLE001 - MuJoCo raises several kinds for a missing GL
         import os
-        raise RenderError(f"no headless OpenGL (MUJOCO_GL={os.environ.get('MUJOCO_GL', '')!r}: {e}); install EGL "
-                          "(Debian: libegl1) and use MUJOCO_GL=egl, or OSMesa (libosmesa6) and MUJOCO_GL=osmesa") from e
+        from physrec.render.gl import FIX
+        raise RenderError(f"no headless OpenGL (MUJOCO_GL={os.environ.get('MUJOCO_GL', '')!r}: {e}); {FIX}") from e
 
 
 def _frames(model, sim_qpos: np.ndarray, ref_qpos: np.ndarray, width: int, height: int,

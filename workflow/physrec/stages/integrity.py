@@ -48,10 +48,10 @@ def _unreadable(h5: Path, selected: Path) -> str | None:
     or it is older; opened only then, since opening every batch's file costs a DAG build)."""
     if h5.stat().st_mtime_ns <= selected.stat().st_mtime_ns:
         return None
-    import h5py
+    from physrec.formats.rollouts import TrajectoryError, open_rollouts
     try:
-        h5py.File(h5, "r").close()
-    except OSError:
+        open_rollouts(h5).close()
+    except TrajectoryError:
         return f"{h5} is cut short or overwritten (not a readable HDF5 file)"
     return None
 
