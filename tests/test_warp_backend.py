@@ -2,9 +2,12 @@
 
 The first run compiles MuJoCo Warp's kernels (about 35 s on 2 cores; Warp caches them in
 ~/.cache/warp/<warp version>/, or under WARP_CACHE_PATH); later runs take about 5 s.
+On a GPU machine, PHYSREC_TEST_WARP_DEVICE=cuda:0 runs the same checks on that device.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -24,7 +27,12 @@ STEPS = 30  # 1 s at 30 Hz
 # Float32 against float64 (and MuJoCo Warp's own solver): measured 7.3e-5 m after 1 s of
 # standing and 1.1e-4 m after a 0.2 m drop onto the floor; contact flags agreed on every step.
 ROOT_ATOL = 1e-3
-WARP = BackendSpec(name="mujoco_warp", device="cpu")
+WARP = BackendSpec(name="mujoco_warp", device=os.environ.get("PHYSREC_TEST_WARP_DEVICE", "cpu"))
+
+
+def device_name() -> str:
+    """Warp's name of the tested device, as provenance records it ("CPU", "NVIDIA H200")."""
+    return mujoco_warp.wp.get_device(WARP.device).name
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +124,7 @@ def test_memory_provenance_and_capacity(ch, scene, warp):
     assert backend_capacity(WARP, ch, SETTINGS, warp.terrain_slots) >= 1000  # ~100 kB each
     assert 0 < mem["per_env"] * warp.num_envs < mem["device"]
     prov = warp.provenance()
-    assert prov["backend"] == "mujoco_warp" and prov["device"] == "CPU"
+    assert prov["backend"] == "mujoco_warp" and prov["device"] == device_name()
     assert {"mujoco_version", "mujoco_warp_version", "warp_version", "nconmax", "njmax"} <= set(prov)
 
 
@@ -231,14 +239,14 @@ def test_an_overflowing_batch_is_recorded_again_with_larger_limits(ch, demo_batc
 
 
 def test_the_workflow_records_on_the_warp_backend(tmp_path):
-    """The demo through Snakemake with backend: mujoco_warp (Warp's CPU device): the same
+    """The demo through Snakemake with backend: mujoco_warp (Warp's CPU device here): the same
     outcomes as the CPU backend's, and the backend named in every recorded file."""
     import json
     from physrec.formats.motion_file import read_motion_file
     from physrec.formats.tables import read_tsv_records
     from snakemake_project import base_config, make_project, snakemake
     runs = {}
-    for name, extra in (("cpu", {}), ("warp", {"backend": "mujoco_warp", "device": "cpu"})):
+    for name, extra in (("cpu", {}), ("warp", {"backend": "mujoco_warp", "device": WARP.device})):
         project = make_project(tmp_path / name, base_config("builtin:demo", **extra))
         snakemake(project)
         runs[name] = project / "results" / "iter0"
@@ -247,7 +255,8 @@ def test_the_workflow_records_on_the_warp_backend(tmp_path):
     record_dir = next((runs["warp"] / "record").iterdir())
     info = json.loads((record_dir / "rollouts.json").read_text())
     env, by = info["env_info"]["env_kwargs"], info["episodes"][0]["recorded_by"]
-    assert env["backend"] == by["backend"] == "mujoco_warp" and env["device"] == "cpu" and by["device"] == "CPU"
+    assert env["backend"] == by["backend"] == "mujoco_warp"
+    assert env["device"] == WARP.device and by["device"] == device_name()
     assert info["commit_info"]["warp_version"] == by["warp_version"] == wp_version()
     recorded = sorted((runs["warp"] / "recorded_motions").glob("*.pkl"))
     assert recorded
