@@ -18,13 +18,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
 from physrec import demo
 from physrec.formats.dataset_yaml import write_dataset
-from physrec.formats.motion_file import write_motion_file
+from physrec.formats.motion_file import MotionFile, write_motion_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,27 +35,31 @@ def tiny_motion(i: int):
     return demo._motion(demo._still(0.01 * (i % 10), 0.0, 1.0 / demo.FPS), demo.flat_terrain())
 
 
-def make_project(root: Path, n: int) -> Path:
-    """A project folder: the repo's Snakefile and rules, a config, and N motion files."""
+def scaffold(root: Path, cfg: dict, motions: Iterable[tuple[str, MotionFile]]) -> Path:
+    """A project folder: the repo's Snakefile and rules, `cfg` as config/config.yaml, and the
+    motion files (relative path, content) listed in data/dataset.yaml."""
     if root.exists():
         shutil.rmtree(root)
     (root / "workflow").mkdir(parents=True)
     shutil.copy2(REPO / "Snakefile", root / "Snakefile")
-    for sub in ("rules", "schemas"):
+    for sub in ("rules", "schemas", "report"):
         shutil.copytree(REPO / "workflow" / sub, root / "workflow" / sub)
     shutil.copytree(REPO / "envs", root / "envs")
     (root / "config").mkdir()
-    cfg = {"results_dir": "results", "iterations": [{"name": "iter0", "dataset": "data/dataset.yaml"}],
-           "record": {"threads": 1, "start_fractions": []},
-           "report": {"videos": "none"}}  # the scheduling at scale; videos add one job per batch
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     entries = []
-    for i in range(n):
-        rel = f"m{i // 1000:02d}/m{i:05d}.pkl"
-        write_motion_file(root / "data" / rel, tiny_motion(i))
+    for rel, mf in motions:
+        write_motion_file(root / "data" / rel, mf)
         entries.append((rel, 1.0))
     write_dataset(root / "data" / "dataset.yaml", entries)
     return root
+
+
+def make_project(root: Path, n: int) -> Path:
+    """N tiny motions, recorded from their start only, no videos: the scheduling at scale."""
+    cfg = {"results_dir": "results", "iterations": [{"name": "iter0", "dataset": "data/dataset.yaml"}],
+           "record": {"threads": 1, "start_fractions": []}, "report": {"videos": "none"}}
+    return scaffold(root, cfg, ((f"m{i // 1000:02d}/m{i:05d}.pkl", tiny_motion(i)) for i in range(n)))
 
 
 def snakemake(root: Path, cores: int, *args: str) -> tuple[float, str]:

@@ -478,7 +478,10 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
     attempts: list[Attempt] = []
     fractions = (0.0,) + tuple(settings.start_fractions)
     no_autograd = contextlib.nullcontext() if observer is None else observer.inference_mode()
+    ready_from = time.perf_counter()
     sim = make_backend(backend, character, settings.physics, n, boxes.shape[1])
+    # On a GPU, compiling MuJoCo Warp's kernels (cached after the first job) can outlast the physics.
+    progress(f"{label} {backend.name} ready with {n} environments in {time.perf_counter() - ready_from:.1f} s")
     pass_type: Callable[..., _Pass] = _Pass
     if hasattr(sim, "step_tensors"):  # a backend on a device: the control loop stays there
         from physrec.recording_device import DevicePass, DeviceTables

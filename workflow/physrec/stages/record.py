@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +33,27 @@ ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_tim
 
 class RecordError(RuntimeError):
     pass
+
+
+class PhaseTimes:
+    """Wall seconds of a job's phases, for its log: on a GPU the simulation of thousands of
+    motions can take less time than reading them and writing what was recorded."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def line(self) -> str:
+        """`<total> s (<phase> <s> s, ...)`, the phases under 0.05 s left out."""
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items() if v >= 0.05)
+        return f"{sum(self.seconds.values()):.1f} s" + (f" ({parts})" if parts else "")
 
 
 def load_batch(plan: str | Path, batch: str, character: Character) -> tuple[list[BatchMotion], list[dict]]:
@@ -103,7 +126,9 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
         limit_torch_threads(threads)
     # A bad model file fails here, before any simulation; a policy runs where the simulator does.
     tracker = make_tracker(tracker_spec, character, tensor_device(backend))
+    read_from = time.perf_counter()
     motions, rows = load_batch(plan, batch, character)
+    progress(f"[{batch}] read {len(motions)} motions in {time.perf_counter() - read_from:.1f} s")
     devices.claim_standin(progress)  # tests only: PHYSREC_STANDIN_GPUS (sim/devices.py)
     where = f"{threads} thread(s)" if backend.name == "mujoco" else f"{backend.name} on {backend.device}"
     progress(f"[{batch}] recording {len(motions)} motions with {tracker.describe()} on {where}")
@@ -136,15 +161,22 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
             **kept_error_summary(a.errors, a.kept_steps)})
     info = trajectory_info(rec, tracker_spec, backend_spec, character_spec, seed, character, recording)
     out.mkdir(parents=True, exist_ok=True)
-    write_terrain(out / per_batch["terrain_file"], recording)
-    atomic_write_text(out / "record_env.yaml", yaml.safe_dump({
+    phase = PhaseTimes()
+    with phase("terrain.pkl"):
+        write_terrain(out / per_batch["terrain_file"], recording)
+    with phase("record_env.yaml"):
+        atomic_write_text(out / "record_env.yaml", yaml.safe_dump({
         **per_batch, **info["env_info"]["env_kwargs"], **recorded_by, "control_hz": settings.physics.control_hz,
         "physics_hz": settings.physics.physics_hz, "terrain_layout": "square",
         **devices.held_gpu_provenance(),  # the GPU this job claimed, if any
         "motions": [{"name": m.name, "offset": [float(v) for v in off]}
                     for m, off in zip(recording.motions, recording.tiled.offsets)]}, sort_keys=False))
     atomic_write_text(out / "record_args.txt", shlex.join(argv) + "\n")
-    write_tsv(out / "attempts.tsv", attempt_rows, ATTEMPT_COLUMNS)
-    write_h5(out / "rollouts.h5", h5_eps)
-    write_json(out / "rollouts.json", info, json_eps)
+    with phase("attempts.tsv"):
+        write_tsv(out / "attempts.tsv", attempt_rows, ATTEMPT_COLUMNS)
+    with phase("rollouts.h5"):
+        write_h5(out / "rollouts.h5", h5_eps)
+    with phase("rollouts.json"):
+        write_json(out / "rollouts.json", info, json_eps)
+    progress(f"[{batch}] wrote its outputs in {phase.line()}")
     return recording
