@@ -16,8 +16,8 @@ from maniskill_layout import maniskill_load, maniskill_merge
 from physrec import config
 from physrec.demo import write_demo
 from physrec.formats.motion_file import Limits
-from physrec.formats.rollouts import (TOP_KEYS, TrajectoryError, merge_trajectories, read_episode, write_h5,
-                                      write_json)
+from physrec.formats.rollouts import (TOP_KEYS, TrajectoryError, _obs_chunks, merge_trajectories, read_episode,
+                                      write_h5, write_json)
 from physrec.recording import RecordSettings, attempt_steps
 from physrec.sim.world import PhysicsSettings
 from physrec.stages.index import index_dataset
@@ -65,6 +65,29 @@ def test_a_motion_longer_than_max_duration_is_invalid(tmp_path):
     assert long and all(not r["valid"] and "record.max_duration_s (2.5)" in r["error"]
                         and r["error"].startswith(r["path"]) for r in long)
     assert any(r["valid"] for r in rows)
+
+
+def test_observations_compressed_on_threads_read_back_as_hdf5_gzip(tmp_path):
+    """write_h5 compresses observations itself, in parallel, and writes them as HDF5 chunks:
+    h5py's own gzip and shuffle filters read them back exactly, edge chunks included, and the
+    file's bytes do not depend on the thread count."""
+    rng = np.random.default_rng(5)
+    eps = [{"actions": np.zeros((n - 1, 28)), "qpos": np.zeros((n, 43)), "qvel": np.zeros((n, 34)),
+            "contacts": np.zeros((n, 15), dtype=bool), "errors": np.zeros((n - 1, 4)), "ref_time": np.arange(n) / 30.0,
+            "terminated": False, "success": True, "obs": rng.normal(size=(n, width)).astype(np.float32)}
+           for n, width in ((1, 1312), (15, 1312), (121, 1312), (250, 1301))]
+    for threads in (1, 3):
+        write_h5(tmp_path / f"t{threads}.h5", eps, threads=threads)
+    assert (tmp_path / "t1.h5").read_bytes() == (tmp_path / "t3.h5").read_bytes()
+    edges = set()
+    with h5py.File(tmp_path / "t3.h5") as f:
+        for i, ep in enumerate(eps):
+            d = f[f"traj_{i}/obs"]
+            assert (d.compression, d.compression_opts, d.shuffle) == ("gzip", 4, True)
+            assert d.chunks == _obs_chunks(ep["obs"].shape)
+            edges |= {axis for axis in (0, 1) if d.shape[axis] % d.chunks[axis]}
+            np.testing.assert_array_equal(d[()], ep["obs"])
+    assert edges == {0, 1}  # chunks cut short at the end of both axes were among them
 
 
 def test_maniskill_loads_files_with_and_without_observations(tmp_path):

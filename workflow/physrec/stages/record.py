@@ -175,7 +175,7 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     with phase("attempts.tsv"):
         write_tsv(out / "attempts.tsv", attempt_rows, ATTEMPT_COLUMNS)
     with phase("rollouts.h5"):
-        write_h5(out / "rollouts.h5", h5_eps)
+        write_h5(out / "rollouts.h5", h5_eps, threads)
     with phase("rollouts.json"):
         write_json(out / "rollouts.json", info, json_eps)
     progress(f"[{batch}] wrote its outputs in {phase.line()}")
