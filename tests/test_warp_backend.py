@@ -238,6 +238,29 @@ def test_an_overflowing_batch_is_recorded_again_with_larger_limits(ch, demo_batc
         np.testing.assert_allclose(local[0], local[1], rtol=0, atol=1e-3)
 
 
+def test_recording_buffers_that_do_not_fit_the_gpu_are_taken_in_halves(ch, demo_batch, both, monkeypatch):
+    """torch running out of device memory for a pass's buffers (a GPU smaller than the
+    batch's observations) halves the chunk like the backend's own out-of-memory, and the
+    motions record as they do in one batch."""
+    import torch
+    from physrec import recording_device
+    from physrec.recording import RecordSettings, record_batch
+    from physrec.trackers.pd import PDTracker
+    zeros = torch.zeros
+
+    def small_device(shape, **kwargs):
+        if len(shape) == 3 and shape[0] > 2:  # [n, K + 1, ...] buffers of more than 2 environments
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 5.00 GiB")
+        return zeros(shape, **kwargs)
+    monkeypatch.setattr(recording_device.torch, "zeros", small_device)
+    said = []
+    rec = record_batch(demo_batch, ch, PDTracker(), RecordSettings(), WARP, said.append)
+    assert any("recording buffers of" in s and "taking these motions again in halves" in s for s in said)
+    key = lambda a: (a.motion, a.start_fraction)  # noqa: E731 - chunks change the order, not the attempts
+    for a, b in zip(sorted(both[1].attempts, key=key), sorted(rec.attempts, key=key), strict=True):
+        assert (a.motion, a.start_fraction, a.steps, a.success) == (b.motion, b.start_fraction, b.steps, b.success)
+
+
 def test_the_workflow_records_on_the_warp_backend(tmp_path):
     """The demo through Snakemake with backend: mujoco_warp (Warp's CPU device here): the same
     outcomes as the CPU backend's, and the backend named in every recorded file."""

@@ -22,6 +22,7 @@ from physrec.motion.character import Character
 from physrec.motion.kinematics_torch import TorchKinematics
 from physrec.observations.parc import CharacterState, MotionTable
 from physrec.recording import Attempt, BatchMotion, _Pass
+from physrec.sim.backend import BackendOutOfMemory
 from physrec.trackers.base import Tracker
 
 SYNC = 8  # control steps between the host's looks at the loop
@@ -48,6 +49,16 @@ class DevicePass(_Pass):
         return torch.inference_mode()
 
     def run(self, tracker: Tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
+        """The pass; its recording buffers (observations included: 5 kB per frame and
+        environment with PARC's) are not in the backend's capacity, so a device that cannot
+        hold them raises BackendOutOfMemory, and the recorder takes the motions in halves."""
+        try:
+            return self._run(tracker, on_finish)
+        except torch.cuda.OutOfMemoryError as e:
+            raise BackendOutOfMemory(f"the recording buffers of {len(self.motion)} environments do not fit on "
+                                     f"{self.tables.device} ({str(e).splitlines()[0]})") from e
+
+    def _run(self, tracker: Tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
         ch, sim, n, K = self.ch, self.sim, len(self.motion), int(self.steps.max())
         dev, kin, table = self.tables.device, self.tables.kin, self.tables.reference
         f32 = dict(dtype=torch.float32, device=dev)
