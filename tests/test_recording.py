@@ -302,3 +302,26 @@ def test_a_record_job_on_a_terminal_draws_a_bar_and_logs_plain_lines(tmp_path):
     log = (tmp_path / "record.log").read_text()
     assert "pass 1/6 (start 0%, 0/1 motions recorded before it): 1/1 done, 0 succeeded" in log
     assert "\r" not in log and "ok," not in log
+
+
+def test_terrain_mesh_off_leaves_the_mesh_out_of_terrain_pkl(tmp_path):
+    """record.terrain_mesh: false writes the batch's terrain.pkl with its heightfield and
+    offsets but no mesh (half the file for a GPU batch of PARC terrains)."""
+    import pickle
+
+    from physrec import config
+    from physrec.demo import write_demo
+    from physrec.stages.batch_plan import batch_ids, make_plan, write_plan
+    from physrec.stages.index import index_dataset, read_manifest, write_manifest
+    from physrec.stages.record import run_record
+    cfg = config.validate({"iterations": [{"name": "it0", "dataset": "d"}],
+                           "record": {"terrain_mesh": False, "start_fractions": []}})
+    write_manifest(tmp_path / "manifest.tsv", index_dataset(write_demo(tmp_path / "data")))
+    write_plan(tmp_path / "plan.tsv", make_plan(read_manifest(tmp_path / "manifest.tsv"), 16))
+    batch = batch_ids(tmp_path / "plan.tsv")[0]
+    run_record(tmp_path / "plan.tsv", batch, cfg["record"], {"kind": "pd"}, {"name": "mujoco"}, "builtin:humanoid",
+               0, 1, tmp_path / "record", ["physrec", "record"], progress=lambda s: None)
+    outer = pickle.loads((tmp_path / "record" / "terrain.pkl").read_bytes())
+    misc = pickle.loads(outer["misc_data"])
+    assert "all_terrain_verts" not in misc and "all_terrain_tris" not in misc
+    assert misc["motion_offsets"].shape[1:] == (1, 2) and pickle.loads(outer["terrain_data"])["hf"].ndim == 2

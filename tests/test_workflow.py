@@ -278,6 +278,9 @@ def test_demo_trajectory_files(demo_project):
         assert td["hf"].ndim == 2 and td["dx"] == pytest.approx(0.4)
         n = len({ep["motion"] for ep in episodes})
         assert misc["motion_offsets"].shape == (n, 1, 2)
+        verts, tris = misc["all_terrain_verts"], misc["all_terrain_tris"]  # 8 corners, 12 triangles per box
+        assert len(verts) == 8 * len(tris) // 12 and tris.max() == len(verts) - 1
+        assert verts[:, 2].max() == pytest.approx(td["hf"].max())
         env = yaml.safe_load((rec / "record_env.yaml").read_text())
         assert env["control_hz"] == 30 and env["physics_hz"] == 120
         args = (rec / "record_args.txt").read_text()

@@ -71,13 +71,14 @@ def load_batch(plan: str | Path, batch: str, character: Character) -> tuple[list
     return motions, rows
 
 
-def write_terrain(path: Path, recording: BatchRecording) -> None:
-    """PARC's terrain.pkl: the batch's combined heightfield plus motion offsets and its mesh."""
-    verts, tris = boxes_mesh(recording.world_boxes())
+def write_terrain(path: Path, recording: BatchRecording, mesh: bool = True) -> None:
+    """PARC's terrain.pkl: the batch's combined heightfield plus motion offsets and its mesh
+    (record.terrain_mesh)."""
     misc = {"terrains_per_motion": 1,
             "motion_offsets": recording.tiled.offsets.astype(np.float32)[:, None, :],
-            "motion_names": [m.name for m in recording.motions],
-            "all_terrain_verts": verts, "all_terrain_tris": tris}
+            "motion_names": [m.name for m in recording.motions]}
+    if mesh:
+        misc["all_terrain_verts"], misc["all_terrain_tris"] = boxes_mesh(recording.world_boxes())
     write_motion_file(path, MotionFile(motion=None, terrain=recording.tiled.world, misc=misc))
 
 
@@ -163,7 +164,7 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     out.mkdir(parents=True, exist_ok=True)
     phase = PhaseTimes()
     with phase("terrain.pkl"):
-        write_terrain(out / per_batch["terrain_file"], recording)
+        write_terrain(out / per_batch["terrain_file"], recording, rec["terrain_mesh"])
     with phase("record_env.yaml"):
         atomic_write_text(out / "record_env.yaml", yaml.safe_dump({
         **per_batch, **info["env_info"]["env_kwargs"], **recorded_by, "control_hz": settings.physics.control_hz,
