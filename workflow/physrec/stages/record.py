@@ -165,13 +165,13 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     phase = PhaseTimes()
     with phase("terrain.pkl"):
         write_terrain(out / per_batch["terrain_file"], recording, rec["terrain_mesh"])
+    env = {**per_batch, **info["env_info"]["env_kwargs"], **recorded_by, "control_hz": settings.physics.control_hz,
+           "physics_hz": settings.physics.physics_hz, "terrain_layout": "square",
+           **devices.held_gpu_provenance(),  # the GPU this job claimed, if any
+           "motions": [{"name": m.name, "offset": [float(v) for v in off]}
+                       for m, off in zip(recording.motions, recording.tiled.offsets)]}
     with phase("record_env.yaml"):
-        atomic_write_text(out / "record_env.yaml", yaml.safe_dump({
-        **per_batch, **info["env_info"]["env_kwargs"], **recorded_by, "control_hz": settings.physics.control_hz,
-        "physics_hz": settings.physics.physics_hz, "terrain_layout": "square",
-        **devices.held_gpu_provenance(),  # the GPU this job claimed, if any
-        "motions": [{"name": m.name, "offset": [float(v) for v in off]}
-                    for m, off in zip(recording.motions, recording.tiled.offsets)]}, sort_keys=False))
+        atomic_write_text(out / "record_env.yaml", yaml.safe_dump(env, sort_keys=False))
     atomic_write_text(out / "record_args.txt", shlex.join(argv) + "\n")
     with phase("attempts.tsv"):
         write_tsv(out / "attempts.tsv", attempt_rows, ATTEMPT_COLUMNS)
