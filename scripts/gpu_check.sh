@@ -28,7 +28,7 @@ model="${PARC_MODEL:-$samples/oracle/model_seed1.pt}"
 pd_envs="${PD_ENVS:-1024,4096,16384,65536}"
 parc_envs="${PARC_ENVS:-1024,4096}"
 batch_motions="${BATCH_MOTIONS:-4096}"
-samples_per_window="${SAMPLES:-4096,16384,auto}"
+samples_per_window="${SAMPLES:-4096,auto}"
 
 gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)"
 name="$(echo "${gpu:-no-gpu}" | tr -c 'A-Za-z0-9\n' '-' | tr 'A-Z' 'a-z' | sed 's/-\+/-/g; s/^-//; s/-$//')"
@@ -68,9 +68,10 @@ print([(d.alias, d.name) for d in warp.get_devices()])"' ;;
     batch)  # one record job of thousands of PARC motions with PARC's own policy, every phase timed in its log
       run_step batch 180 python -m physrec.bench_batch --motions "$batch_motions" --files "$teaser" "$civ" \
         --backend mujoco_warp --device "$dev" --tracker parc --model "$model" --dir /tmp/physrec-gpu-batch ;;
-    sampling)  # the sampling tracker, one sample per world; how far more samples take civilization
+    sampling)  # the sampling tracker, one sample per world: how far more samples take civilization
+      # (first), then TEASER_TERRAIN and the demo's climb and ramp; the JSON grows after each
       run_step sampling 240 python -m physrec bench --tracker sampling --backend mujoco_warp --device "$dev" \
-        --samples "$samples_per_window" --later-starts --motions "$teaser" "$civ" --json "$out/gpu-$name-sampling.json" ;;
+        --samples "$samples_per_window" --later-starts --motions "$civ" "$teaser" --json "$out/gpu-$name-sampling.json" ;;
     *) echo "== unknown step $step (known: info pd tests parc batch sampling)" | tee -a "$out/summary.txt" ;;
   esac
 done

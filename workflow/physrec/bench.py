@@ -201,26 +201,27 @@ def main(argv: list[str] | None = None) -> None:
                "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
                "mujoco": mujoco.__version__, "date": time.strftime("%Y-%m-%d")}
     print(f"machine: {machine['machine']} {machine['cores']} cores, {machine['system']}, MuJoCo {mujoco.__version__}")
+    # The figures are written after every measurement: a run stopped by a time limit keeps them.
     if a.tracker == "sampling":
         from physrec import bench_sampling
         spec = BackendSpec(a.backend, a.device if a.backend == "mujoco_warp" else "cpu", a.threads)
-        found = bench_sampling.run(a, character, spec)
-        if a.json:
-            a.json.write_text(json.dumps({**machine, "threads": a.threads, "backend": a.backend,
-                                          "device": spec.device, "tracker": "sampling", "results": found},
-                                         indent=2) + "\n")
+        head = {**machine, "threads": a.threads, "backend": a.backend, "device": spec.device, "tracker": "sampling"}
+        bench_sampling.run(a, character, spec, lambda found: _write_json(a.json, head, found))
         return
     tracker = _tracker(a.tracker, character, a.threads)
     results = []
     for envs in (int(x) for x in a.envs.split(",")):
         results.append(measure(envs, a, character, tracker))
         report(results[-1], a, physics.physics_hz, physics.control_hz)
-    device = results[0]["backend"].get("device", "cpu")
-    if a.json:
-        a.json.write_text(json.dumps({**machine, "device": device, "tracker": a.tracker, "backend": a.backend,
-                                      "results": results}, indent=2) + "\n")
+        device = results[0]["backend"].get("device", "cpu")
+        _write_json(a.json, {**machine, "device": device, "tracker": a.tracker, "backend": a.backend}, results)
     if a.plot:
         plot(results, f"{a.backend} on {device}, {a.tracker} tracker ({', '.join(results[0]['motions'])})", a.plot)
+
+
+def _write_json(path: Path | None, head: dict, results: list[dict]) -> None:
+    if path is not None:
+        path.write_text(json.dumps({**head, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -33,12 +33,14 @@ DEMO_FAILING = ("climb_step", "ramp_descent_then_stand")
 
 
 def load_motions(files: list[Path]) -> list[BatchMotion]:
-    demo = demo_motions()
-    out = [BatchMotion(n, demo[n].motion, demo[n].terrain) for n in DEMO_FAILING]
+    """The PARC files first, in the order given (a run cut short by a time limit has measured
+    them), then the demo's motions that pd fails."""
+    out = []
     for p in files:
         mf = read_motion_file(p)
         out.append(BatchMotion(p.stem, mf.motion, mf.terrain))  # type: ignore[arg-type]
-    return out
+    demo = demo_motions()
+    return out + [BatchMotion(n, demo[n].motion, demo[n].terrain) for n in DEMO_FAILING]
 
 
 def raw_rate(motion: BatchMotion, character: Character, planner: SamplingPlanner, settings: RecordSettings,
@@ -94,8 +96,10 @@ def measure(motion: BatchMotion, character: Character, spec_dict: dict, settings
     }
 
 
-def run(a: argparse.Namespace, character: Character, backend: BackendSpec) -> list[dict[str, Any]]:
-    """Every motion at every sample count of `--samples` (a comma list; default the tracker's)."""
+def run(a: argparse.Namespace, character: Character, backend: BackendSpec,
+        on_result: Callable[[list[dict[str, Any]]], None] = lambda results: None) -> list[dict[str, Any]]:
+    """Every motion at every sample count of `--samples` (a comma list; default the tracker's);
+    `on_result` gets the results so far after each."""
     counts = [c if c == "auto" else int(c) for c in (a.samples or "").split(",") if c] or [None]
     settings = RecordSettings() if a.later_starts else RecordSettings(start_fractions=())
     results = []
@@ -110,5 +114,6 @@ def run(a: argparse.Namespace, character: Character, backend: BackendSpec) -> li
                   f"{'ok  ' if r['success'] else 'FAIL'} {where:<16} by {r['method'] or '-':<6} "
                   f"restarts {r['restarts']}  {r['cpu_s']:7.1f} CPU-s ({r['cpu_s_per_motion_s']:.1f} per motion-s), "
                   f"{r['wall_s']:.1f} s wall  search {r['search_steps_per_s']:,.0f} physics steps/s = "
-                  f"{r['search_over_raw']:.2f} x raw ({r['raw_steps_per_s']:,.0f})")
+                  f"{r['search_over_raw']:.2f} x raw ({r['raw_steps_per_s']:,.0f})", flush=True)
+            on_result(results)
     return results
