@@ -15,7 +15,6 @@ from physrec.motion.terrain import (
     crop_around_path,
     heightfield_boxes,
     height_at,
-    pad_heightfield,
     tile_square,
 )
 
@@ -73,35 +72,6 @@ def test_height_at_keeps_leading_shape():
     h = _hf(np.ones((5, 5)))
     assert height_at(h, np.zeros((2, 3, 2))).shape == (2, 3)
     assert height_at(h, np.zeros(2)).shape == ()
-
-
-# --- pad_heightfield -------------------------------------------------------------------------
-
-
-def test_pad_heightfield_returns_new_object_and_leaves_input_alone():
-    rng = np.random.default_rng(0)
-    h = _random_hf(rng, (4, 6), min_point=(0.5, -1.0))
-    before = (h.hf.copy(), h.min_point.copy(), h.hf_maxmin.copy())
-    p = pad_heightfield(h, cells=2)
-    np.testing.assert_array_equal(h.hf, before[0])
-    np.testing.assert_array_equal(h.min_point, before[1])
-    np.testing.assert_array_equal(h.hf_maxmin, before[2])
-    assert p.shape == (8, 10)
-    np.testing.assert_array_equal(p.hf[2:-2, 2:-2], h.hf)
-    ring = np.ones(p.shape, dtype=bool)
-    ring[2:-2, 2:-2] = False
-    assert np.all(p.hf[ring] == h.hf.min())
-    np.testing.assert_allclose(p.min_point, h.min_point - 2 * DX, rtol=0, atol=1e-6)
-    assert p.hf_maxmin.shape == (8, 10, 2)
-    np.testing.assert_array_equal(p.hf_maxmin[2:-2, 2:-2], h.hf_maxmin)
-    assert np.all(p.hf_maxmin[ring] == h.hf.min())
-    # Same absolute geometry where the two overlap.
-    np.testing.assert_array_equal(height_at(p, _cell_centres(h)), h.hf)
-
-
-def test_pad_heightfield_without_maxmin():
-    p = pad_heightfield(_hf(np.zeros((2, 2))))
-    assert p.hf_maxmin is None and p.shape == (4, 4)
 
 
 # --- tile_square -----------------------------------------------------------------------------

@@ -50,23 +50,6 @@ def height_at(h: Heightfield, xy: np.ndarray) -> np.ndarray:
     return h.hf[idx[..., 0], idx[..., 1]]
 
 
-def pad_heightfield(h: Heightfield, cells: int = 1) -> Heightfield:
-    """Return a new terrain with a ring of `cells` cells at the minimum height around `h`.
-
-    The input is left untouched (PARC pads in place, which corrupts the motion library).
-    Padded hf_maxmin cells get max = min = the pad height: the border is fixed ground.
-    """
-    if cells < 0:
-        raise ValueError(f"cells must be >= 0, got {cells}")
-    low = h.hf.min()
-    hf = np.pad(h.hf, cells, mode="constant", constant_values=low)
-    maxmin = None
-    if h.hf_maxmin is not None:
-        maxmin = np.pad(h.hf_maxmin, ((cells, cells), (cells, cells), (0, 0)), constant_values=low)
-    min_point = (h.min_point.astype(np.float64) - cells * h.dx).astype(np.float32)
-    return Heightfield(hf=hf, min_point=min_point, dx=h.dx, hf_maxmin=maxmin)
-
-
 @dataclass
 class TiledTerrain:
     """Many motion terrains laid out side by side in one world heightfield (PARC `square` mode).
@@ -103,18 +86,22 @@ def tile_square(terrains: list[Heightfield]) -> TiledTerrain:
     if not terrains:
         raise ValueError("tile_square needs at least one terrain")
     dx = _common_dx(terrains)
-    padded = [pad_heightfield(t) for t in terrains]
-    slot = np.array([max(p.shape[0] for p in padded), max(p.shape[1] for p in padded)])
-    n = math.isqrt(len(padded) - 1) + 1
+    # Each terrain gets a one-cell border at its own minimum height, written straight into the
+    # world (PARC pads its terrains in place, which corrupts its motion library; np.pad per
+    # terrain would cost more than the copy, and a GPU batch tiles thousands).
+    low = [t.hf.min() for t in terrains]
+    slot = np.array([max(t.shape[0] for t in terrains), max(t.shape[1] for t in terrains)]) + 2
+    n = math.isqrt(len(terrains) - 1) + 1
     world_min = (-(n * slot * dx) / 2 + dx / 2).astype(np.float32)
-    hf = np.full(tuple(n * slot), min(p.hf.min() for p in padded), dtype=np.float32)
-    offsets = np.empty((len(padded), 2), dtype=np.float64)
-    for k, p in enumerate(padded):
+    hf = np.full(tuple(n * slot), min(low), dtype=np.float32)
+    offsets = np.empty((len(terrains), 2), dtype=np.float64)
+    for k, t in enumerate(terrains):
         corner = np.array(divmod(k, n)) * slot
         (i0, j0), (i1, j1) = corner, corner + slot
-        hf[i0:i1, j0:j1] = p.hf.min()
-        hf[i0 : i0 + p.shape[0], j0 : j0 + p.shape[1]] = p.hf
-        offsets[k] = world_min.astype(np.float64) + corner * dx - p.min_point.astype(np.float64)
+        hf[i0:i1, j0:j1] = low[k]  # the one-cell border and the slot's uncovered cells
+        hf[i0 + 1 : i0 + 1 + t.shape[0], j0 + 1 : j0 + 1 + t.shape[1]] = t.hf
+        padded_min = (t.min_point.astype(np.float64) - dx).astype(np.float32)  # the border's cell (0, 0)
+        offsets[k] = world_min.astype(np.float64) + corner * dx - padded_min.astype(np.float64)
     world = Heightfield(hf=hf, min_point=world_min, dx=dx, hf_maxmin=None)
     return TiledTerrain(world=world, offsets=offsets, slot_cells=(int(slot[0]), int(slot[1])), grid=(n, n))
 
