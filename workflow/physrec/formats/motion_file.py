@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from physrec.formats.atomic import atomic_write_bytes
-from physrec.formats.safe_pickle import PickleLoadError, UnsafePickleError, parc_dumps, safe_loads
+from physrec.formats.atomic import atomic_output
+from physrec.formats.safe_pickle import PickleLoadError, UnsafePickleError, parc_dump, parc_dumps, safe_loads
 from physrec.formats.text import brief, describe
 from physrec.motion.terrain import MIN_CELL_SIZE, Heightfield
 
@@ -191,7 +191,8 @@ def write_motion_file(path: str | os.PathLike[str], mf: MotionFile) -> None:
         "terrain_data": terrain_bytes,
         "misc_data": None if mf.misc is None else parc_dumps(mf.misc),
     }
-    atomic_write_bytes(p, parc_dumps(outer))
+    with atomic_output(p) as tmp, open(tmp, "xb") as f:
+        parc_dump(outer, f)
 
 
 def _motion_fields(m: MotionData) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import importlib
 import io
 import math
 import pickle
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -176,8 +176,14 @@ class _ParcPickler(pickle._Pickler):  # the pure-Python pickler lets us override
         self.memoize(obj)
 
 
+def parc_dump(obj: Any, file: BinaryIO) -> None:
+    """Protocol-4 pickle that numpy 1.x can load (``numpy.core.*`` names), deterministic for
+    equal input, written to `file` (a batch's terrain file is a gigabyte: no copy in memory)."""
+    _ParcPickler(file, protocol=4).dump(obj)
+
+
 def parc_dumps(obj: Any) -> bytes:
-    """Protocol-4 pickle that numpy 1.x can load (``numpy.core.*`` names), deterministic for equal input."""
+    """parc_dump's bytes."""
     buf = io.BytesIO()
-    _ParcPickler(buf, protocol=4).dump(obj)
+    parc_dump(obj, buf)
     return buf.getvalue()
