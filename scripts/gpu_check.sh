@@ -6,12 +6,14 @@
 #   bash scripts/gpu_check.sh [OUT] [DEVICE]        (defaults: gpu-check, cuda:0)
 #
 # Needs physrec with the gpu extra (pip install -e ".[gpu]") and PARC's sample files in
-# PARC_SAMPLES (default ../shared/parc_samples; PARC_MODEL: the policy checkpoint). STEPS chooses and orders the steps (default
-# "info pd tests parc batch sampling"); each has its own time limit (LIMIT_<step> seconds)
-# so that a slow one cannot take the others' time; PD_ENVS, PARC_ENVS, BATCH_MOTIONS and
-# SAMPLES change the sizes (a trial run on Warp's CPU device: DEVICE cpu, tiny sizes). Writes OUT/<step>.log, the figures as
-# OUT/gpu-<device name>-<step>.json (and .png), and OUT/summary.txt (each step's exit
-# status and seconds). Keep the figures in docs/bench/ with the device's name.
+# PARC_SAMPLES (default ../shared/parc_samples; PARC_MODEL: the policy checkpoint, else one
+# of its size with random weights). STEPS chooses and orders the steps (default "info pd
+# tests parc batch sampling"). Each step has its own time limit, LIMIT_<step> seconds (540 s
+# in all by default, to fit one 10-minute call), so that a slow one cannot take the others'
+# time. PD_ENVS, PARC_ENVS, BATCH_MOTIONS and SAMPLES change the sizes (a trial run on
+# Warp's CPU device: DEVICE cpu and tiny sizes). Writes OUT/<step>.log, the figures as
+# OUT/gpu-<device name>-<step>.json (and .png), and OUT/summary.txt (each step's exit status
+# and seconds). Keep the figures in docs/bench/ with the device's name.
 set -uo pipefail
 
 out="${1:-gpu-check}"
@@ -25,7 +27,7 @@ civ="$samples/civilization.pkl"
 # PARC's trained policy for the batch step; where it is absent, one of its size with random weights
 model="${PARC_MODEL:-$samples/oracle/model_seed1.pt}"
 [ -f "$model" ] || model=random
-pd_envs="${PD_ENVS:-1024,4096,16384,65536}"
+pd_envs="${PD_ENVS:-1024,4096,16384}"
 parc_envs="${PARC_ENVS:-1024,4096}"
 batch_motions="${BATCH_MOTIONS:-4096}"
 samples_per_window="${SAMPLES:-4096,auto}"
@@ -50,27 +52,27 @@ run_step() {  # run_step NAME DEFAULT_LIMIT COMMAND...
 for step in $steps; do
   case "$step" in
     info)
-      run_step info 60 bash -c 'nvidia-smi; python -c "
+      run_step info 30 bash -c 'nvidia-smi; python -c "
 import sys, torch, warp, mujoco, mujoco_warp
 warp.init()
 print(sys.version.split()[0], \"torch\", torch.__version__, torch.cuda.is_available(), \"warp\", warp.__version__,
       \"mujoco\", mujoco.__version__, \"mujoco_warp\", mujoco_warp.__version__)
 print([(d.alias, d.name) for d in warp.get_devices()])"' ;;
     pd)  # raw MuJoCo Warp and the recorder with pd, at several world counts (the first compiles the kernels)
-      run_step pd 240 python -m physrec bench --backend mujoco_warp --device "$dev" --envs "$pd_envs" \
+      run_step pd 150 python -m physrec bench --backend mujoco_warp --device "$dev" --envs "$pd_envs" \
         --repeats 2 --motions "$teaser" "$civ" --json "$out/gpu-$name-pd.json" --plot "$out/gpu-$name-pd.png" ;;
     tests)  # the agreement and overflow tests, on the GPU instead of Warp's CPU device
-      run_step tests 180 env PHYSREC_TEST_WARP_DEVICE="$dev" python -m pytest -q -x -p no:cacheprovider \
+      run_step tests 120 env PHYSREC_TEST_WARP_DEVICE="$dev" python -m pytest -q -x -p no:cacheprovider \
         tests/test_warp_backend.py ;;
     parc)  # the recorder with a PARC-size policy (random weights), observation and policy on the GPU
-      run_step parc 150 python -m physrec bench --backend mujoco_warp --device "$dev" --envs "$parc_envs" --repeats 2 \
+      run_step parc 60 python -m physrec bench --backend mujoco_warp --device "$dev" --envs "$parc_envs" --repeats 2 \
         --tracker parc --motions "$teaser" "$civ" --json "$out/gpu-$name-parc.json" ;;
     batch)  # one record job of thousands of PARC motions with PARC's own policy, every phase timed in its log
-      run_step batch 180 python -m physrec.bench_batch --motions "$batch_motions" --files "$teaser" "$civ" \
+      run_step batch 90 python -m physrec.bench_batch --motions "$batch_motions" --files "$teaser" "$civ" \
         --backend mujoco_warp --device "$dev" --tracker parc --model "$model" --dir /tmp/physrec-gpu-batch ;;
     sampling)  # the sampling tracker, one sample per world: how far more samples take civilization
       # (first), then TEASER_TERRAIN and the demo's climb and ramp; the JSON grows after each
-      run_step sampling 240 python -m physrec bench --tracker sampling --backend mujoco_warp --device "$dev" \
+      run_step sampling 90 python -m physrec bench --tracker sampling --backend mujoco_warp --device "$dev" \
         --samples "$samples_per_window" --later-starts --motions "$civ" "$teaser" --json "$out/gpu-$name-sampling.json" ;;
     *) echo "== unknown step $step (known: info pd tests parc batch sampling)" | tee -a "$out/summary.txt" ;;
   esac
