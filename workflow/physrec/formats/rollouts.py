@@ -52,9 +52,9 @@ class Episode:
     obs: np.ndarray | None = None  # [T+1, O] for trackers with an observation
 
 
-def _dataset(group: h5py.Group, name: str, data: np.ndarray, **options) -> h5py.Dataset:
+def _dataset(group: h5py.Group, name: str, data: np.ndarray, **options) -> None:
     # No timestamps in the file: same inputs give the same bytes.
-    return group.create_dataset(name, data=data, track_times=False, **options)
+    group.create_dataset(name, data=data, track_times=False, **options)
 
 
 OBS_GZIP_LEVEL = 4
@@ -62,7 +62,7 @@ OBS_GZIP_LEVEL = 4
 
 def _obs_chunks(shape: tuple[int, ...]) -> tuple[int, int]:
     """HDF5 chunk shape of observations [T+1, O]: h5py's own choice for a compressed dataset
-    (about 20 kB; smaller chunks of fewer features compress the observations better)."""
+    (about 20 kB), the layout the files had when HDF5 compressed them itself."""
     from h5py._hl.filters import guess_chunk
     return tuple(guess_chunk(shape, None, 4))  # type: ignore[return-value]
 
@@ -71,7 +71,7 @@ def _deflated_chunks(obs: np.ndarray) -> list[tuple[tuple[int, int], bytes]]:
     """(offset, bytes) of every chunk of `obs` [T+1, O] float32 after HDF5's shuffle and deflate
     filters (edge chunks padded with zeros, as HDF5 stores them). zlib releases the GIL, so a
     thread pool compresses a batch's observations in parallel, where HDF5's own filters run on
-    one core (about 30 MB/s measured here; a GPU batch of 4096 PARC motions holds 2-3 GB)."""
+    one core (about 26 MB/s measured here; a GPU batch of 4096 PARC motions holds 2-3 GB)."""
     rows, cols = _obs_chunks(obs.shape)
     out = []
     for r in range(0, obs.shape[0], rows):

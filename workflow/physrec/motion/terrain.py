@@ -140,8 +140,8 @@ def _greedy_rectangles(hf: np.ndarray) -> np.ndarray:
 
 
 def _row_rectangles(hf: np.ndarray) -> np.ndarray:
-    """The same cover as _greedy_rectangles in whole-array operations: runs of equal heights
-    along y, each stacked along x while the next row has the identical run.
+    """A cover like _greedy_rectangles', in whole-array operations: runs of equal heights along
+    y, each stacked along x while the next row has the identical run.
 
     A few per cent more rectangles than the greedy scan, but about 35x faster (256 of PARC's
     terrains tiled, 2.8M cells: 0.06 s against 2 s), for worlds drawn rather than simulated.
