@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", help="parc: the checkpoint (PARC's model_*.pt), or 'random' for one in "
                    "PARC's layout with random weights (the same cost, other successes)")
     p.add_argument("--no-later-starts", action="store_true", help="record from each motion's start only")
+    p.add_argument("--no-terrain-mesh", action="store_true", help="record.terrain_mesh: false")
     p.add_argument("--dir", type=Path, default=Path("/tmp/physrec-bench-batch"))
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     a = p.parse_args(argv)
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     record: dict = {"threads": a.cores}
     if a.no_later_starts:
         record["start_fractions"] = []
+    if a.no_terrain_mesh:
+        record["terrain_mesh"] = False
     cfg = {"results_dir": "results",
            "iterations": [{"name": "iter0", "dataset": "data/dataset.yaml", "tracker": tracker}],
            "backend": a.backend, "device": a.device,
