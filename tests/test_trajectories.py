@@ -90,6 +90,28 @@ def test_observations_compressed_on_threads_read_back_as_hdf5_gzip(tmp_path):
     assert edges == {0, 1}  # chunks cut short at the end of both axes were among them
 
 
+def test_small_arrays_are_compact_and_every_array_reads_back(tmp_path):
+    """An episode's small arrays are stored in their object header (compact: half HDF5's cost
+    per dataset), larger ones contiguously; both read back exactly, empty ones included."""
+    rng = np.random.default_rng(6)
+    eps = [{"actions": rng.normal(size=(T, 28)).astype(np.float32), "qpos": rng.normal(size=(T + 1, 43)),
+            "qvel": rng.normal(size=(T + 1, 34)), "contacts": rng.random((T + 1, 15)) > 0.5,
+            "errors": rng.random((T, 4)).astype(np.float32), "ref_time": np.arange(T + 1) / 30.0,
+            "terminated": True, "success": False, "obs": None} for T in (0, 30, 400)]
+    write_h5(tmp_path / "r.h5", eps)
+    layouts = set()
+    with h5py.File(tmp_path / "r.h5") as f:
+        for i, ep in enumerate(eps):
+            for name, key in (("actions", "actions"), ("env_states/qpos", "qpos"), ("env_states/qvel", "qvel"),
+                              ("body_contacts", "contacts"), ("tracking_errors", "errors"), ("ref_time", "ref_time")):
+                d = f[f"traj_{i}/{name}"]
+                np.testing.assert_array_equal(d[()], ep[key])
+                assert d.dtype == ep[key].dtype
+                layouts.add(d.id.get_create_plist().get_layout() == h5py.h5d.COMPACT)
+            assert f[f"traj_{i}/terminated"][()].tolist() == [False] * (len(ep["actions"]) - 1) + [True] * bool(len(ep["actions"]))
+    assert layouts == {True, False}
+
+
 def test_maniskill_loads_files_with_and_without_observations(tmp_path):
     """ManiSkill's loader reads `obs` of every trajectory: an empty group or the observations; a
     file without it fails as ManiSkill's does (the emulation catches what it must)."""
