@@ -73,7 +73,7 @@ print([(d.alias, d.name) for d in warp.get_devices()])"' ;;
     sampling)  # the sampling tracker, one sample per world: how far more samples take civilization
       # (first), then TEASER_TERRAIN and the demo's climb and ramp; the JSON grows after each
       run_step sampling 90 python -m physrec bench --tracker sampling --backend mujoco_warp --device "$dev" \
-        --samples "$samples_per_window" --later-starts --motions "$civ" "$teaser" --json "$out/gpu-$name-sampling.json" ;;
+        --samples "$samples_per_window" --later-starts --verbose --motions "$civ" "$teaser" --json "$out/gpu-$name-sampling.json" ;;
     *) echo "== unknown step $step (known: info pd tests parc batch sampling)" | tee -a "$out/summary.txt" ;;
   esac
 done
