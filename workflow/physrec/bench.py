@@ -209,11 +209,11 @@ def main(argv: list[str] | None = None) -> None:
         bench_sampling.run(a, character, spec, lambda found: _write_json(a.json, head, found))
         return
     tracker = _tracker(a.tracker, character, a.threads)
-    results = []
+    results: list[dict] = []
     for envs in (int(x) for x in a.envs.split(",")):
         results.append(measure(envs, a, character, tracker))
         report(results[-1], a, physics.physics_hz, physics.control_hz)
-        device = results[0]["backend"].get("device", "cpu")
+        device = results[-1]["backend"].get("device", "cpu")  # the same for every batch size
         _write_json(a.json, {**machine, "device": device, "tracker": a.tracker, "backend": a.backend}, results)
     if a.plot:
         plot(results, f"{a.backend} on {device}, {a.tracker} tracker ({', '.join(results[0]['motions'])})", a.plot)

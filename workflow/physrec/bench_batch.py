@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.tracker == "parc" and a.model is None:
         p.error("--tracker parc needs --model")
     start = time.perf_counter()
-    a.dir.mkdir(parents=True, exist_ok=True)
+    a.dir.parent.mkdir(parents=True, exist_ok=True)  # the random checkpoint goes beside the project
     model = random_checkpoint(a.dir.parent / f"{a.dir.name}-random-parc.pt") if a.model == "random" else a.model
     tracker = {"kind": "pd"} if a.tracker == "pd" else {"kind": "parc", "model": str(Path(model).resolve())}
     record: dict = {"threads": a.cores}

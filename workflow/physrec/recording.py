@@ -132,12 +132,12 @@ def batch_boxes(motions: list[BatchMotion], margin: float) -> np.ndarray:
     """Every motion's cropped terrain, padded to one box count: [N, slots, 6]. Motions that
     share their motion and terrain objects (a benchmark's copies) share the work: about a
     millisecond per motion, a minute for 65536."""
+    keys = [(id(m.motion), id(m.terrain)) for m in motions]
     made: dict[tuple[int, int], np.ndarray] = {}
-    for m in motions:
-        key = (id(m.motion), id(m.terrain))
+    for key, m in zip(keys, motions):
         if key not in made:
             made[key] = motion_boxes(m, margin)
-    return pad_boxes([made[(id(m.motion), id(m.terrain))] for m in motions])
+    return pad_boxes([made[key] for key in keys])
 
 
 def open_backend(spec: BackendSpec, character: Character, motions: list[BatchMotion],
