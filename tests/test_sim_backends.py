@@ -64,6 +64,26 @@ def test_terrain_set_per_environment_simulates_as_the_compiled_terrain(ch, demo_
     sim.close()
 
 
+def test_a_reset_without_contacts_sets_the_same_state(ch, demo_batch):
+    """The search's reset (no forward pass, no contacts) leaves the state the recorder's
+    reset does, so the steps after it are the same bit for bit."""
+    padded = pad_boxes([motion_boxes(m, 3.0) for m in demo_batch])
+    qpos, qvel, targets = _standing(ch, demo_batch)
+    qvel = np.random.default_rng(0).normal(0.0, 0.3, qvel.shape)
+    env = np.arange(len(demo_batch))
+    out = []
+    for contacts in (True, False):
+        with MujocoBackend(BackendSpec(), ch, PhysicsSettings(), len(env), padded.shape[1]) as sim:
+            sim.set_terrain(env, padded)
+            sim.step(env, targets[:, :2])  # a state from earlier steps, which the reset replaces
+            found = sim.reset(env, qpos, qvel, contacts=contacts)
+            assert (found is None) == (not contacts)
+            out.append((sim.states.copy(), sim.step(env, targets[:, :5])))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    for a, b in zip(vars(out[0][1]).values(), vars(out[1][1]).values()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_motion_records_the_same_alone_or_in_any_batch(ch, demo_batch):
     """Each environment simulates only its own terrain in its own frame: its attempts do not
     depend on the other motions of its batch, nor on where its tile lies in the output world."""

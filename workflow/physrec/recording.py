@@ -540,7 +540,8 @@ def plan_request(ref: ReferenceSet, motions: list[BatchMotion], boxes: np.ndarra
         required_steps=success_steps(length, t0, dt, settings.termination.end_tolerance),
         seeds=np.array([episode_seed(seed, motions[i].name, fraction) for i in motion]),
         termination=settings.termination, control_dt=dt, substeps=settings.physics.substeps, open_sim=open_sim,
-        capacity=backend_capacity(backend, character, settings.physics, slots), progress=progress, label=label)
+        capacity=backend_capacity(backend, character, settings.physics, slots), progress=progress, label=label,
+        threads=max(1, int(backend.threads)))
 
 
 def record_batch(motions: list[BatchMotion], character: Character, tracker: Tracker | Planner,

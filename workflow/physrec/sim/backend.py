@@ -73,9 +73,10 @@ class SimBackend(Protocol):
     def set_terrain(self, env: np.ndarray, boxes: np.ndarray) -> None:
         """Give environments `env` [m] the terrains `boxes` [m, terrain_slots, 6] (sim.world.pad_boxes)."""
 
-    def reset(self, env: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    def reset(self, env: np.ndarray, qpos: np.ndarray, qvel: np.ndarray, contacts: bool = True) -> np.ndarray | None:
         """Set environments to qpos [m, nq], qvel [m, nv] at rest of history (no warm start);
-        return each body's contact flag [m, B] in that state."""
+        return each body's contact flag [m, B] in that state, or None with `contacts=False`
+        (a search resets thousands of samples per window and needs no contacts)."""
 
     def step(self, env: np.ndarray, targets: np.ndarray) -> Steps:
         """Advance environments `env` [m] by H control steps, targets [m, H, nu]; the others keep their state."""

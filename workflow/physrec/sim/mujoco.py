@@ -42,6 +42,9 @@ class MujocoBackend:
         self._nq, self._nv = base.nq, base.nv
         self._contact_adr = base.sensor_adr[-character.num_bodies:]
         self.states = np.zeros((self.num_envs, self.nstate))
+        # time, qpos, qvel, act, ... of a reset MjData: the same on every terrain (geoms hold no state)
+        self._reset_state = np.zeros(self.nstate)
+        mujoco.mj_getState(base, mujoco.MjData(base), self._reset_state, _STATE)
 
     def close(self) -> None:
         self._rollout.close()
@@ -74,17 +77,23 @@ class MujocoBackend:
             for j in js:
                 self.models[env[j]] = m
 
-    def reset(self, env: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-        contacts = np.zeros((len(env), self.character.num_bodies), dtype=bool)
+    def reset(self, env: np.ndarray, qpos: np.ndarray, qvel: np.ndarray, contacts: bool = True) -> np.ndarray | None:
+        env = np.asarray(env)
+        if not contacts:  # the state alone: a freshly reset one with qpos and qvel put in, no forward pass
+            self.states[env] = self._reset_state
+            self.states[env, 1:1 + self._nq] = qpos
+            self.states[env, 1 + self._nq:1 + self._nq + self._nv] = qvel
+            return None
+        found = np.zeros((len(env), self.character.num_bodies), dtype=bool)
         d = self._datas[0]
-        for j, e in enumerate(np.asarray(env)):
+        for j, e in enumerate(env):
             m = self.models[e]
             mujoco.mj_resetData(m, d)
             d.qpos[:], d.qvel[:] = qpos[j], qvel[j]
             mujoco.mj_forward(m, d)
             mujoco.mj_getState(m, d, self.states[e], _STATE)
-            contacts[j] = d.sensordata[self._contact_adr] > 0
-        return contacts
+            found[j] = d.sensordata[self._contact_adr] > 0
+        return found
 
     def step(self, env: np.ndarray, targets: np.ndarray) -> Steps:
         env = np.asarray(env)

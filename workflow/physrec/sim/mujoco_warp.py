@@ -232,12 +232,12 @@ class WarpBackend:
                 wp.array(f["geom_rbound"], dtype=wp.float32),
                 m.geom_pos, m.geom_size, m.geom_aabb, m.geom_rbound, d.geom_xpos])
 
-    def reset(self, env: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    def reset(self, env: np.ndarray, qpos: np.ndarray, qvel: np.ndarray, contacts: bool = True) -> np.ndarray | None:
         env = self._env(env)
         _check_shape("qpos", qpos, (len(env), self._nq))
         _check_shape("qvel", qvel, (len(env), self._nv))
         if len(env) == 0:
-            return np.zeros((0, self._nbody), dtype=bool)
+            return np.zeros((0, self._nbody), dtype=bool) if contacts else None
         k, m, d = _kernels(), self.model, self.data
         mask = np.zeros(self.num_envs, dtype=bool)
         mask[env] = True
@@ -251,11 +251,12 @@ class WarpBackend:
             # Forward runs on every world; it recomputes derived quantities only, so the
             # others' state is untouched.
             mjw.forward(m, d)
-            found = wp.empty((len(env), self._nbody), dtype=wp.float32)
-            wp.launch(k.gather_found, dim=found.shape, inputs=[env_wp, self._contact_adr, d.sensordata, found])
-            contacts = found.numpy() > 0
+            if contacts:
+                found = wp.empty((len(env), self._nbody), dtype=wp.float32)
+                wp.launch(k.gather_found, dim=found.shape, inputs=[env_wp, self._contact_adr, d.sensordata, found])
+                flags = found.numpy() > 0
         self.check_overflow()
-        return contacts
+        return flags if contacts else None
 
     def step(self, env: np.ndarray, targets: np.ndarray) -> Steps:
         env = self._env(env)

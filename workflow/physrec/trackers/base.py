@@ -86,6 +86,7 @@ class PlanRequest:
     capacity: int | None  # most environments one backend may hold (None: the host's memory, the CPU)
     progress: Callable[[str], None]
     label: str
+    threads: int = 1  # host threads the job was given: a planner's own work may use them too
 
 
 @dataclass

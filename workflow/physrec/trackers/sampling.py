@@ -31,6 +31,7 @@ on the batch, the thread count or the order of motions.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,8 @@ from physrec.trackers.pd import PDTracker
 DEATH_NAMES = {termination.ROOT_POSITION: "root_position", termination.ROOT_ROTATION: "root_rotation",
                termination.BODY_OFFSET: "body_offset"}
 AUTO_CPU_SAMPLES = 512
+# Sample-steps below which judging a window's children is not split over threads.
+JUDGE_CHUNK_STATES = 512
 MAX_AUTO_SAMPLES = 65536
 
 
@@ -271,6 +274,9 @@ class _GroupSearch:
         wall, cpu = time.perf_counter(), time.process_time()
         horizon_max = s.window_steps + s.lookahead_steps
         sim = req.open_sim(np.repeat([a.row for a in self.attempts], self.block))
+        # The judge (kinematics, termination, cost) runs on the host whatever the backend: with
+        # many threads (or the GPU) stepping, one thread judging would hold the search back.
+        self.pool = ThreadPoolExecutor(req.threads) if req.threads > 1 else None
         last_say = time.perf_counter()
         try:
             while True:
@@ -284,15 +290,15 @@ class _GroupSearch:
                     env = a.slot * self.block + np.arange(len(parent))
                     parts.append((a, parent, offset, env, a.targets(offset, H), a.qpos[parent], a.qvel[parent]))
                 env = np.concatenate([p[3] for p in parts])
-                sim.reset(env, np.concatenate([p[5] for p in parts]), np.concatenate([p[6] for p in parts]))
+                sim.reset(env, np.concatenate([p[5] for p in parts]), np.concatenate([p[6] for p in parts]),
+                          contacts=False)
                 out = sim.step(env, np.concatenate([p[4] for p in parts]))
-                at = 0
-                for a, parent, offset, _, targets, _, _ in parts:
-                    n = len(parent)
-                    qpos, qvel = out.qpos[at:at + n], out.qvel[at:at + n]
-                    code, cost = self._judge(a, qpos, qvel, H)
-                    a.advance(parent, offset, targets, qpos, qvel, code, cost, n * H * req.substeps)
-                    at += n
+                cut = np.cumsum([0] + [len(p[1]) for p in parts])
+                judged = self._judge([(a, cut[i], cut[i + 1]) for i, (a, *_) in enumerate(parts)], out, H)
+                for i, (a, parent, offset, _, targets, _, _) in enumerate(parts):
+                    rows = slice(cut[i], cut[i + 1])
+                    a.advance(parent, offset, targets, out.qpos[rows], out.qvel[rows], *judged[i],
+                              len(parent) * H * req.substeps)
                 if time.perf_counter() - last_say > 10.0:
                     last_say = time.perf_counter()
                     req.progress(f"{req.label} search: " + ", ".join(
@@ -300,6 +306,8 @@ class _GroupSearch:
                         + (f" (restart {a.restart})" if a.restart else "") for a in self.attempts))
         finally:
             sim.close()
+            if self.pool:
+                self.pool.shutdown()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         total_steps = max(1, sum(a.sim_steps for a in self.attempts))
         plans = []
@@ -314,10 +322,28 @@ class _GroupSearch:
             plans.append(Plan(a.best, a.reason, stats))
         return plans
 
-    def _judge(self, a: _Attempt, qpos: np.ndarray, qvel: np.ndarray, H: int) -> tuple[np.ndarray, np.ndarray]:
-        """Termination codes and tracking costs [n, H] after each of the call's steps."""
+    def _judge(self, parts: list[tuple[_Attempt, int, int]], out: Any, H: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Termination codes and tracking costs [n, H] after each of the call's steps, for each
+        attempt's children (rows start:end of `out`). Judged in chunks of children on the
+        job's threads: numpy releases the GIL, and each child's figures are computed alone,
+        so they do not depend on the chunks."""
+        tasks = []  # (part, start, end)
+        for p, (_, start, end) in enumerate(parts):
+            pieces = max(1, min(self.request.threads, (end - start) * H // JUDGE_CHUNK_STATES))
+            edges = np.linspace(start, end, pieces + 1).round().astype(np.int64)
+            tasks += [(p, int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+
+        def judge(task: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+            p, lo, hi = task
+            return self._judge_rows(parts[p][0], out.qpos[lo:hi], out.qvel[lo:hi], H)
+
+        done = list(self.pool.map(judge, tasks) if self.pool and len(tasks) > 1 else map(judge, tasks))
+        return [tuple(np.concatenate([r[k] for t, r in zip(tasks, done) if t[0] == p]) for k in (0, 1))
+                for p in range(len(parts))]
+
+    def _judge_rows(self, a: _Attempt, qpos: np.ndarray, qvel: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
         ch, s, req = self.planner.ch, self.planner.settings, self.request
-        n, h = len(qpos), H
+        n = len(qpos)
         root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos[:, :h])
         body = ch.body_positions(root_pos, root_rot, joint_rot)  # [n, h, B, 3]
         ref_body = np.broadcast_to(a.ref_body[a.k:a.k + h], body.shape)
