@@ -8,7 +8,7 @@
 # Needs physrec with the gpu extra (pip install -e ".[gpu]") and PARC's sample files in
 # PARC_SAMPLES (default ../shared/parc_samples; PARC_MODEL: the policy checkpoint, else one
 # of its size with random weights). STEPS chooses and orders the steps (default "info pd
-# tests parc batch sampling"). Each step has its own time limit, LIMIT_<step> seconds (540 s
+# det tests parc batch sampling"). Each step has its own time limit, LIMIT_<step> seconds (540 s
 # in all by default, to fit one 10-minute call), so that a slow one cannot take the others'
 # time. PD_ENVS, PARC_ENVS, BATCH_MOTIONS and SAMPLES change the sizes (a trial run on
 # Warp's CPU device: DEVICE cpu and tiny sizes). Writes OUT/<step>.log, the figures as
@@ -19,7 +19,7 @@ set -uo pipefail
 out="${1:-gpu-check}"
 dev="${2:-cuda:0}"
 samples="${PARC_SAMPLES:-../shared/parc_samples}"
-steps="${STEPS:-info pd tests parc batch sampling}"
+steps="${STEPS:-info pd det tests parc batch sampling}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 teaser="$samples/TEASER_TERRAIN.pkl"
@@ -52,7 +52,7 @@ run_step() {  # run_step NAME DEFAULT_LIMIT COMMAND...
 for step in $steps; do
   case "$step" in
     info)
-      run_step info 30 bash -c 'nvidia-smi; python -c "
+      run_step info 20 bash -c 'nvidia-smi; python -c "
 import sys, torch, warp, mujoco, mujoco_warp
 warp.init()
 print(sys.version.split()[0], \"torch\", torch.__version__, torch.cuda.is_available(), \"warp\", warp.__version__,
@@ -61,20 +61,23 @@ print([(d.alias, d.name) for d in warp.get_devices()])"' ;;
     pd)  # raw MuJoCo Warp and the recorder with pd, at several world counts (the first compiles the kernels)
       run_step pd 150 python -m physrec bench --backend mujoco_warp --device "$dev" --envs "$pd_envs" \
         --repeats 2 --motions "$teaser" "$civ" --json "$out/gpu-$name-pd.json" --plot "$out/gpu-$name-pd.png" ;;
+    det)  # what MuJoCo Warp's deterministic execution costs (config key deterministic), at one size
+      run_step det 60 python -m physrec bench --backend mujoco_warp --device "$dev" --envs 4096 --deterministic \
+        --repeats 2 --motions "$teaser" "$civ" --json "$out/gpu-$name-pd-deterministic.json" ;;
     tests)  # the agreement and overflow tests, on the GPU instead of Warp's CPU device
-      run_step tests 120 env PHYSREC_TEST_WARP_DEVICE="$dev" python -m pytest -q -x -p no:cacheprovider \
+      run_step tests 110 env PHYSREC_TEST_WARP_DEVICE="$dev" python -m pytest -q -p no:cacheprovider \
         tests/test_warp_backend.py ;;
     parc)  # the recorder with a PARC-size policy (random weights), observation and policy on the GPU
-      run_step parc 60 python -m physrec bench --backend mujoco_warp --device "$dev" --envs "$parc_envs" --repeats 2 \
+      run_step parc 50 python -m physrec bench --backend mujoco_warp --device "$dev" --envs "$parc_envs" --repeats 2 \
         --tracker parc --motions "$teaser" "$civ" --json "$out/gpu-$name-parc.json" ;;
     batch)  # one record job of thousands of PARC motions with PARC's own policy, every phase timed in its log
-      run_step batch 90 python -m physrec.bench_batch --motions "$batch_motions" --files "$teaser" "$civ" \
+      run_step batch 80 python -m physrec.bench_batch --motions "$batch_motions" --files "$teaser" "$civ" \
         --backend mujoco_warp --device "$dev" --tracker parc --model "$model" --dir /tmp/physrec-gpu-batch ;;
     sampling)  # the sampling tracker, one sample per world: how far more samples take civilization
       # (first), then TEASER_TERRAIN and the demo's climb and ramp; the JSON grows after each
-      run_step sampling 90 python -m physrec bench --tracker sampling --backend mujoco_warp --device "$dev" \
+      run_step sampling 70 python -m physrec bench --tracker sampling --backend mujoco_warp --device "$dev" \
         --samples "$samples_per_window" --later-starts --verbose --motions "$civ" "$teaser" --json "$out/gpu-$name-sampling.json" ;;
-    *) echo "== unknown step $step (known: info pd tests parc batch sampling)" | tee -a "$out/summary.txt" ;;
+    *) echo "== unknown step $step (known: info pd det tests parc batch sampling)" | tee -a "$out/summary.txt" ;;
   esac
 done
 cat "$out/summary.txt"

@@ -134,6 +134,20 @@ def test_readme_export_example_gives_a_working_tracker(tmp_path, ch, monkeypatch
     assert out.shape == (1, 28)
 
 
+def test_an_exported_program_moves_whole_to_the_tracker_device(tmp_path, ch):
+    """Tensors a program makes in its forward are constants of the exported graph; they
+    must move with the weights, or a policy on the GPU fails on its first call."""
+    from physrec.trackers.exported import load_program
+    path = tmp_path / "policy.pt2"
+    torch.export.save(torch.export.export(FirstTargetFrame(ch), (torch.zeros(2, 1312),)), path)
+    module = load_program(path, "meta")  # a device other than the CPU that every machine has
+    tensors = {k: v for k in dir(module) if isinstance(v := getattr(module, k, None), torch.Tensor)}
+    tensors.update(module.state_dict())
+    assert tensors and all(t.device.type == "meta" for t in tensors.values()), \
+        {k: t.device for k, t in tensors.items()}
+    assert module(torch.zeros(2, 1312, device="meta")).device.type == "meta"
+
+
 def test_exported_archives_with_code_are_refused(tmp_path, ch, monkeypatch):
     import zipfile
     good = _export(FirstTargetFrame(ch), tmp_path / "good.pt2")

@@ -17,7 +17,7 @@ pytest.importorskip("mujoco_warp", reason="the mujoco_warp backend needs MuJoCo 
 from physrec import demo
 from physrec.motion.terrain import Heightfield, height_at, heightfield_boxes
 from physrec.sim import mujoco_warp
-from physrec.sim.backend import BackendError, BackendSpec, backend_capacity, make_backend
+from physrec.sim.backend import BackendError, BackendSpec, backend_capacity, make_backend, tensor_device
 from physrec.sim.mujoco import MujocoBackend
 from physrec.sim.mujoco_warp import LimitExceeded, WarpBackend
 from physrec.sim.world import PhysicsSettings, pad_boxes
@@ -27,7 +27,10 @@ STEPS = 30  # 1 s at 30 Hz
 # Float32 against float64 (and MuJoCo Warp's own solver): measured 7.3e-5 m after 1 s of
 # standing and 1.1e-4 m after a 0.2 m drop onto the floor; contact flags agreed on every step.
 ROOT_ATOL = 1e-3
-WARP = BackendSpec(name="mujoco_warp", device=os.environ.get("PHYSREC_TEST_WARP_DEVICE", "cpu"))
+# Deterministic: on a GPU, tests that compare two Warp runs (graph against plain launches, one
+# batch against its halves) need MuJoCo Warp's fixed contact order. Warp's CPU device runs in
+# order either way.
+WARP = BackendSpec(name="mujoco_warp", device=os.environ.get("PHYSREC_TEST_WARP_DEVICE", "cpu"), deterministic=True)
 
 
 def device_name() -> str:
@@ -126,6 +129,7 @@ def test_memory_provenance_and_capacity(ch, scene, warp):
     prov = warp.provenance()
     assert prov["backend"] == "mujoco_warp" and prov["device"] == device_name()
     assert {"mujoco_version", "mujoco_warp_version", "warp_version", "nconmax", "njmax"} <= set(prov)
+    assert prov["deterministic"] and warp.model.opt.deterministic == int(mujoco_warp.mjw.DeterminismType.ALL)
 
 
 def test_a_missing_device_is_named(ch):
@@ -143,6 +147,23 @@ def test_a_wrongly_shaped_input_is_refused(scene, warp):
     targets = scene[3]
     with pytest.raises(ValueError, match="targets has shape"):
         warp.step(np.arange(2), targets[:, :, :5])
+
+
+def test_a_graph_launch_out_of_memory_is_the_backends_out_of_memory(scene, warp, monkeypatch):
+    """On CUDA a captured graph allocates its temporaries at its first launch; failing there
+    must reach the recorder as BackendOutOfMemory (it halves the chunk), in step_tensors too."""
+    import torch
+    from physrec.sim.backend import BackendOutOfMemory
+
+    def fail(*args):
+        raise RuntimeError("Graph launch error: CUDA error 2: out of memory")
+    monkeypatch.setattr(warp, "_launch_steps", fail)
+    n = len(scene[1])
+    with pytest.raises(BackendOutOfMemory, match="environments do not fit"):
+        warp.step(np.arange(n), scene[3][:, :1])
+    with pytest.raises(BackendOutOfMemory, match="environments do not fit"):
+        warp.step_tensors(torch.arange(n, dtype=torch.int32, device=warp.tensor_device),
+                          torch.as_tensor(scene[3][:, :1], dtype=torch.float32, device=warp.tensor_device))
 
 
 # -- the recorder on both backends -----------------------------------------------------------------
@@ -209,10 +230,10 @@ def test_a_policy_tracks_alike_on_both_backends(ch, demo_batch, tmp_path):
     path = tmp_path / "policy.pt2"
     torch.export.save(torch.export.export(FirstTargetFrame(ch), (torch.zeros(2, 1312),),
                                           dynamic_shapes=({0: torch.export.Dim("n")},)), path)
-    tracker = make_tracker({"kind": "exported", "model": str(path), "observation": "parc"}, ch)
+    spec = {"kind": "exported", "model": str(path), "observation": "parc"}
     settings = RecordSettings(start_fractions=())
-    cpu = record_batch(demo_batch, ch, tracker, settings)
-    gpu = record_batch(demo_batch, ch, tracker, settings, WARP)
+    cpu = record_batch(demo_batch, ch, make_tracker(spec, ch), settings)
+    gpu = record_batch(demo_batch, ch, make_tracker(spec, ch, tensor_device(WARP)), settings, WARP)
     for a, b in zip(cpu.attempts, gpu.attempts, strict=True):
         assert _ends_alike(a, b, TerminationSettings()), (a.motion, a.fail_reason, b.fail_reason)
         assert b.obs.shape == a.obs.shape
@@ -269,7 +290,8 @@ def test_the_workflow_records_on_the_warp_backend(tmp_path):
     from physrec.formats.tables import read_tsv_records
     from snakemake_project import base_config, make_project, snakemake
     runs = {}
-    for name, extra in (("cpu", {}), ("warp", {"backend": "mujoco_warp", "device": WARP.device})):
+    for name, extra in (("cpu", {}), ("warp", {"backend": "mujoco_warp", "device": WARP.device,
+                                                "deterministic": True})):
         project = make_project(tmp_path / name, base_config("builtin:demo", **extra))
         snakemake(project)
         runs[name] = project / "results" / "iter0"
@@ -280,6 +302,7 @@ def test_the_workflow_records_on_the_warp_backend(tmp_path):
     env, by = info["env_info"]["env_kwargs"], info["episodes"][0]["recorded_by"]
     assert env["backend"] == by["backend"] == "mujoco_warp"
     assert env["device"] == WARP.device and by["device"] == device_name()
+    assert by["deterministic"] is True  # the config key reached MuJoCo Warp
     assert info["commit_info"]["warp_version"] == by["warp_version"] == wp_version()
     recorded = sorted((runs["warp"] / "recorded_motions").glob("*.pkl"))
     assert recorded

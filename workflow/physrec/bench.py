@@ -41,6 +41,11 @@ DEMO_KEEP = ("stand_flat", "wave_flat", "stand_step_top")  # demo motions that r
 NO_TERMINATION = TerminationSettings(root_pos_error=1e9, root_rot_error=1e9, body_offset_limits=(1e9,) * 14)
 
 
+def _backend_spec(a: argparse.Namespace) -> BackendSpec:
+    warp = a.backend == "mujoco_warp"
+    return BackendSpec(a.backend, a.device if warp else "cpu", a.threads, deterministic=warp and a.deterministic)
+
+
 def bench_motions(envs: int, files: list[Path] | None = None) -> list[BatchMotion]:
     """`envs` environments cycling through the given PARC motion files, or through demo motions."""
     if files:
@@ -113,7 +118,7 @@ def measure(envs: int, a: argparse.Namespace, character: Character, tracker: Tra
     closed = a.tracker != "pd"
     settings = RecordSettings(start_fractions=(), termination=NO_TERMINATION)
     motions = bench_motions(envs, a.motions)
-    spec = BackendSpec(a.backend, a.device if a.backend == "mujoco_warp" else "cpu", a.threads)
+    spec = _backend_spec(a)
     rec = record_batch(motions, character, tracker, settings, spec)  # warm-up, and the actions to replay
     replay = _Replay(spec, character, motions, settings, rec)
     raw = loop = recorder = float("inf")
@@ -188,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--verbose", action="store_true", help="sampling: print the recorder's progress")
     p.add_argument("--backend", choices=("mujoco", "mujoco_warp"), default="mujoco")
     p.add_argument("--device", default="cuda", help="mujoco_warp: cuda, cuda:N or cpu")
+    p.add_argument("--deterministic", action="store_true",
+                   help="mujoco_warp: MuJoCo Warp's deterministic execution (config key `deterministic`)")
     p.add_argument("--motions", nargs="*", type=Path, default=[],
                    help="PARC motion files to cycle through (default: demo motions that pd tracks)")
     p.add_argument("--json", type=Path, help="write the figures and the machine here")
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     # The figures are written after every measurement: a run stopped by a time limit keeps them.
     if a.tracker == "sampling":
         from physrec import bench_sampling
-        spec = BackendSpec(a.backend, a.device if a.backend == "mujoco_warp" else "cpu", a.threads)
+        spec = _backend_spec(a)
         head = {**machine, "threads": a.threads, "backend": a.backend, "device": spec.device, "tracker": "sampling"}
         bench_sampling.run(a, character, spec, lambda found: _write_json(a.json, head, found))
         return

@@ -77,9 +77,11 @@ def json_section(name: str, text: str, option: str) -> Any:
         return tracker_spec(value, option)
     if name == "backend":  # the record job's form: {"name": ..., "device": ...}
         sch = {"type": "object", "additionalProperties": False, "required": ["name"],
-               "properties": {"name": props["backend"], "device": props["device"]}}
+               "properties": {"name": props["backend"], "device": props["device"],
+                              "deterministic": props["deterministic"]}}
         value = _check(value, sch, option)
-        return backend_spec({"backend": value["name"], "device": value["device"]})
+        return backend_spec({"backend": value["name"], "device": value["device"],
+                             "deterministic": value["deterministic"]})
     return _check(value, props[name], option)
 
 
@@ -261,8 +263,11 @@ def batch_size(cfg: dict) -> int:
 
 
 def backend_spec(cfg: dict) -> dict:
-    """The simulator a record job uses: what the Snakefile passes to it."""
-    return {"name": cfg["backend"], "device": cfg["device"] if cfg["backend"] == "mujoco_warp" else "cpu"}
+    """The simulator a record job uses: what the Snakefile passes to it (and the config hash
+    holds: the GPU-only keys only for the GPU backend, so CPU recordings keep their hash)."""
+    if cfg["backend"] != "mujoco_warp":
+        return {"name": cfg["backend"], "device": "cpu"}
+    return {"name": cfg["backend"], "device": cfg["device"], "deterministic": cfg["deterministic"]}
 
 
 # `record` keys that change how or where, not what is recorded.

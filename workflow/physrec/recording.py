@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gc
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -435,6 +437,15 @@ class Observer:
         """A new pass: environment e follows motion[e] from `fraction` of its length."""
         self.motion, self.fraction = motion, fraction
         self._targets = Lookahead(len(motion), self.window, self._lookup_targets)
+        self._env: np.ndarray | None = None
+
+    def _motion_ids(self, env: np.ndarray):
+        """motion[env] on the device, copied once while `env` stays the same: a host-to-GPU
+        copy per control step would make the host wait for the GPU each time."""
+        if self._env is None or not np.array_equal(env, self._env):
+            self._env = np.array(env, copy=True)
+            self._ids = self._torch.as_tensor(self.motion[env], device=self.device)
+        return self._ids
 
     def _time(self, motion, steps):
         return self.layout.motion_time(motion, self.fraction, steps)
@@ -442,7 +453,7 @@ class Observer:
     def _lookup_targets(self, env: np.ndarray, step: int, count: int):
         """Target frames of `env` at steps step .. step+count-1, step-major: row column * len(env) + e."""
         torch = self._torch
-        ids = torch.as_tensor(self.motion[env], device=self.device).repeat(count)
+        ids = self._motion_ids(env).repeat(count)
         steps = torch.arange(step, step + count, dtype=torch.int32, device=self.device).repeat_interleave(len(env))
         return self.layout.targets(ids, self._time(ids, steps))
 
@@ -461,7 +472,7 @@ class Observer:
         """Observations of environments `env` in `state` (observations.parc.CharacterState on
         this observer's device), `step` control steps after reset."""
         torch = self._torch
-        ids = torch.as_tensor(self.motion[env], device=self.device)
+        ids = self._motion_ids(env)
         targets, rows, col = self._targets.get(env, step)
         width = self._targets.width
         if len(rows) == width:  # every environment of the lookup, in its order: views, no gather
@@ -544,6 +555,15 @@ def plan_request(ref: ReferenceSet, motions: list[BatchMotion], boxes: np.ndarra
         threads=max(1, int(backend.threads)))
 
 
+def _release_device_memory() -> None:
+    """torch keeps the blocks it freed for itself; after running out of GPU memory they go back
+    to the device, so that Warp can allocate the smaller chunk's worlds."""
+    gc.collect()
+    torch = sys.modules.get("torch")  # never imported here for it: a CPU job without torch has none
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def record_batch(motions: list[BatchMotion], character: Character, tracker: Tracker | Planner,
                  settings: RecordSettings, backend: BackendSpec = BackendSpec(),
                  progress: Callable[[str], None] = lambda s: None, batch: str = "", seed: int = 0) -> BatchRecording:
@@ -566,7 +586,11 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     todo = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
     attempts: list[Attempt] = []
     provenance: dict[str, Any] = {}
+    out_of_memory = False
     while todo:
+        if out_of_memory:  # the failed chunk's tensors are unreachable now: give their memory back
+            _release_device_memory()
+            out_of_memory = False
         chunk = todo.pop(0)
         label = f"[{batch}]" if len(chunk) == n else f"[{batch}] motions {chunk[0] + 1}-{chunk[-1] + 1}/{n}"
         try:
@@ -577,6 +601,7 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
                 raise
             progress(f"{label} {e}; taking these motions again in halves")
             todo[:0] = np.array_split(chunk, 2)
+            out_of_memory = True
             continue
         except LimitExceeded as e:
             if backend.limit_scale >= MAX_LIMIT_SCALE:

@@ -36,6 +36,8 @@ class TorchKinematics:
         self.ball_dof = index([d for j in ball for d in range(slices[j].start, slices[j].stop)])
         self.hinge_dof = index([slices[j].start for j in hinge])
         self.hinge_axes = torch.as_tensor(character.hinge_axes[hinge], dtype=torch.float32, device=dev)
+        # Cast on the device for states of either precision: a host copy per call would wait for the GPU.
+        self._hinge_axes64 = torch.as_tensor(character.hinge_axes[hinge], dtype=torch.float64, device=dev)
         self.num_fixed = len(fixed)
         # Joint rotations are built as [ball..., hinge..., fixed...]; this puts them in joint order.
         built = ball + hinge + fixed
@@ -109,7 +111,7 @@ class TorchKinematics:
         joint = torch.zeros((n, self.character.num_joints, 4), dtype=qpos.dtype, device=qpos.device)
         joint[..., 3] = 1
         joint[:, self.ball] = tq.from_mujoco(qpos.index_select(1, self.ball_qpos).reshape(n, -1, 4))
-        axes = torch.as_tensor(self.character._layout.hinge_axes, dtype=qpos.dtype, device=qpos.device)
+        axes = self._hinge_axes64.to(device=qpos.device, dtype=qpos.dtype)
         joint[:, self.hinge] = tq.axis_angle_to_quat(axes.expand(n, -1, -1), qpos.index_select(1, self.hinge_qpos))
         return qpos[:, 0:3], tq.normalize(tq.from_mujoco(qpos[:, 3:7])), tq.normalize(joint)
 
@@ -118,7 +120,7 @@ class TorchKinematics:
         n = joint_rot.shape[0]
         dof = torch.zeros((n, self.character.num_dof), dtype=joint_rot.dtype, device=joint_rot.device)
         dof[:, self.ball_dof] = tq.quat_to_exp_map(joint_rot.index_select(1, self.ball)).reshape(n, -1)
-        axes = torch.as_tensor(self.character._layout.hinge_axes, dtype=joint_rot.dtype, device=joint_rot.device)
+        axes = self._hinge_axes64.to(device=joint_rot.device, dtype=joint_rot.dtype)
         dof[:, self.hinge_dof] = tq.hinge_angle(joint_rot.index_select(1, self.hinge), axes)
         return dof
 

@@ -51,6 +51,9 @@ class BackendSpec:
     name: str = "mujoco"
     device: str = "cpu"  # mujoco_warp: "cuda:N" or "cpu" (Warp's CPU device)
     threads: int = 1  # mujoco: rollout threads
+    # mujoco_warp: MuJoCo Warp's deterministic execution (contact order, constraint rows,
+    # atomic sums), so that a rerun on the same GPU model is byte-identical
+    deterministic: bool = False
     # Multiplier of preallocated buffers (mujoco_warp: contacts and constraint rows per
     # world); the recorder doubles it when a backend raises LimitExceeded.
     limit_scale: int = 1

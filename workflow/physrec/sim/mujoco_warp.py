@@ -190,11 +190,12 @@ class WarpBackend:
         self.num_envs, self.terrain_slots = int(num_envs), max(1, int(terrain_slots))
         self.nconmax = int(nconmax or NCONMAX * spec.limit_scale)
         self.njmax = int(njmax or NJMAX * spec.limit_scale)
+        self.deterministic = bool(spec.deterministic)
         mjm = compile_world(character, self.terrain_slots, settings)
         self._nq, self._nv, self._nu = mjm.nq, mjm.nv, mjm.nu
         self._nbody = character.num_bodies
         with wp.ScopedDevice(self._device), _out_of_memory(self._device, self.num_envs):
-            self.model, self.data = _put(mjm, self.num_envs, self.nconmax, self.njmax)
+            self.model, self.data = _put(mjm, self.num_envs, self.nconmax, self.njmax, self.deterministic)
             d = self.data
             self._contact_adr = wp.array(mjm.sensor_adr[-self._nbody:].astype(np.int32), dtype=wp.int32)
             self._snapshot = _snapshot(d)
@@ -287,10 +288,12 @@ class WarpBackend:
         import torch
         n, h = targets.shape[0], targets.shape[1]
         out = torch.zeros((n, h, self._nq + self._nv + self._nbody), dtype=torch.float32, device=targets.device)
-        # On CUDA, Warp runs on torch's stream, so both see each other's work in order.
-        stream = (wp.ScopedStream(wp.stream_from_torch(self.tensor_device)) if self._device.is_cuda
+        # On CUDA, Warp runs on torch's stream, so both see each other's work in order; and
+        # Warp's own stream waits for it on the way out (reset, check_overflow run there),
+        # whichever stream torch is on.
+        stream = (wp.ScopedStream(wp.stream_from_torch(self.tensor_device), sync_exit=True) if self._device.is_cuda
                   else contextlib.nullcontext())
-        with wp.ScopedDevice(self._device), stream:
+        with wp.ScopedDevice(self._device), stream, _out_of_memory(self._device, self.num_envs):
             self._launch_steps(wp.from_torch(slot), wp.from_torch(targets), wp.from_torch(out))
         return out
 
@@ -317,7 +320,8 @@ class WarpBackend:
 
     def provenance(self) -> dict[str, Any]:
         return {"backend": self.name, "mujoco_version": mujoco.__version__, "mujoco_warp_version": mjw.__version__,
-                "warp_version": wp.__version__, "device": self._device.name, "nconmax": self.nconmax,
+                "warp_version": wp.__version__, "device": self._device.name,
+                "deterministic": self.deterministic, "nconmax": self.nconmax,
                 "njmax": self.njmax}
 
     # -- internals -----------------------------------------------------------------------
@@ -372,7 +376,7 @@ def capacity(spec: BackendSpec, character: Character, settings: PhysicsSettings,
     device = _device(spec)
     with wp.ScopedDevice(device):
         model, data = _put(compile_world(character, max(1, int(terrain_slots)), settings), 1,
-                           NCONMAX * spec.limit_scale, NJMAX * spec.limit_scale)
+                           NCONMAX * spec.limit_scale, NJMAX * spec.limit_scale, spec.deterministic)
         per_env = _device_bytes(model, data, _snapshot(data))[1]
     if device.is_cuda:
         free = device.free_memory
@@ -415,8 +419,10 @@ def _claimed_gpu() -> Any:
     return _CLAIMED["cuda"]
 
 
-def _put(mjm: mujoco.MjModel, nworld: int, nconmax: int, njmax: int) -> tuple[Any, Any]:
-    """Model with per-world terrain fields, and data, on the current Warp device."""
+def _put(mjm: mujoco.MjModel, nworld: int, nconmax: int, njmax: int, deterministic: bool) -> tuple[Any, Any]:
+    """Model with per-world terrain fields, and data, on the current Warp device. On a GPU,
+    contacts and constraint rows are numbered by atomics, in a different order each run,
+    unless `deterministic`."""
     try:
         model = mjw.put_model(mjm, batch_sizes={f: nworld for f in _TERRAIN_FIELDS})
     except (NotImplementedError, ValueError) as e:
@@ -424,6 +430,7 @@ def _put(mjm: mujoco.MjModel, nworld: int, nconmax: int, njmax: int) -> tuple[An
     # Overflows are checked after every call and raised as LimitExceeded; the kernels' own
     # printf warnings would also fire whenever the solver reaches its iteration limit.
     model.opt.warn_overflow = 0
+    model.opt.deterministic = int(mjw.DeterminismType.ALL if deterministic else mjw.DeterminismType.NONE)
     return model, mjw.make_data(mjm, nworld=nworld, nconmax=nconmax, njmax=njmax)
 
 
@@ -441,7 +448,10 @@ def _check_shape(name: str, a: np.ndarray, shape: tuple[int | None, ...]) -> Non
 
 
 def _is_oom(e: BaseException) -> bool:
-    return "Failed to allocate" in str(e)
+    """Warp's allocators say "Failed to allocate"; a graph whose temporaries are allocated at
+    its first launch fails with CUDA's "out of memory"."""
+    text = str(e)
+    return "Failed to allocate" in text or "out of memory" in text.lower()
 
 
 @contextlib.contextmanager

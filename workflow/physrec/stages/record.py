@@ -121,7 +121,8 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     character = Character.load(character_spec)
     settings = config.record_settings(rec)
     config.check_record_settings(rec, character, "--record")
-    backend = BackendSpec(name=backend_spec["name"], device=backend_spec.get("device", "cpu"), threads=threads)
+    backend = BackendSpec(name=backend_spec["name"], device=backend_spec.get("device", "cpu"), threads=threads,
+                          deterministic=bool(backend_spec.get("deterministic", False)))
     if tracker_spec["kind"] in ("parc", "exported"):  # only learned trackers import torch
         from physrec.trackers.policy import limit_torch_threads
         limit_torch_threads(threads)

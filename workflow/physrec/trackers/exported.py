@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+from torch.export.passes import move_to_device_pass
 
 from physrec.motion.character import Character
 from physrec.trackers.base import TrackerError
@@ -67,10 +68,11 @@ def load_program(path: Path, device: str = "cpu") -> torch.nn.Module:
     check_archive(path)
     try:
         program = torch.export.load(path)
-        module = program.module()
+        # Not module().to(device): that leaves the tensors a program made in its forward
+        # (lifted constants) on the CPU, and a CUDA policy then fails on its first call.
+        return move_to_device_pass(program, device).module()
     except Exception as e:  # deserialising a program can fail in many ways; say which file
         raise TrackerError(f"{path}: torch.export.load failed: {first_line(e)}") from None
-    return module.to(device)
 
 
 def make(spec: dict, character: Character, device: str = "cpu") -> PolicyTracker:
