@@ -102,6 +102,20 @@ def test_environments_outside_a_step_keep_their_state(scene, warp):
     np.testing.assert_array_equal(later.contacts, together.contacts[[3, 1]])
 
 
+def test_a_reset_without_contacts_steps_the_same(scene, warp):
+    """The search's reset skips the forward pass: the steps after it are the same bit for bit."""
+    _, qpos, qvel, targets = scene
+    env = np.arange(len(qpos))
+    moving = np.random.default_rng(0).normal(0.0, 0.3, qvel.shape)
+    out = []
+    for contacts in (True, False):
+        warp.step(env, targets[:, :2])  # a state from earlier steps, which the reset replaces
+        assert (warp.reset(env, qpos, moving, contacts=contacts) is None) == (not contacts)
+        out.append(warp.step(env, targets[:, :5]))
+    for a, b in zip(vars(out[0]).values(), vars(out[1]).values()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_graph_replay_matches_plain_launches(ch, scene, warp):
     boxes = scene[0]
     with WarpBackend(WARP, ch, SETTINGS, len(boxes), boxes.shape[1], graph=False) as plain:

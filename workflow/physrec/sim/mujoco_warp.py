@@ -249,10 +249,11 @@ class WarpBackend:
                 env_wp, wp.array(np.ascontiguousarray(qpos, dtype=np.float32)),
                 wp.array(np.ascontiguousarray(qvel, dtype=np.float32)), d.qpos, d.qvel])
             d.overflow.zero_()
-            # Forward runs on every world; it recomputes derived quantities only, so the
-            # others' state is untouched.
-            mjw.forward(m, d)
             if contacts:
+                # Forward runs on every world; it recomputes derived quantities only, so the
+                # others' state is untouched. A step needs none of them (it computes its own
+                # from qpos and qvel), so a reset for stepping alone skips it.
+                mjw.forward(m, d)
                 found = wp.empty((len(env), self._nbody), dtype=wp.float32)
                 wp.launch(k.gather_found, dim=found.shape, inputs=[env_wp, self._contact_adr, d.sensordata, found])
                 flags = found.numpy() > 0
