@@ -10,7 +10,7 @@
 # of its size with random weights). STEPS chooses and orders the steps (default "info pd
 # det tests parc batch sampling"). Each step has its own time limit, LIMIT_<step> seconds (540 s
 # in all by default, to fit one 10-minute call), so that a slow one cannot take the others'
-# time. PD_ENVS, PARC_ENVS, BATCH_MOTIONS and SAMPLES change the sizes (a trial run on
+# time. PD_ENVS, DET_ENVS, PARC_ENVS, BATCH_MOTIONS and SAMPLES change the sizes (a trial run on
 # Warp's CPU device: DEVICE cpu and tiny sizes). Writes OUT/<step>.log, the figures as
 # OUT/gpu-<device name>-<step>.json (and .png), and OUT/summary.txt (each step's exit status
 # and seconds). Keep the figures in docs/bench/ with the device's name.
@@ -29,6 +29,7 @@ model="${PARC_MODEL:-$samples/oracle/model_seed1.pt}"
 [ -f "$model" ] || model=random
 pd_envs="${PD_ENVS:-1024,4096,16384}"
 parc_envs="${PARC_ENVS:-1024,4096}"
+det_envs="${DET_ENVS:-4096}"
 batch_motions="${BATCH_MOTIONS:-4096}"
 samples_per_window="${SAMPLES:-4096,auto}"
 
@@ -62,7 +63,7 @@ print([(d.alias, d.name) for d in warp.get_devices()])"' ;;
       run_step pd 150 python -m physrec bench --backend mujoco_warp --device "$dev" --envs "$pd_envs" \
         --repeats 2 --motions "$teaser" "$civ" --json "$out/gpu-$name-pd.json" --plot "$out/gpu-$name-pd.png" ;;
     det)  # what MuJoCo Warp's deterministic execution costs (config key deterministic), at one size
-      run_step det 60 python -m physrec bench --backend mujoco_warp --device "$dev" --envs 4096 --deterministic \
+      run_step det 60 python -m physrec bench --backend mujoco_warp --device "$dev" --envs "$det_envs" --deterministic \
         --repeats 2 --motions "$teaser" "$civ" --json "$out/gpu-$name-pd-deterministic.json" ;;
     tests)  # the agreement and overflow tests, on the GPU instead of Warp's CPU device
       run_step tests 110 env PHYSREC_TEST_WARP_DEVICE="$dev" python -m pytest -q -p no:cacheprovider \
