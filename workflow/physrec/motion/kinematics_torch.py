@@ -35,9 +35,9 @@ class TorchKinematics:
         fixed = [j for j, t in enumerate(types) if t == FIXED]
         self.ball_dof = index([d for j in ball for d in range(slices[j].start, slices[j].stop)])
         self.hinge_dof = index([slices[j].start for j in hinge])
-        self.hinge_axes = torch.as_tensor(character.hinge_axes[hinge], dtype=torch.float32, device=dev)
         # Cast on the device for states of either precision: a host copy per call would wait for the GPU.
         self._hinge_axes64 = torch.as_tensor(character.hinge_axes[hinge], dtype=torch.float64, device=dev)
+        self.hinge_axes = self._hinge_axes64.float()
         self.num_fixed = len(fixed)
         # Joint rotations are built as [ball..., hinge..., fixed...]; this puts them in joint order.
         built = ball + hinge + fixed

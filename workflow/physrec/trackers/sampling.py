@@ -327,19 +327,23 @@ class _GroupSearch:
         attempt's children (rows start:end of `out`). Judged in chunks of children on the
         job's threads: numpy releases the GIL, and each child's figures are computed alone,
         so they do not depend on the chunks."""
-        tasks = []  # (part, start, end)
-        for p, (_, start, end) in enumerate(parts):
-            pieces = max(1, min(self.request.threads, (end - start) * H // JUDGE_CHUNK_STATES))
-            edges = np.linspace(start, end, pieces + 1).round().astype(np.int64)
-            tasks += [(p, int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+        tasks, pieces = [], []  # tasks (attempt, start, end) in order of parts; pieces per part
+        for a, start, end in parts:
+            k = max(1, min(self.request.threads, (end - start) * H // JUDGE_CHUNK_STATES))
+            edges = np.linspace(start, end, k + 1).round().astype(np.int64)
+            tasks += [(a, int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+            pieces.append(k)
 
-        def judge(task: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-            p, lo, hi = task
-            return self._judge_rows(parts[p][0], out.qpos[lo:hi], out.qvel[lo:hi], H)
+        def judge(task: tuple[_Attempt, int, int]) -> tuple[np.ndarray, np.ndarray]:
+            a, lo, hi = task
+            return self._judge_rows(a, out.qpos[lo:hi], out.qvel[lo:hi], H)
 
-        done = list(self.pool.map(judge, tasks) if self.pool and len(tasks) > 1 else map(judge, tasks))
-        return [tuple(np.concatenate([r[k] for t, r in zip(tasks, done) if t[0] == p]) for k in (0, 1))
-                for p in range(len(parts))]
+        done = iter(list(self.pool.map(judge, tasks) if self.pool and len(tasks) > 1 else map(judge, tasks)))
+        judged = []
+        for k in pieces:
+            codes, costs = zip(*(next(done) for _ in range(k)))
+            judged.append((np.concatenate(codes), np.concatenate(costs)))
+        return judged
 
     def _judge_rows(self, a: _Attempt, qpos: np.ndarray, qvel: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
         ch, s, req = self.planner.ch, self.planner.settings, self.request
