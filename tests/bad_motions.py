@@ -295,7 +295,7 @@ CORPUS: list[Case] = [
          "more than limits.max_misc_mb (0.05)",
          _write(lambda: replace(_good(), misc={"blob": np.zeros(20_000, np.float32)}))),
     Case("sparse_1gb", "3: memory", "memory/sparse_1gb.pkl", "a 1 GB sparse file", "larger than limits.max_file_mb "
-         "(0.5)", _sparse),
+         "(0.5 MB)", _sparse),
     Case("fifo", "3: time", "memory/fifo.pkl", "a FIFO (reading it waits for a writer for ever)",
          "not a regular file (a FIFO)", _fifo),
     Case("dev_zero", "3: memory", "memory/dev_zero.pkl", "a link to /dev/zero (reads without end)",

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from physrec.formats.atomic import atomic_write_bytes
-from physrec.formats.motion_file import MotionFileError, read_source
+from physrec.formats.files import UnsafeFileError, read_regular_file
+from physrec.formats.motion_file import Limits, MotionFileError, read_source
+from physrec.formats.safe_zip import UnsafeZipError, open_checked_zip
 from physrec.motion.character import Character
 from physrec.stages.index import check_motion
 
@@ -26,30 +28,39 @@ class InspectionError(ValueError):
     """A bad input file of an inspection command; the message names it."""
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
+# STATES.npz, OBS.npy: N frames of a few kB each; a million frames fit.
+MAX_ARRAY_MB = 4096
+_LIMIT = f"physrec's limit for inspection arrays (MAX_ARRAY_MB, {MAX_ARRAY_MB} MB)"
+
+
+def _read(path: Path) -> bytes:
+    """A regular file within the limit: a FIFO or /dev/zero is refused, never read."""
     try:
-        f = np.load(path, allow_pickle=False)
-        if isinstance(f, np.lib.npyio.NpzFile):
-            with f:
-                return {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise InspectionError(f"{path}: file not found") from None
+        return read_regular_file(path, MAX_ARRAY_MB * 1e6, _LIMIT)
+    except UnsafeFileError as e:
+        raise InspectionError(str(e)) from None
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    data = _read(path)
+    try:
+        open_checked_zip(data, str(path), int(MAX_ARRAY_MB * 1e6), _LIMIT).close()
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except UnsafeZipError as e:
+        raise InspectionError(f"{e} (expected an .npz archive of named arrays)") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise InspectionError(f"{path}: not a readable .npz file of plain arrays ({e})") from None
-    raise InspectionError(f"{path}: holds a single array, expected an .npz archive of named arrays")
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    data = _read(path)
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        raise InspectionError(f"{path}: an .npz archive, expected a single .npy array")
     try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InspectionError(f"{path}: file not found") from None
+        return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise InspectionError(f"{path}: not a readable .npy array ({e})") from None
-    if not isinstance(arr, np.ndarray):
-        arr.close()
-        raise InspectionError(f"{path}: an .npz archive, expected a single .npy array")
-    return arr
 
 
 def _check(path: Path, name: str, arr: np.ndarray, shape: tuple[int | None, ...]) -> np.ndarray:
@@ -90,7 +101,7 @@ def parc_obs(reference: Path, states: Path, out: Path, character: Character, con
 
     from physrec.observations.parc import CharacterState, Observation
     try:
-        mf = check_motion(reference, read_source(reference), num_joints=character.num_joints,
+        mf = check_motion(reference, read_source(reference, Limits().max_file_mb * 1e6), num_joints=character.num_joints,
                           num_bodies=character.num_bodies)
     except MotionFileError as e:
         raise InspectionError(str(e)) from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from physrec.formats.atomic import atomic_output
+from physrec.formats.files import UnsafeFileError, read_regular_file
 from physrec.formats.safe_pickle import PickleLoadError, UnsafePickleError, parc_dump, parc_dumps, safe_loads
 from physrec.formats.text import brief, describe
 from physrec.motion.terrain import MIN_CELL_SIZE, Heightfield
@@ -104,37 +104,11 @@ def read_motion_file(path: str | os.PathLike[str], *, num_joints: int = 14, num_
 
 
 def read_source(path: str | os.PathLike[str], max_bytes: float = math.inf) -> bytes:
-    """The bytes of a regular file, refused unread when larger than `max_bytes`. Anything else is
-    refused: a FIFO blocks its reader for ever, a link to /dev/zero reads until memory runs out."""
-    p = Path(path)
+    """The bytes of a regular file, refused unread when larger than `max_bytes` (see formats.files)."""
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
-    except FileNotFoundError:
-        raise MotionFileError(p, "file not found") from None
-    except OSError as e:
-        raise MotionFileError(p, f"cannot read file ({e.strerror or e})") from e
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise MotionFileError(p, f"not a regular file ({_file_kind(st.st_mode)}); only regular files are read")
-        if st.st_size > max_bytes:
-            raise MotionFileError(p, f"file of {st.st_size / 1e6:.1f} MB is larger than limits.max_file_mb "
-                                     f"({max_bytes / 1e6:g})")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read() if math.isinf(max_bytes) else f.read(int(max_bytes) + 1)
-    except OSError as e:
-        raise MotionFileError(p, f"cannot read file ({e.strerror or e})") from e
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:  # it grew while being read
-        raise MotionFileError(p, f"file is larger than limits.max_file_mb ({max_bytes / 1e6:g})")
-    return data
-
-
-def _file_kind(mode: int) -> str:
-    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
-    return next((name for test, name in kinds if test(mode)), "not a plain file")
+        return read_regular_file(path, max_bytes, "limits.max_file_mb")
+    except UnsafeFileError as e:
+        raise MotionFileError(e.path, e.problem) from None
 
 
 def parse_motion_file(p: Path, data: bytes, *, num_joints: int = 14, num_bodies: int = 15, min_frames: int = 2,

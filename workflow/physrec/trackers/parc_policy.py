@@ -22,7 +22,8 @@ from torch import nn
 from physrec.motion.character import Character
 from physrec.observations import observation_size
 from physrec.trackers.base import TrackerError
-from physrec.trackers.policy import PolicyTracker, check_policy, describe_model, load_tensors, model_path
+from physrec.trackers.model_files import load_tensors, read_model
+from physrec.trackers.policy import PolicyTracker, check_policy, describe_model, model_path
 
 OBSERVATION = "parc"
 OBS_NORM_CLIP = 10.0  # PARC's norm_obs_clip; not saved in the checkpoint
@@ -129,7 +130,7 @@ def build_actor(state: "OrderedDict[str, torch.Tensor]", device: str = "cpu") ->
 
 def load_actor(path: Path, obs_size: int, num_dof: int, device: str = "cpu") -> ParcActor:
     """PARC's actor from its checkpoint, every key and shape checked first."""
-    return build_actor(check_state(load_tensors(path, device, str(path)), obs_size, num_dof, path), device)
+    return build_actor(check_state(load_tensors(read_model(path), device, str(path)), obs_size, num_dof, path), device)
 
 
 def make(spec: dict, character: Character, device: str = "cpu") -> PolicyTracker:

@@ -6,11 +6,6 @@ into a torch callable, this wraps it for the recorder. Loading errors name the f
 
 from __future__ import annotations
 
-import io
-import pickle
-import pickletools
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +16,7 @@ from physrec.formats.hashing import sha256_file
 from physrec.motion.character import Character
 from physrec.observations import observation_size
 from physrec.trackers.base import TrackerError, TrackingInput
+from physrec.trackers.model_files import first_line
 
 
 class PolicyTracker:
@@ -53,48 +49,9 @@ def model_path(spec: dict) -> Path:
     if not model:
         raise TrackerError(f"tracker kind '{spec.get('kind')}' needs 'model', the path of its model file")
     path = Path(str(model))
-    if not path.is_file():
+    if not path.exists():  # anything else that is not a regular file is refused when read
         raise TrackerError(f"{path}: model file not found")
     return path
-
-
-def first_line(e: BaseException) -> str:
-    """The gist of an exception: its first sentence (torch's messages run on for lines)."""
-    text = str(e).strip().splitlines()
-    return text[0].split(". ")[0] if text else type(e).__name__
-
-
-_CALLING_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "REDUCE"}
-
-
-def _calls_code(source: str | Path | bytes) -> bool:
-    """Whether a file torch's weights-only loader refused imports or calls something: a zip
-    archive's pickle was refused for its globals; a bare pickle is scanned (garbage is not)."""
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    if zipfile.is_zipfile(io.BytesIO(data)):
-        return True
-    try:
-        return any(op.name in _CALLING_OPCODES for op, _, _ in pickletools.genops(data))
-    except Exception:  # not a pickle at all
-        return False
-
-
-def load_tensors(source: str | Path | bytes, device: str, what: str) -> object:
-    """torch.load with weights_only=True: tensors and plain containers, never code."""
-    try:
-        with warnings.catch_warnings():  # PARC saves with pickle protocol 4, which torch warns about
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(io.BytesIO(source) if isinstance(source, bytes) else source,
-                              map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise TrackerError(f"{what}: file not found") from None
-    except pickle.UnpicklingError as e:
-        if _calls_code(source):
-            raise TrackerError(f"{what}: refused: it holds pickled objects other than tensors, "
-                               "and loading them could run code") from None
-        raise TrackerError(f"{what}: not a readable PyTorch file (truncated or corrupt?): {first_line(e)}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise TrackerError(f"{what}: not a readable PyTorch file (truncated or corrupt?): {first_line(e)}") from None
 
 
 def describe_model(kind: str, path: Path, detail: str) -> str:
