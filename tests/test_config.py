@@ -273,3 +273,27 @@ def test_limit_defaults_are_the_schemas():
     cfg = config.validate({"iterations": [{"name": "i", "dataset": "x"}]})
     assert Limits() == config.limits(cfg["limits"], cfg["record"]["max_duration_s"])
     assert set(asdict(Limits())) == set(cfg["limits"]) | {"max_duration_s"}
+
+
+@pytest.mark.parametrize("where", ["dataset", "base_dataset", "model"])
+def test_an_input_inside_a_folder_the_run_writes_is_refused(tmp_path, monkeypatch, capsys, where):
+    """A dataset at <data>/iter0/dataset.yaml with results_dir <data> was overwritten by merge."""
+    from physrec import cli
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    (data / "iter0").mkdir(parents=True)
+    (data / "iter0" / "dataset.yaml").write_text("motions: []\n")
+    (data / "iter0" / "model.pt").write_bytes(b"x")
+    it = {"name": "iter0", "dataset": "builtin:demo"}
+    if where == "model":
+        it["tracker"] = {"kind": "parc", "model": str(data / "iter0" / "model.pt")}
+    else:
+        it[where] = str(data / "iter0" / "dataset.yaml")
+    doc = {"results_dir": str(data), "iterations": [it]}
+    assert cli.main(["check-config", str(_write(tmp_path, doc))]) == 1
+    err = capsys.readouterr().err
+    assert f"is inside {data / 'iter0'}, the folder this run writes for iteration 'iter0'" in err, err
+    # An earlier iteration's merged dataset is what a later one reads by design.
+    doc["iterations"] = [{"name": "first", "dataset": "builtin:demo"},
+                         {"name": "iter0", "dataset": str(data / "first" / "dataset.yaml")}]
+    assert cli.main(["check-config", str(_write(tmp_path, doc))]) == 0

@@ -179,6 +179,7 @@ def check_files(cfg: dict, source: str = "config") -> None:
     places = [("character", cfg["character"], "character file")] if not is_builtin(cfg["character"]) else []
     places += [(f"iterations.{i}.tracker.model", it["tracker"]["model"], "model file")
                for i, it in enumerate(cfg["iterations"]) if it["tracker"].get("model")]
+    _check_inputs_outside_outputs(cfg, places, source)
     # Datasets, unless the workflow writes them (an earlier iteration's merged dataset.yaml).
     made = Path(cfg["results_dir"]).resolve()
     places += [(f"iterations.{i}.{key}", it[key], "dataset file") for i, it in enumerate(cfg["iterations"])
@@ -195,6 +196,28 @@ def check_files(cfg: dict, source: str = "config") -> None:
     except CharacterError as e:
         raise ConfigError(f"{source}: character: {e}") from None
     check_record_settings(cfg["record"], character, source)
+
+
+def _check_inputs_outside_outputs(cfg: dict, files: list[tuple[str, str, str]], source: str) -> None:
+    """No input may sit in a folder this run writes: merge would replace a dataset YAML there, and
+    Snakemake, finding the cycle, skips the rule and exits 0. The one exception is an earlier
+    iteration's merged dataset.yaml, which a later iteration reads by design."""
+    results = Path(cfg["results_dir"]).resolve()
+    outputs = {it["name"]: results / it["name"] for it in cfg["iterations"]}
+    inputs = list(files)
+    for i, it in enumerate(cfg["iterations"]):
+        for key in ("dataset", "base_dataset"):
+            if it.get(key) and it[key] != DEMO:
+                earlier = {outputs[e["name"]] / "dataset.yaml" for e in cfg["iterations"][:i]}
+                if Path(it[key]).resolve() not in earlier:
+                    inputs.append((f"iterations.{i}.{key}", it[key], "dataset file"))
+    for where, path, what in inputs:
+        resolved = Path(path).resolve()
+        for name, folder in outputs.items():
+            if resolved == folder or folder in resolved.parents:
+                raise ConfigError(f"{source}: {where}: {path}: this {what} is inside {folder}, the folder this run "
+                                  f"writes for iteration '{name}' (results_dir/{name}); an input there would be "
+                                  "overwritten. Move it out, or set results_dir to another folder")
 
 
 def check_record_settings(rec: dict, character: Character, source: str) -> None:
