@@ -139,7 +139,8 @@ def test_several_errors_still_one_line(tmp_path):
     doc["batch_size"] = "x"
     doc["record"]["bar"] = 2
     msg = _error(tmp_path, doc)
-    assert "more" in msg
+    assert "batch_size: 'x' is not of type 'integer'" in msg and "'foo' was unexpected" in msg, msg
+    assert "'bar' was unexpected" in msg, msg
 
 
 def test_not_yaml_and_not_a_mapping_and_missing(tmp_path):
@@ -297,3 +298,25 @@ def test_an_input_inside_a_folder_the_run_writes_is_refused(tmp_path, monkeypatc
     doc["iterations"] = [{"name": "first", "dataset": "builtin:demo"},
                          {"name": "iter0", "dataset": str(data / "first" / "dataset.yaml")}]
     assert cli.main(["check-config", str(_write(tmp_path, doc))]) == 0
+
+
+def test_the_cli_prints_its_own_errors_in_one_line_and_bugs_with_their_traceback(tmp_path, monkeypatch, capsys):
+    from physrec import cli
+
+    def bug(_args):
+        return [][1]
+
+    assert cli.main(["check-config", str(tmp_path / "absent.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "absent.yaml" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    monkeypatch.setattr(cli, "cmd_check_config", bug)
+    assert cli.main(["check-config", "x.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert "unexpected error" in err and "Traceback" in err and "IndexError" in err, err
+
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_check_config", interrupted)
+    assert cli.main(["check-config", "x.yaml"]) == 130
+    assert capsys.readouterr().err.strip().endswith("physrec check-config: interrupted")

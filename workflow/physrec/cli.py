@@ -101,7 +101,8 @@ def cmd_run_summary(a: argparse.Namespace) -> None:
     for item in a.iterations:
         name, sep, tracker = item.partition(":")
         if not sep or not name:
-            raise ValueError(f"--iterations: {item!r} is not NAME:TRACKER_KIND")
+            from physrec.config import ConfigError
+            raise ConfigError(f"--iterations: {item!r} is not NAME:TRACKER_KIND")
         pairs.append((name, tracker))
     rows = run_summary(pairs, a.results_dir, a.out_dir)
     run_summary_plot(rows, Path(a.out_dir) / "run_summary.png")
@@ -148,7 +149,8 @@ def cmd_replay(a: argparse.Namespace) -> None:
         (log.info if r.ok else log.error)("%s", r.describe())
     bad = [r for r in results if not r.ok]
     if bad:
-        raise RuntimeError(f"{len(bad)} of {len(results)} attempt(s) of {a.record_dir} did not replay")
+        from physrec.stages.replay import ReplayError
+        raise ReplayError(f"{len(bad)} of {len(results)} attempt(s) of {a.record_dir} did not replay")
     log.info("%s: %d attempt(s) replayed", a.record_dir, len(results))
 
 
@@ -307,10 +309,23 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.log)
     try:
         args.func(args)
-    except (ValueError, OSError, RuntimeError) as e:
+    except KeyboardInterrupt:
+        log.error("physrec %s: interrupted", args.command)
+        return 130
+    except Exception as e:
+        if not _is_users_problem(e):
+            log.exception("physrec %s failed on an unexpected error (a bug in physrec or a library it uses; "
+                          "please report it with this traceback):", args.command)
+            return 1
         log.error("%s", e)
         return 1
     return 0
+
+
+def _is_users_problem(e: BaseException) -> bool:
+    """physrec's own errors say what to fix in one line; a file the system cannot read is the
+    user's too. Anything else (an IndexError, a numpy shape or CUDA error) is a bug whose stack matters."""
+    return type(e).__module__.split(".")[0] == "physrec" or isinstance(e, OSError)
 
 
 if __name__ == "__main__":

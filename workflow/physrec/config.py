@@ -54,13 +54,11 @@ def _where(error: jsonschema.ValidationError) -> str:
 
 
 def _check(value: Any, sch: dict, source: str) -> Any:
-    """`value` with its defaults filled in, valid against `sch`; ConfigError naming the first problem."""
+    """`value` with its defaults filled in, valid against `sch`; ConfigError naming every problem."""
     value = _fill_defaults(copy.deepcopy(value), sch)
     errors = sorted(jsonschema.Draft202012Validator(sch).iter_errors(value), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {_where(e)}: {e.message}{more}")
+    if errors:  # every violation, so that one edit can fix them all
+        raise ConfigError(f"{source}: " + "; ".join(f"{_where(e)}: {e.message}" for e in errors))
     return value
 
 

@@ -19,12 +19,16 @@ from physrec.formats.atomic import atomic_write_text
 from physrec.formats.text import one_line
 
 
+class TableError(ValueError):
+    """A table that cannot be written or read back as written; the message names the file."""
+
+
 def write_tsv(
     path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
 ) -> None:
     """Write ``rows`` (each with exactly ``columns`` as keys) as a tab-separated table, atomically."""
     if len(set(columns)) != len(columns):
-        raise ValueError(f"{path}: duplicate column names in {list(columns)}")
+        raise TableError(f"{path}: duplicate column names in {list(columns)}")
     for col in columns:
         _check_field(path, col, "column name")
     lines = ["\t".join(columns)]
@@ -33,7 +37,7 @@ def write_tsv(
         keys = set(row)
         if keys != expected:
             missing, unknown = sorted(expected - keys), sorted(map(str, keys - expected))
-            raise ValueError(f"{path}: row {i} has missing columns {missing} and unknown columns {unknown}")
+            raise TableError(f"{path}: row {i} has missing columns {missing} and unknown columns {unknown}")
         lines.append("\t".join(_format(path, col, row[col]) for col in columns))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
@@ -45,11 +49,11 @@ def read_tsv(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, st
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         columns = next(reader, None)
         if columns is None:
-            raise ValueError(f"{path}: empty table (no header line)")
+            raise TableError(f"{path}: empty table (no header line)")
         rows = []
         for i, cells in enumerate(reader):
             if len(cells) != len(columns):
-                raise ValueError(f"{path}: line {i + 2} has {len(cells)} fields; the header has {len(columns)}")
+                raise TableError(f"{path}: line {i + 2} has {len(cells)} fields; the header has {len(columns)}")
             rows.append(dict(zip(columns, cells)))
     return columns, rows
 
@@ -77,5 +81,5 @@ def _format(path: str | os.PathLike[str], column: str, value: Any) -> str:
 
 def _check_field(path: str | os.PathLike[str], column: str, text: str) -> str:
     if any(c in text for c in "\t\n\r"):
-        raise ValueError(f"{path}: column {column!r}: value {text!r} contains a tab or line break")
+        raise TableError(f"{path}: column {column!r}: value {text!r} contains a tab or line break")
     return text

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from physrec.formats.hashing import stable_hash
-from physrec.stages.splitting import plan_batches
+from physrec.stages.splitting import PlanError, plan_batches
 from physrec.formats.tables import read_tsv_records, write_tsv
 
 PLAN_COLUMNS = ["batch", "name", "path", "sha256", "duration"]
@@ -56,7 +56,7 @@ def batch_ids(plan: str | Path) -> list[str]:
 def batch_rows(plan: str | Path, batch: str) -> list[dict[str, str]]:
     rows = _plan(plan)[1].get(batch)
     if not rows:
-        raise ValueError(f"{plan}: no batch named '{batch}'")
+        raise PlanError(f"{plan}: no batch named '{batch}'")
     return rows
 
 

@@ -138,7 +138,8 @@ def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, i
             source = read_indexed(ep_info["source_path"], ep_info["source_sha256"], num_joints=character.num_joints,
                                   num_bodies=character.num_bodies)
         except MotionFileError as e:
-            raise ValueError(f"{e} (batch {ep_info['batch']} was recorded from it); record it again") from e
+            raise MotionFileError(e.path, f"{e.problem} (batch {ep_info['batch']} was recorded from it); "
+                                          "record it again") from e
         data = recorded_motion(character, qpos[:steps + 1], contacts[:steps + 1],
                                np.asarray(ep_info["world_offset"]), fps)
         terrain = crop_around_path(source.terrain, data.root_pos[:, :2].astype(np.float64),  # type: ignore[arg-type]

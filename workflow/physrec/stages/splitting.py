@@ -20,6 +20,10 @@ _NO_CUT_ID = "b0000000000"
 Keyed = list[tuple[str, str]]  # (key, name), sorted by key
 
 
+class PlanError(ValueError):
+    """Motions that cannot be split into batches, or a batch the plan does not hold."""
+
+
 def name_key(name: str, level: int = 0) -> str:
     """Hex SHA-256 of the motion name (salted by level for the cuts of long runs)."""
     text = name if level == 0 else f"physrec-split-{level}:{name}"
@@ -60,15 +64,15 @@ def _batches(members: Keyed, batch_size: int, level: int) -> list[tuple[str, Key
 def plan_batches(names: list[str], batch_size: int) -> dict[str, list[str]]:
     """Map batch id -> member names (ordered by key), sorted by batch id; a pure function of the input."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise PlanError(f"batch_size must be >= 1, got {batch_size}")
     dupes = sorted(n for n, c in Counter(names).items() if c > 1)
     if dupes:
-        raise ValueError(f"duplicate motion names: {', '.join(dupes[:10])}")
+        raise PlanError(f"duplicate motion names: {', '.join(dupes[:10])}")
     keyed = sorted((name_key(n), n) for n in names)
     batches: dict[str, list[str]] = {}
     for batch_id, members in _batches(keyed, batch_size, 0):
         if batch_id in batches:
-            raise ValueError(f"batch id collision on {batch_id}; use a different batch_size")
+            raise PlanError(f"batch id collision on {batch_id}; use a different batch_size")
         batches[batch_id] = [name for _, name in sorted(members)]
     return dict(sorted(batches.items()))
 
