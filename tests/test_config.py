@@ -139,7 +139,7 @@ def test_several_errors_still_one_line(tmp_path):
     doc["batch_size"] = "x"
     doc["record"]["bar"] = 2
     msg = _error(tmp_path, doc)
-    assert "batch_size: 'x' is not of type 'integer'" in msg and "'foo' was unexpected" in msg, msg
+    assert "batch_size: 'x' is not valid" in msg and "'foo' was unexpected" in msg, msg
     assert "'bar' was unexpected" in msg, msg
 
 
