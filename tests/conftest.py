@@ -4,7 +4,7 @@ import pytest
 
 from physrec.demo import demo_motions
 from physrec.motion.character import Character
-from physrec.recording import BatchMotion
+from physrec.recording.data import BatchMotion
 
 
 @pytest.fixture(scope="session")

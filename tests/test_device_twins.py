@@ -1,6 +1,6 @@
 """The torch twins of the simulator-side conversions and termination check, against numpy.
 
-A control loop on the GPU (recording_device) computes in float32 torch what the CPU
+A control loop on the GPU (recording.device_pass) computes in float32 torch what the CPU
 recorder computes in float64 numpy; the two must agree to float32 rounding.
 """
 

@@ -24,7 +24,9 @@ from physrec import config
 from physrec.demo import write_demo
 from physrec.formats.tables import read_tsv_records
 from physrec.motion import quat
-from physrec.recording import RecordSettings, build_reference, record_batch
+from physrec.recording.batch import record_batch
+from physrec.recording.plan import build_reference
+from physrec.recording.settings import RecordSettings
 from physrec.stages.batch_plan import batch_ids, make_plan, write_plan
 from physrec.stages.index import index_dataset, read_manifest, write_manifest
 from physrec.stages.record import run_record

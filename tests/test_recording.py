@@ -8,7 +8,10 @@ import pytest
 from physrec.motion import quat
 from physrec.demo import FPS, STAND_HEIGHT
 from physrec.formats.motion_file import MotionData
-from physrec.recording import BatchMotion, RecordSettings, record_batch, start_plan
+from physrec.recording.batch import record_batch
+from physrec.recording.data import BatchMotion
+from physrec.recording.plan import start_plan
+from physrec.recording.settings import RecordSettings
 from physrec.sim.backend import BackendSpec
 from physrec.trackers.pd import PDTracker
 from physrec.motion.terrain import Heightfield, height_at

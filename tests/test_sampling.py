@@ -17,8 +17,11 @@ from physrec.formats.dataset_yaml import write_dataset
 from physrec.demo import demo_motions
 from physrec.formats.motion_file import read_motion_file, write_motion_file
 from physrec.formats.tables import read_tsv_records
-from physrec.recording import (BatchMotion, RecordSettings, batch_boxes, build_reference, record_batch,
-                               reference_state)
+from physrec.motion.reference import reference_state
+from physrec.recording.batch import record_batch
+from physrec.recording.data import BatchMotion
+from physrec.recording.plan import batch_boxes, build_reference
+from physrec.recording.settings import RecordSettings
 from physrec.sim.backend import BackendSpec
 from physrec.sim.mujoco import MujocoBackend
 from physrec.sim.world import PhysicsSettings

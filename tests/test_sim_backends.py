@@ -12,7 +12,10 @@ import pytest
 from physrec import config
 from physrec.formats.motion_file import read_motion_file
 from physrec.motion.terrain import height_at, solid_boxes
-from physrec.recording import BatchMotion, RecordSettings, motion_boxes, record_batch
+from physrec.recording.batch import record_batch
+from physrec.recording.data import BatchMotion
+from physrec.recording.plan import motion_boxes
+from physrec.recording.settings import RecordSettings
 from physrec.sim.backend import BACKENDS, BackendError, BackendOutOfMemory, BackendSpec, make_backend
 from physrec.sim.mujoco import MujocoBackend
 from physrec.sim.world import PhysicsSettings, pad_boxes, world_mjcf

@@ -18,7 +18,7 @@ from physrec.demo import write_demo
 from physrec.formats.motion_file import Limits
 from physrec.formats.rollouts import (TOP_KEYS, TrajectoryError, _obs_chunks, merge_trajectories, read_episode,
                                       write_h5, write_json)
-from physrec.recording import RecordSettings, attempt_steps
+from physrec.recording.settings import RecordSettings, attempt_steps
 from physrec.sim.world import PhysicsSettings
 from physrec.stages.index import index_dataset
 

@@ -190,7 +190,8 @@ RECORDED_ROOT_ATOL = 0.03
 
 @pytest.fixture(scope="module")
 def both(ch, demo_batch):
-    from physrec.recording import RecordSettings, record_batch
+    from physrec.recording.batch import record_batch
+    from physrec.recording.settings import RecordSettings
     from physrec.trackers.pd import PDTracker
     return (record_batch(demo_batch, ch, PDTracker(), RecordSettings()),
             record_batch(demo_batch, ch, PDTracker(), RecordSettings(), WARP))
@@ -239,7 +240,8 @@ def test_a_policy_tracks_alike_on_both_backends(ch, demo_batch, tmp_path):
     import torch
     from first_target_policy import FirstTargetFrame
     from physrec.motion.termination import TerminationSettings
-    from physrec.recording import RecordSettings, record_batch
+    from physrec.recording.batch import record_batch
+    from physrec.recording.settings import RecordSettings
     from physrec.trackers.base import make_tracker
     path = tmp_path / "policy.pt2"
     torch.export.save(torch.export.export(FirstTargetFrame(ch), (torch.zeros(2, 1312),),
@@ -258,7 +260,8 @@ def test_an_overflowing_batch_is_recorded_again_with_larger_limits(ch, demo_batc
     """Never recorded from an overflowed buffer: with 8 constraint rows per world (standing
     needs about 36) the recorder doubles the limits until the batch fits, and records what
     the default limits record."""
-    from physrec.recording import RecordSettings, record_batch
+    from physrec.recording.batch import record_batch
+    from physrec.recording.settings import RecordSettings
     from physrec.trackers.pd import PDTracker
     monkeypatch.setattr(mujoco_warp, "NJMAX", 8)
     said = []
@@ -278,8 +281,9 @@ def test_recording_buffers_that_do_not_fit_the_gpu_are_taken_in_halves(ch, demo_
     batch's observations) halves the chunk like the backend's own out-of-memory, and the
     motions record as they do in one batch."""
     import torch
-    from physrec import recording_device
-    from physrec.recording import RecordSettings, record_batch
+    from physrec.recording import device_pass
+    from physrec.recording.batch import record_batch
+    from physrec.recording.settings import RecordSettings
     from physrec.trackers.pd import PDTracker
     zeros = torch.zeros
 
@@ -287,7 +291,7 @@ def test_recording_buffers_that_do_not_fit_the_gpu_are_taken_in_halves(ch, demo_
         if len(shape) == 3 and shape[0] > 2:  # [n, K + 1, ...] buffers of more than 2 environments
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 5.00 GiB")
         return zeros(shape, **kwargs)
-    monkeypatch.setattr(recording_device.torch, "zeros", small_device)
+    monkeypatch.setattr(device_pass.torch, "zeros", small_device)
     said = []
     rec = record_batch(demo_batch, ch, PDTracker(), RecordSettings(), WARP, said.append)
     assert any("recording buffers of" in s and "taking these motions again in halves" in s for s in said)
@@ -332,7 +336,8 @@ def wp_version() -> str:
 def test_the_control_loop_stays_on_the_device(ch, demo_batch, both, monkeypatch):
     """With mujoco_warp the recorder never asks for host arrays per step (WarpBackend.step):
     it steps through step_tensors and reads the buffers when a pass ends."""
-    from physrec.recording import RecordSettings, record_batch
+    from physrec.recording.batch import record_batch
+    from physrec.recording.settings import RecordSettings
     from physrec.trackers.pd import PDTracker
 
     def host_step(*args, **kwargs):

@@ -2,7 +2,7 @@
 
 Open loop (``--tracker pd``): raw = the batch's world stepped by one ``mujoco.rollout``
 call over the whole horizon with the recorder's PD targets, no Python between steps;
-recorder = :func:`physrec.recording.record_batch` on the same motions (tracker, FK,
+recorder = :func:`physrec.recording.batch.record_batch` on the same motions (tracker, FK,
 termination checks and bookkeeping at every control step).
 
 Closed loop (``--tracker parc``): a PARC-size policy (PARC's checkpoint layout, random
@@ -32,7 +32,10 @@ from physrec.demo import demo_motions
 from physrec.formats.motion_file import read_motion_file
 from physrec.motion.character import Character
 from physrec.motion.termination import TerminationSettings
-from physrec.recording import BatchMotion, BatchRecording, RecordSettings, open_backend, record_batch
+from physrec.recording.batch import record_batch
+from physrec.recording.data import BatchMotion, BatchRecording
+from physrec.recording.plan import open_backend
+from physrec.recording.settings import RecordSettings
 from physrec.sim.backend import BackendSpec
 from physrec.trackers.base import Tracker
 from physrec.trackers.pd import PDTracker

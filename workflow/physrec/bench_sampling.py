@@ -1,6 +1,6 @@
 """Benchmark of the sampling tracker (``physrec bench --tracker sampling``).
 
-Each motion is recorded alone by :func:`physrec.recording.record_batch` with the sampling
+Each motion is recorded alone by :func:`physrec.recording.batch.record_batch` with the sampling
 tracker (pd first, then the search), so its compute is its own: success, the part recorded,
 physics steps, CPU seconds per motion-second (one thread by default: "per core-second")
 and wall seconds. In the same run the raw simulator steps the search's batch shape (one
@@ -23,8 +23,11 @@ import numpy as np
 from physrec.demo import demo_motions
 from physrec.formats.motion_file import read_motion_file
 from physrec.motion.character import Character
-from physrec.recording import (BatchMotion, RecordSettings, batch_boxes, build_reference, record_batch,
-                                reference_state)
+from physrec.motion.reference import reference_state
+from physrec.recording.batch import record_batch
+from physrec.recording.data import BatchMotion
+from physrec.recording.plan import batch_boxes, build_reference
+from physrec.recording.settings import RecordSettings
 from physrec.sim.backend import BackendSpec, make_backend
 from physrec.stages.record import kept_error_summary
 from physrec.trackers.sampling import SamplingPlanner, SamplingSettings

@@ -21,7 +21,7 @@ from physrec.formats.text import path_problem
 if TYPE_CHECKING:  # imported where used: select and merge jobs, and the DAG build, need none of it
     from physrec.formats.motion_file import Limits
     from physrec.motion.character import Character
-    from physrec.recording import RecordSettings
+    from physrec.recording.settings import RecordSettings
 
 DEMO = "builtin:demo"
 DEMO_FOLDER = "builtin_demo"
@@ -246,7 +246,7 @@ def load(path: str | Path) -> dict:
 def record_settings(rec: dict) -> RecordSettings:
     """RecordSettings from the validated `record` section."""
     from physrec.motion.termination import TerminationSettings
-    from physrec.recording import RecordSettings
+    from physrec.recording.settings import RecordSettings
     from physrec.sim.world import PhysicsSettings
     term = rec["termination"]
     return RecordSettings(

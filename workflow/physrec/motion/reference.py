@@ -1,8 +1,10 @@
-"""Reference motions of a batch, sampled at arbitrary times for many environments at once."""
+"""Reference motions of a batch, sampled at arbitrary times for many environments at once: the
+reset state an attempt starts from, and a cache of lookups for the next control steps."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -75,3 +77,39 @@ class ReferenceSet:
 
     def body_pos(self, pose: ReferencePose) -> np.ndarray:
         return self.character.body_positions(pose.root_pos, pose.root_rot, pose.joint_rot)
+
+
+def reference_state(ref: ReferenceSet, motion: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MuJoCo qpos [m, nq], qvel [m, nv] of the reference of `motion` at times `t`: where an
+    attempt starts (PARC's reset: the reference pose with its velocities)."""
+    ch = ref.character
+    pose, vel = ref.pose(motion, t), ref.velocity(motion, t)
+    return (ch.pose_to_qpos(pose.root_pos, pose.root_rot, pose.joint_rot),
+            ch.velocities_to_qvel(pose.root_rot, vel.root_lin_vel, vel.root_ang_vel, vel.dof_vel))
+
+
+class Lookahead:
+    """Per-environment values of the next control steps, looked up `span` steps at a time.
+
+    A closed-loop tracker advances one control step per simulator call; looking up the
+    reference for that one step alone costs a batch of small array operations every step.
+    This keeps the last lookup (environments `env`, steps first .. first + size - 1) and
+    says where a later request falls in it, so most steps reuse it.
+    """
+
+    def __init__(self, n: int, span: int, lookup: Callable[[np.ndarray, int, int], Any]) -> None:
+        self.span, self.lookup = span, lookup
+        self.row = np.full(n, -1)
+        self.first = self.size = self.width = 0  # width: environments in the last lookup
+        self.value: Any = None
+
+    def get(self, env: np.ndarray, step: int, count: int = 1) -> tuple[Any, np.ndarray, int]:
+        """(the lookup, the rows of `env` in it, the column of `step`) for steps step .. step+count-1."""
+        if not self.first <= step <= self.first + self.size - count or (self.row[env] < 0).any():
+            self.size = max(count, self.span)
+            self.value = self.lookup(env, step, self.size)
+            self.row[:] = -1
+            self.row[env] = np.arange(len(env))
+            self.first, self.width = step, len(env)
+        return self.value, self.row[env], step - self.first
+

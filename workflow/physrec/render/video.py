@@ -19,7 +19,7 @@ import numpy as np
 
 from physrec.formats.rollouts import open_rollouts
 from physrec.formats.atomic import atomic_output
-from physrec.recording import build_reference, motion_boxes
+from physrec.recording.plan import build_reference, motion_boxes
 from physrec.sim.backend import BackendSpec, make_backend
 from physrec.stages.record_folder import RecordFolder
 

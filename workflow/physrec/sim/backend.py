@@ -8,7 +8,7 @@ environment to reuse it for the next attempt or motion.
 
 A backend on a device (MuJoCo Warp) also has `tensor_device` (the torch device its arrays
 live on) and `step_tensors` (step with torch tensors in and out, no host copy) and
-`check_overflow`; the recorder then keeps its control loop there (recording_device).
+`check_overflow`; the recorder then keeps its control loop there (recording.device_pass).
 
 Another engine (for example Isaac Gym) plugs in by implementing `SimBackend` and adding
 its module to BACKENDS.

@@ -18,7 +18,9 @@ from physrec.motion.character import Character
 from physrec.formats.hashing import stable_hash
 from physrec.stages.index import read_indexed
 from physrec.formats.motion_file import MotionFile, MotionFileError, write_motion_file
-from physrec.recording import BatchMotion, BatchRecording, episode_seed, record_batch
+from physrec.recording.batch import record_batch
+from physrec.recording.data import BatchMotion, BatchRecording
+from physrec.recording.plan import episode_seed
 from physrec.formats.rollouts import ENV_ID, write_h5, write_json
 from physrec.formats.tables import write_tsv
 from physrec.motion.terrain import boxes_mesh

@@ -11,7 +11,8 @@ from physrec import config
 from physrec.formats.motion_file import MotionFileError
 from physrec.formats.rollouts import read_json
 from physrec.motion.character import Character
-from physrec.recording import BatchMotion, RecordSettings
+from physrec.recording.data import BatchMotion
+from physrec.recording.settings import RecordSettings
 from physrec.stages.index import read_indexed
 
 

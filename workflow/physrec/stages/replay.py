@@ -20,7 +20,10 @@ import numpy as np
 
 from physrec.formats.rollouts import open_rollouts
 from physrec.motion.character import Character
-from physrec.recording import BatchMotion, RecordSettings, build_reference, motion_boxes, reference_state
+from physrec.motion.reference import reference_state
+from physrec.recording.data import BatchMotion
+from physrec.recording.plan import build_reference, motion_boxes
+from physrec.recording.settings import RecordSettings
 from physrec.sim.backend import BackendSpec, make_backend
 from physrec.sim.world import pad_boxes
 from physrec.stages.record_folder import RecordFolder, RecordFolderError

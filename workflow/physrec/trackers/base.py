@@ -74,7 +74,7 @@ class PlanRequest:
     start_time: np.ndarray  # [m] seconds
     steps: np.ndarray  # [m] control steps from the start to the motion's end
     # [m] steps an attempt must live through: one that terminates after them, within the
-    # end's tolerance, still succeeds (recording.success_steps)
+    # end's tolerance, still succeeds (recording.settings.success_steps)
     required_steps: np.ndarray
     seeds: np.ndarray  # [m] per-attempt seed (run seed, motion, start): plans never depend on the batch
     termination: Any  # motion.termination.TerminationSettings

@@ -39,7 +39,7 @@ import numpy as np
 
 from physrec.motion import termination
 from physrec.motion.character import Character
-from physrec.recording import reference_state
+from physrec.motion.reference import reference_state
 from physrec.trackers.base import Plan, PlanRequest, TrackerError
 from physrec.trackers.pd import PDTracker
 

@@ -1,8 +1,8 @@
 """A pass of the recorder whose control loop stays on the simulator's device (MuJoCo Warp).
 
-The same pass as recording._Pass, with every per-step quantity a torch tensor on the
-backend's device, shared with Warp without copies: the PD targets (the reference, or the
-policy on the observation), forward kinematics, the termination check and the recording
+The same pass as recording.host_pass.HostPass, with every per-step quantity a torch tensor
+on the backend's device, shared with Warp without copies: the PD targets (the reference, or
+the policy on the observation), forward kinematics, the termination check and the recording
 buffers. The host sees the loop every SYNC control steps (which attempts ended, overflow
 flags) and copies the buffers once, when the pass ends. The reference is looked up as
 PARC's MotionLib does (float32, observations.parc.MotionTable), the CPU pass uses float64;
@@ -21,7 +21,8 @@ from physrec.motion import termination, termination_torch
 from physrec.motion.character import Character
 from physrec.motion.kinematics_torch import TorchKinematics
 from physrec.observations.parc import CharacterState, MotionTable
-from physrec.recording import Attempt, BatchMotion, _Pass
+from physrec.recording.data import Attempt, BatchMotion
+from physrec.recording.passes import Pass
 from physrec.sim.backend import BackendOutOfMemory
 from physrec.trackers.base import Tracker
 
@@ -37,7 +38,7 @@ class DeviceTables:
         self.reference = MotionTable([m.motion for m in motions], self.device)
 
 
-class DevicePass(_Pass):
+class DevicePass(Pass):
     """Environments of one start fraction on a device backend (one that has `step_tensors`)."""
 
     def __init__(self, *args, tables: DeviceTables, **kwargs) -> None:

@@ -1,0 +1,152 @@
+"""Recording one batch: every motion tracked in simulation, with later-start retries.
+
+The full-length pass runs first. Motions that failed are retried from later start
+fractions (PARC: 0.1 ... 0.5), one pass per fraction and only for motions still failing,
+skipping starts that leave less than the minimum remaining length. Every attempt is kept
+for the trajectory file; selection decides later which one becomes the recorded motion.
+
+Each motion is simulated in its own coordinates over only the part of its terrain its
+character can reach, in environment i of the backend for motion i. The batch's tiled world
+(PARC's layout, see motion.terrain.tile_square) exists only in the outputs: attempts are
+moved into it by the motion's offset when they are collected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import gc
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from physrec.motion.character import Character
+from physrec.motion.terrain import tile_square
+from physrec.observations.observer import Observer
+from physrec.progress import PassProgress
+from physrec.recording.data import Attempt, BatchMotion, BatchRecording
+from physrec.recording.host_pass import HostPass
+from physrec.recording.passes import Pass
+from physrec.recording.plan import batch_boxes, build_reference, start_plan
+from physrec.recording.planned_pass import plan_request, planned_pass
+from physrec.recording.settings import RecordSettings
+from physrec.sim.backend import (BackendOutOfMemory, BackendSpec, LimitExceeded, backend_capacity, make_backend,
+                                 tensor_device)
+from physrec.trackers.base import Planner, Tracker, is_planner
+
+MAX_LIMIT_SCALE = 16  # a batch whose buffers overflow at 16x the defaults fails its job
+
+
+def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndarray, character: Character,
+                 tracker: Tracker | Planner, settings: RecordSettings, backend: BackendSpec,
+                 progress: Callable[[str], None], label: str, seed: int) -> tuple[list[Attempt], dict[str, Any]]:
+    """Every pass over `motions`, one environment each, on one backend: (attempts, provenance)."""
+    ref = build_reference(character, motions)
+    observer = None
+    if getattr(tracker, "observation", None):
+        observer = Observer(tracker.observation, character, [m.motion for m in motions], [m.terrain for m in motions],
+                            1.0 / settings.physics.control_hz, tensor_device(backend))
+    n = len(motions)
+    pending = np.ones(n, dtype=bool)
+    attempts: list[Attempt] = []
+    fractions = (0.0,) + tuple(settings.start_fractions)
+    no_autograd = contextlib.nullcontext() if observer is None else observer.inference_mode()
+    ready_from = time.perf_counter()
+    sim = make_backend(backend, character, settings.physics, n, boxes.shape[1])
+    # On a GPU, compiling MuJoCo Warp's kernels (cached after the first job) can outlast the physics.
+    progress(f"{label} {backend.name} ready with {n} environments in {time.perf_counter() - ready_from:.1f} s")
+    pass_type: Callable[..., Pass] = HostPass
+    if hasattr(sim, "step_tensors"):  # a backend on a device: the control loop stays there
+        from physrec.recording.device_pass import DevicePass, DeviceTables
+        pass_type = functools.partial(DevicePass, tables=DeviceTables(character, motions, sim.tensor_device))
+        no_autograd = DevicePass.inference_mode()
+    with contextlib.closing(sim), no_autograd:
+        sim.set_terrain(np.arange(n), boxes)
+        for p, fraction in enumerate(fractions):
+            todo = np.flatnonzero(start_plan(ref.length, fraction, pending, settings.min_remaining))
+            if len(todo) == 0:
+                continue
+            say = (f"{label} pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
+                   f"{n - int(pending.sum())}/{n} motions recorded before it)")
+            done = PassProgress(progress, say, len(todo))
+            if is_planner(tracker):
+                found = planned_pass(tracker, sim, ref, settings, todo, fraction, offsets,  # type: ignore[arg-type]
+                                     functools.partial(plan_request, ref, motions, boxes, character, settings,
+                                                       backend, fraction, seed, progress, f"{label} pass {p + 1}"),
+                                     done, lambda text, say=say: progress(f"{say}: {text}"))
+            else:
+                found = pass_type(sim, ref, settings, todo, fraction, offsets, observer).run(tracker, done)
+            for a in found:
+                attempts.append(a)
+                if a.success:
+                    pending[a.motion] = False
+        return attempts, sim.provenance()
+
+
+def _release_device_memory() -> None:
+    """torch keeps the blocks it freed for itself; after running out of GPU memory they go back
+    to the device, so that Warp can allocate the smaller chunk's worlds."""
+    gc.collect()
+    torch = sys.modules.get("torch")  # never imported here for it: a CPU job without torch has none
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def record_batch(motions: list[BatchMotion], character: Character, tracker: Tracker | Planner,
+                 settings: RecordSettings, backend: BackendSpec = BackendSpec(),
+                 progress: Callable[[str], None] = lambda s: None, batch: str = "", seed: int = 0) -> BatchRecording:
+    """Track every motion of a batch; return all attempts in pass order.
+
+    A backend with limited memory (the GPU) takes the batch in chunks that fit it, each chunk
+    with every pass; a chunk that still runs out of memory is taken again in halves.
+    """
+    wall = time.perf_counter()
+    tiled = tile_square([m.terrain for m in motions])
+    boxes = batch_boxes(motions, settings.terrain_margin)
+    n = len(motions)
+    seconds = sum(m.motion.duration for m in motions)
+    progress(f"[{batch}] work: {seconds:.1f} motion-seconds in the full-length pass ("
+             f"{int(round(seconds * settings.physics.control_hz)) * settings.physics.substeps} physics steps in all), "
+             f"{boxes.shape[1]} collision boxes per environment; later starts retry what fails")
+    size = min(n, backend_capacity(backend, character, settings.physics, boxes.shape[1]) or n)
+    if size < n:
+        progress(f"[{batch}] {n} motions in chunks of {size} (what fits {backend.name} on {backend.device})")
+    todo = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
+    attempts: list[Attempt] = []
+    provenance: dict[str, Any] = {}
+    out_of_memory = False
+    while todo:
+        if out_of_memory:  # the failed chunk's tensors are unreachable now: give their memory back
+            _release_device_memory()
+            out_of_memory = False
+        chunk = todo.pop(0)
+        label = f"[{batch}]" if len(chunk) == n else f"[{batch}] motions {chunk[0] + 1}-{chunk[-1] + 1}/{n}"
+        try:
+            found, provenance = _record_envs([motions[i] for i in chunk], tiled.offsets[chunk], boxes[chunk],
+                                             character, tracker, settings, backend, progress, label, seed)
+        except BackendOutOfMemory as e:
+            if len(chunk) == 1:
+                raise
+            progress(f"{label} {e}; taking these motions again in halves")
+            todo[:0] = np.array_split(chunk, 2)
+            out_of_memory = True
+            continue
+        except LimitExceeded as e:
+            if backend.limit_scale >= MAX_LIMIT_SCALE:
+                raise
+            backend = dataclasses.replace(backend, limit_scale=2 * backend.limit_scale)
+            progress(f"{label} {e}; recording these motions again with {backend.limit_scale}x the limits")
+            todo.insert(0, chunk)
+            continue
+        for a in found:
+            a.motion = int(chunk[a.motion])
+        attempts += found
+    succeeded = len({a.motion for a in attempts if a.success})
+    sim_steps = sum(a.steps for a in attempts) * settings.physics.substeps + sum(
+        int((a.search or {}).get("physics_steps", 0)) for a in attempts)  # a planner's search simulates too
+    progress(f"[{batch}] finished: {succeeded}/{n} motions succeeded in {len(attempts)} attempts")
+    return BatchRecording(motions, tiled, attempts, tracker.describe(), provenance,
+                          time.perf_counter() - wall, sim_steps, int(boxes.shape[1]))

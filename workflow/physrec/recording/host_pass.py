@@ -1,0 +1,121 @@
+"""The recorder's pass on the host: the tracker acts on numpy states, the backend steps them
+(several control steps per call for open-loop trackers), and the termination check and
+buffers are numpy, in float64."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from physrec.motion import termination
+from physrec.motion.reference import Lookahead, ReferenceSet
+from physrec.observations.observer import Observer
+from physrec.recording.data import Attempt
+from physrec.recording.passes import Pass
+from physrec.recording.settings import RecordSettings
+from physrec.sim.backend import SimBackend
+from physrec.trackers.base import Plan, Tracker, TrackingInput
+
+
+class HostPass(Pass):
+    """A pass whose control loop runs on the host, for every backend; a planner's plans, if
+    given, set where each attempt ends."""
+
+    def __init__(self, sim: SimBackend, ref: ReferenceSet, settings: RecordSettings, motion: np.ndarray,
+                 fraction: float, offsets: np.ndarray, observer: Observer | None = None,
+                 plans: list[Plan] | None = None) -> None:
+        super().__init__(sim, ref, settings, motion, fraction, offsets, observer)
+        # A planner's targets may stop short of the end: the attempt ends there, for its reason.
+        self.cut = [""] * len(motion)
+        if plans is not None:
+            self.steps = np.minimum(self.steps, np.maximum(1, [len(p.targets) for p in plans]))
+            self.cut = [p.reason or ("" if self._success(e, int(self.steps[e]), "plan_incomplete") else
+                                     "plan_incomplete") for e, p in enumerate(plans)]
+
+    def _reference_window(self, idx: np.ndarray, k: int, h: int, with_dof: bool) -> tuple[np.ndarray, ...]:
+        """Reference at control steps k+1 .. k+h of environments `idx`, in one vectorised lookup.
+
+        Returns body positions [m, h, B, 3], root rotations [m, h, 4] and DOF [m, h, D]
+        (None unless `with_dof`: trackers that read an observation take their reference from it).
+        """
+        m = len(idx)
+        motion = np.repeat(self.motion[idx], h)
+        times = (self.t0[idx, None] + (k + 1 + np.arange(h))[None, :] * self.dt).reshape(-1)
+        pose = self.ref.pose(motion, times)
+        body = self.ref.body_pos(pose).reshape(m, h, self.ch.num_bodies, 3)
+        dof = self.ch.joint_rot_to_dof(pose.joint_rot).reshape(m, h, self.ch.num_dof) if with_dof else None
+        return body, pose.root_rot.reshape(m, h, 4), dof
+
+    def run(self, tracker: Tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
+        ch, sim, n, K = self.ch, self.sim, len(self.motion), int(self.steps.max())
+        horizon = min(self.settings.max_steps_per_call, tracker.max_horizon or self.settings.max_steps_per_call)
+        self.horizon = horizon
+        with_dof = self.observer is None
+        reference = Lookahead(n, 1 if horizon > 1 else Observer.window,
+                              lambda env, step, count: self._reference_window(env, step, count, with_dof))
+        qpos0, qvel0, contacts0 = self._reset()
+        Q = np.zeros((n, K + 1, ch.nq)); V = np.zeros((n, K + 1, ch.nv))
+        C = np.zeros((n, K + 1, ch.num_bodies), dtype=bool)
+        A = np.zeros((n, K, ch.num_dof)); E = np.zeros((n, K, len(termination.ERROR_COLUMNS)))
+        Q[:, 0], V[:, 0], C[:, 0] = qpos0, qvel0, contacts0
+        qpos_now, qvel_now = qpos0.copy(), qvel0.copy()
+        obs, O = None, None
+        if self.observer is not None:
+            self.observer.start(self.motion, self.fraction)
+            root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos0)
+            obs = self.observer(qpos0, qvel0, contacts0, np.arange(n), 0, joint_rot,
+                                ch.body_positions(root_pos, root_rot, joint_rot))
+            if self.settings.save_obs:
+                O = np.zeros((n, K + 1, obs.shape[1]), dtype=np.float32)
+                O[:, 0] = obs.cpu().numpy()
+        end = self.steps.copy()
+        reasons = [""] * n
+        active = np.ones(n, dtype=bool)
+        k = 0
+        while k < K and active.any():
+            idx = np.flatnonzero(active)
+            H = min(horizon, int(self.steps[idx].max()) - k)
+            (ref_body, ref_root_rot, ref_dof), rows, col = reference.get(idx, k, H)
+            ref_body, ref_root_rot = ref_body[rows, col:col + H], ref_root_rot[rows, col:col + H]
+            ref_dof = None if ref_dof is None else ref_dof[rows, col:col + H]
+            inp = TrackingInput(qpos_now[idx], qvel_now[idx], self.motion[idx], self.t0[idx] + k * self.dt, self.dt,
+                                ref_dof, None if obs is None else obs[idx])
+            # float32, as `actions` are stored: the recording replays exactly (physrec replay)
+            targets = ch.clip_action(tracker.act(inp)).astype(np.float32).astype(np.float64)
+            h = targets.shape[1]
+            bad = ~np.isfinite(targets).all(axis=(1, 2))  # a policy's NaN ends its attempt, not the batch
+            targets[bad] = 0.0
+            out = sim.step(self.motion[idx], targets)
+            qpos, contacts = out.qpos, out.contacts  # [m, h, nq], [m, h, B]
+            root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos)
+            body_pos = ch.body_positions(root_pos, root_rot, joint_rot)  # [m, h, B, 3]
+            m = len(idx)
+            chk = termination.check(
+                body_pos.reshape(m * h, -1, 3), root_rot.reshape(m * h, 4),
+                ref_body[:, :h].reshape(m * h, -1, 3), ref_root_rot[:, :h].reshape(m * h, 4),
+                self.settings.termination)
+            window = slice(k + 1, k + 1 + h)
+            Q[idx, window], V[idx, window], C[idx, window] = qpos, out.qvel, contacts
+            A[idx, k:k + h], E[idx, k:k + h] = targets, chk.errors.reshape(m, h, -1)
+            qpos_now[idx], qvel_now[idx] = qpos[:, -1], out.qvel[:, -1]
+            if obs is not None:
+                seen = self.observer(qpos[:, -1], out.qvel[:, -1], contacts[:, -1], idx, k + h,
+                                     joint_rot[:, -1], body_pos[:, -1])
+                obs[idx] = seen
+                if O is not None:
+                    O[idx, k + h] = seen.cpu().numpy()
+            tick = getattr(on_finish, "tick", None)
+            if tick is not None:
+                tick(k + h, K, m, self.dt)
+            code, body = chk.code.reshape(m, h), chk.body.reshape(m, h)
+            code[bad, 0] = termination.BAD_ACTION
+            done = (code != termination.OK) | (k + 1 + np.arange(h)[None, :] >= self.steps[idx, None])
+            for j in np.flatnonzero(done.any(axis=1)):
+                e, first = idx[j], int(np.argmax(done[j]))
+                end[e] = k + 1 + first
+                reasons[e] = termination.reason(int(code[j, first]), int(body[j, first]), ch.body_names) or self.cut[e]
+                active[e] = False
+                on_finish(e, self._success(e, int(end[e]), reasons[e]))
+            k += h
+        return [self._attempt(e, int(end[e]), reasons[e], Q, V, C, A, E, O) for e in range(n)]
