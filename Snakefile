@@ -26,7 +26,6 @@ ENV_CPU = "../../envs/record-cpu.yaml"
 ENV_RECORD = "../../envs/record-gpu.yaml" if CFG["backend"] == "mujoco_warp" else ENV_CPU
 ITERATIONS = {it["name"]: it for it in CFG["iterations"]}
 MERGED_TRAJECTORIES = CFG["record"]["merged_trajectories"]
-api.drop_untrusted_outputs(workflow, CFG)  # what was made from deleted or changed files is made again
 VIDEOS = CFG["report"]["videos"]
 
 

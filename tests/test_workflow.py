@@ -597,11 +597,19 @@ def test_killed_record_job_leaves_nothing_trusted(clean_run, tmp_path):
     assert not list((project / "results").rglob(".*.tmp")), "a killed job's temporary file is still there"
 
 
+def _tree(project: Path) -> dict[str, int]:
+    """Every file under the project's results with its size: what a preview must leave alone."""
+    return {str(p.relative_to(project)): p.stat().st_size for p in sorted((project / "results").rglob("*"))
+            if p.is_file()}
+
+
 def test_a_deleted_or_changed_output_is_made_again(clean_run, tmp_path):
     """Deleted: the batch's rollouts.h5 and a recorded motion, then a selected motion, then the
-    batch's selected.tsv; changed: another recorded motion. Each rerun says what it makes
-    again and why, every file comes back byte-identical to a clean run, and a further rerun
-    does nothing."""
+    batch's selected.tsv; changed: another recorded motion, rollouts.h5 cut short, rollouts.h5
+    edited but readable (states raised by 0.5 m), an episode removed from rollouts.json. A dry
+    run, --report and --unlock show or ignore the damage and delete nothing; each real rerun says
+    what it makes again and why, every file comes back byte-identical to a clean run, and a
+    further rerun does nothing."""
     project = tmp_path / "deleted"
     shutil.copytree(clean_run, project, symlinks=True)  # time stamps and Snakemake's records kept
     res = project / "results" / IT
@@ -612,32 +620,73 @@ def test_a_deleted_or_changed_output_is_made_again(clean_run, tmp_path):
     assert len(kept) >= 2 and len(recorded) >= 2
 
     def rerun_and_compare(*said: str, records: int = 0) -> None:
+        before = _tree(project)
+        dry = snakemake(project, "-n")
+        assert job_counts(dry.stdout + dry.stderr).get("record", 0) == records, dry.stdout[-3000:]
+        snakemake(project, "--report", str(tmp_path / "report.html"), check=False)
+        snakemake(project, "--unlock")
+        assert _tree(project) == before, "a dry run, --report or --unlock changed the results"
         r = snakemake(project)
         for text in said:
             assert text in r.stderr, (text, r.stderr[-3000:])
         assert jobs_run(r.stdout + r.stderr, "record") == records
         for pattern in ("select/*/selected.tsv", "select/*/motions/*.pkl", "record/*/rollouts.h5",
-                        "recorded_motions/*.pkl", "manifest.tsv"):
+                        "record/*/rollouts.json", "recorded_motions/*.pkl", "manifest.tsv"):
             fa, fb = _files(clean_run, "results", pattern), _files(project, "results", pattern)
             assert fa.keys() == fb.keys(), pattern
             for k in fa:
                 assert fa[k] == fb[k], f"{k}: made again differs from a clean run"
         for e in read_dataset(res / "dataset.yaml"):  # merged again here, so naming this project's files
             assert Path(e.path).is_relative_to(res) and Path(e.path).is_file(), e.path
+        assert "Nothing to be done" in snakemake(project, "-n").stdout
 
-    (record / "rollouts.h5").unlink()
+    h5 = record / "rollouts.h5"
+    h5.unlink()
     recorded[0].unlink()
     recorded[-1].write_bytes(recorded[-1].read_bytes()[:-1] + b"x")
-    rerun_and_compare(f"{(record / 'rollouts.h5').relative_to(project)} is missing",
-                      "(and 1 more file(s)); made again: results/iter0/manifest.tsv", records=1)
+    rerun_and_compare(f"{h5.relative_to(project)} is missing; record {IT}/{batch} runs again",
+                      "(and 1 more file(s)); merge iter0 runs again",
+                      records=1)
     (select / "motions" / kept[0]).unlink()
-    rerun_and_compare(f"{kept[0]} is missing")
+    rerun_and_compare(f"{kept[0]} is missing; select {IT}/{batch} runs again")
     (select / "selected.tsv").unlink()
     rerun_and_compare("selected.tsv is missing")
-    h5 = record / "rollouts.h5"
     h5.write_bytes(h5.read_bytes()[: h5.stat().st_size // 2])  # a copy cut short
-    rerun_and_compare(f"{h5.relative_to(project)} is cut short or overwritten", records=1)
-    assert "Nothing to be done" in snakemake(project, "-n").stdout
+    rerun_and_compare(f"{h5.relative_to(project)} changed since integrity.txt recorded it", records=1)
+    with h5py.File(h5, "r+") as f:  # readable, and wrong: every state raised by 0.5 m
+        for g in f.values():
+            g["env_states/qpos"][:, 2] += 0.5
+    rerun_and_compare(f"{h5.relative_to(project)} changed since integrity.txt recorded it", records=1)
+    info = json.loads((record / "rollouts.json").read_text())
+    info["episodes"].pop(0)
+    (record / "rollouts.json").write_text(json.dumps(info))
+    rerun_and_compare("rollouts.json changed since integrity.txt recorded it", records=1)
+
+
+def test_select_refuses_a_changed_recording_even_with_its_old_time_stamp(clean_run, tmp_path):
+    """An edit that keeps the file's time stamp escapes the DAG's cheap check; select hashes what it
+    reads, refuses it with a message, and marks it so that the next run records the batch again."""
+    project = tmp_path / "stamped"
+    shutil.copytree(clean_run, project, symlinks=True)
+    res = project / "results" / IT
+    batch = sorted(plan_members(project))[0]
+    h5 = res / "record" / batch / "rollouts.h5"
+    st = h5.stat()
+    with h5py.File(h5, "r+") as f:
+        for g in f.values():
+            g["env_states/qpos"][:, 2] += 0.5
+    os.utime(h5, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (res / "select" / batch / "selected.tsv").unlink()  # so that select runs
+    r = snakemake(project, check=False)
+    assert r.returncode != 0
+    log = (project / "logs" / IT / "select" / f"{batch}.log").read_text()
+    assert f"{h5.relative_to(project)}: changed since the record job wrote it" in log, log
+    assert "run the workflow again: it records batch" in log
+    r = snakemake(project)
+    assert jobs_run(r.stdout + r.stderr, "record") == 1
+    for pattern in ("record/*/rollouts.h5", "recorded_motions/*.pkl"):
+        fa, fb = _files(clean_run, "results", pattern), _files(project, "results", pattern)
+        assert fa == fb, pattern
 
 
 # ======================================================================================================

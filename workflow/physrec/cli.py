@@ -69,7 +69,7 @@ def cmd_record(a: argparse.Namespace) -> None:
         rec = run_record(a.plan, a.batch, json_section("record", a.record, "--record"),
                          json_section("tracker", a.tracker, "--tracker"),
                          json_section("backend", a.backend, "--backend"), a.character, a.seed, a.threads, a.out_dir,
-                         ["physrec"] + sys.argv[1:], progress=log.info)
+                         ["physrec"] + sys.argv[1:], progress=log.info, integrity_token=a.integrity_token)
     motion_s = sum(a_.end_time - a_.start_time for a_ in rec.attempts)
     wall = time.perf_counter() - start
     log.info("[%s] %d physics steps, %.1f motion-seconds simulated in %.1f s wall (%.0f steps/s)",
@@ -79,7 +79,8 @@ def cmd_record(a: argparse.Namespace) -> None:
 def cmd_select(a: argparse.Namespace) -> None:
     from physrec.stages.select import run_select
     from physrec.config import json_section
-    rows = run_select(a.record_dir, json_section("selection", a.selection, "--selection"), a.out_dir)
+    rows = run_select(a.record_dir, json_section("selection", a.selection, "--selection"), a.out_dir,
+                      a.integrity_token)
     kept = sum(r["status"].startswith("recorded") for r in rows)
     log.info("selected %d of %d motions from %s", kept, len(rows), a.record_dir)
 
@@ -87,7 +88,8 @@ def cmd_select(a: argparse.Namespace) -> None:
 def cmd_merge(a: argparse.Namespace) -> None:
     from physrec.stages.merge import run_merge
     s = run_merge(a.iteration, a.manifest, a.plan, [Path(p) for p in a.select_dirs], [Path(p) for p in a.record_dirs],
-                  a.base_dataset or None, a.weight_scale, a.out_dir, a.trajectories, progress=log.info)
+                  a.base_dataset or None, a.weight_scale, a.out_dir, a.trajectories, progress=log.info,
+                  integrity_token=a.integrity_token)
     m = s["motions"]
     log.info("%s: %d/%d valid motions recorded (%d full length, %d later start), %d failed, %d rejected, %d invalid",
              a.iteration, m["recorded"], m["valid"], m["recorded_full_length"], m["recorded_later_start"],
@@ -217,12 +219,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out-dir", required=True)
+    s.add_argument("--integrity-token", default="", help="written to <out-dir>/integrity.txt: the token "
+                   "the workflow ran this job with (stages/integrity.py)")
     s.set_defaults(func=cmd_record)
 
     s = sub.add_parser("select", help="choose the kept attempt per motion and write PARC motion files")
     s.add_argument("--record-dir", required=True)
     s.add_argument("--selection", required=True, help="JSON of the config's selection section")
     s.add_argument("--out-dir", required=True)
+    s.add_argument("--integrity-token", default="", help="written to <out-dir>/integrity.txt: the token "
+                   "the workflow ran this job with (stages/integrity.py)")
     s.set_defaults(func=cmd_select)
 
     s = sub.add_parser("merge", help="merge batches: recorded motions, manifest, summary, next dataset")
@@ -236,6 +242,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--trajectories", action="store_true",
                    help="also write every batch's trajectories into <out-dir>/trajectories.h5 + .json")
     s.add_argument("--out-dir", required=True)
+    s.add_argument("--integrity-token", default="", help="written to <out-dir>/integrity.txt: the token "
+                   "the workflow ran this job with (stages/integrity.py)")
     s.set_defaults(func=cmd_merge)
 
     s = sub.add_parser("run-summary", help="one table of every iteration's outcome (run_summary.tsv, .md)")

@@ -140,20 +140,33 @@ def video_quota(cfg: dict, plan: str, batch: str) -> int:
     return video_quotas(batch_ids(plan), cfg["report"]["max_videos"]).get(batch) or 0
 
 
-def drop_untrusted_outputs(workflow, cfg: dict) -> list[str]:
-    """Remove the outputs made from files that were deleted or changed since their jobs ran
-    (stages/integrity.py), saying why, so that this run makes them again. Only in the
-    Snakemake that plans the run, not in a cluster job's own (whose outputs are in flight)."""
-    from physrec.stages.integrity import untrusted_outputs
-    if not workflow.is_main_process:
-        return []
-    by_reason: dict[str, list[str]] = {}
-    for it in cfg["iterations"]:
-        for u in untrusted_outputs(cfg["results_dir"], it["name"]):
-            by_reason.setdefault(u.why, []).append(u.output)
-    dropped = list(dict.fromkeys(o for outputs in by_reason.values() for o in outputs))
-    for why, outputs in by_reason.items():
-        print(f"physrec: {why}; made again: {', '.join(outputs)}", file=sys.stderr)
-    for output in dropped:
-        os.remove(output)
-    return dropped
+_said: set[str] = set()
+
+
+def _token(workflow, folder: str, damage: str | None, job: str) -> str:
+    """A job's integrity token (stages/integrity.py), saying once, in the planning Snakemake,
+    what was found and which job runs again because of it."""
+    from physrec.stages.integrity import job_token
+    if damage and workflow.is_main_process and damage not in _said:
+        _said.add(damage)
+        print(f"physrec: {damage}; {job} runs again", file=sys.stderr)
+    return job_token(folder, damage)
+
+
+def record_token(workflow, results: str, iteration: str, batch: str) -> str:
+    from physrec.stages.integrity import record_damage
+    folder = f"{results}/{iteration}/record/{batch}"
+    return _token(workflow, folder, record_damage(folder), f"record {iteration}/{batch}")
+
+
+def select_token(workflow, results: str, iteration: str, batch: str) -> str:
+    from physrec.stages.integrity import select_damage
+    folder = f"{results}/{iteration}/select/{batch}"
+    return _token(workflow, folder, select_damage(folder), f"select {iteration}/{batch}")
+
+
+def merge_token(workflow, results: str, iteration: str, plan: str) -> str:
+    from physrec.stages.integrity import merge_damage
+    folder = f"{results}/{iteration}"
+    select_dirs = [f"{folder}/select/{b}" for b in batch_ids(plan)]
+    return _token(workflow, folder, merge_damage(folder, select_dirs), f"merge {iteration}")

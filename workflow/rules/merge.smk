@@ -17,6 +17,7 @@ rule merge:
         summary=f"{R}/{{it}}/summary.json",
         summary_md=f"{R}/{{it}}/summary.md",
         dataset=f"{R}/{{it}}/dataset.yaml",
+        integrity=f"{R}/{{it}}/integrity.txt",
         # record.merged_trajectories: the iteration's one trajectory file, a target only when it is on.
         **({"trajectories": f"{R}/{{it}}/trajectories.h5", "trajectories_json": f"{R}/{{it}}/trajectories.json"}
            if MERGED_TRAJECTORIES else {}),
@@ -28,6 +29,7 @@ rule merge:
         recordings=lambda wc: api.stable_hash([api.recording_identity(CFG, wc.it, plan_of(wc), b)
                                                 for b in batches_of(wc)]),
         trajectories="--trajectories" if MERGED_TRAJECTORIES else "",
+        integrity=lambda wc: api.merge_token(workflow, R, wc.it, plan_of(wc)),
         out=folder_of("summary"),
     conda:
         ENV_CPU
@@ -39,4 +41,5 @@ rule merge:
         "python -m physrec --log {log} merge --iteration {wildcards.it} --manifest {input.manifest:q} --plan {input.plan:q}"
         " --select-dirs {params.select_dirs:q} --record-dirs {params.record_dirs:q} --base-dataset={params.base:q}"
         " --weight-scale {params.scale} {params.trajectories} --out-dir {params.out:q}"
+        " --integrity-token={params.integrity:q}"
 

@@ -18,6 +18,8 @@ rule record:
         terrain=f"{R}/{{it}}/record/{{batch}}/terrain.pkl",
         env=f"{R}/{{it}}/record/{{batch}}/record_env.yaml",
         args=f"{R}/{{it}}/record/{{batch}}/record_args.txt",
+        # Declared so that Snakemake stamps it with the outputs' time: a file newer than it was changed.
+        integrity=f"{R}/{{it}}/record/{{batch}}/integrity.txt",
     params:
         digest=lambda wc: api.batch_digest(plan_of(wc), wc.batch),
         record=api.json_arg(physrec_config.record_physics_keys(CFG["record"])),
@@ -26,6 +28,8 @@ rule record:
         character=CFG["character"],
         seed=CFG["seed"],
         recording_version=api.RECORDING_VERSION,
+        # Changes when an output was deleted or changed since this job wrote it (stages/integrity.py).
+        integrity=lambda wc: api.record_token(workflow, R, wc.it, wc.batch),
         out=folder_of("h5"),
     threads: lambda wc: api.record_threads(CFG, workflow.cores, len(batch_sources(wc)))
     resources:
@@ -43,7 +47,7 @@ rule record:
         "python -m physrec --log {log} record --plan {input.plan:q} --batch {wildcards.batch}"
         " --record {params.record:q} --tracker {params.tracker:q} --backend {params.backend:q}"
         " --character {params.character:q}"
-        " --seed {params.seed} --threads {threads} --out-dir {params.out:q}"
+        " --seed {params.seed} --threads {threads} --out-dir {params.out:q} --integrity-token={params.integrity:q}"
 
 
 rule select:
@@ -55,10 +59,12 @@ rule select:
     output:
         selected=f"{R}/{{it}}/select/{{batch}}/selected.tsv",
         motions=directory(f"{R}/{{it}}/select/{{batch}}/motions"),
+        integrity=f"{R}/{{it}}/select/{{batch}}/integrity.txt",
     params:
         selection=api.json_arg(CFG["selection"]),
         selection_version=api.SELECTION_VERSION,
         recording=lambda wc: api.recording_identity(CFG, wc.it, plan_of(wc), wc.batch),
+        integrity=lambda wc: api.select_token(workflow, R, wc.it, wc.batch),
         record_dir=lambda wc, input: os.path.dirname(input.rollouts),
         out=folder_of("selected"),
     conda:
@@ -69,4 +75,4 @@ rule select:
         "benchmarks/{it}/select/{batch}.tsv"
     shell:
         "python -m physrec --log {log} select --record-dir {params.record_dir:q} --selection {params.selection:q}"
-        " --out-dir {params.out:q}"
+        " --out-dir {params.out:q} --integrity-token={params.integrity:q}"

@@ -160,7 +160,7 @@ def open_rollouts(path: str | Path) -> h5py.File:
         raise
     except OSError as e:
         raise TrajectoryError(f"{path}: not a readable HDF5 file ({str(e).splitlines()[0]}); it was cut short or "
-                              "overwritten after it was recorded: delete it, and the next run records its batch "
+                              "overwritten after it was recorded: the next run of the workflow records its batch "
                               "again") from None
 
 

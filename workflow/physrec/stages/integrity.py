@@ -1,35 +1,96 @@
-"""Outputs that were deleted or changed after their job wrote them, found before a run.
+"""Outputs deleted or changed after their job wrote them, made again by Snakemake's own scheduling.
 
 Snakemake does not rerun a job only because a file it made has gone: it reruns a job whose
-own outputs are missing or older than its inputs, and leaves alone an intermediate file
-that later jobs already used. Files inside a directory output (the recorded motions) are
-not tracked at all. So a deleted `rollouts.h5` or recorded motion would stay deleted while
-the next dataset still named it. Before Snakemake builds its DAG, `untrusted_outputs`
-lists the outputs made from such files, down to the iteration's merged manifest (a target
-of the run: Snakemake reruns a job whose output is missing only when a later job needs
-it); removing them (the Snakefile does) makes their jobs, and those that rebuild the
-missing files, run again.
+own outputs are missing or older than its inputs, and leaves alone an intermediate file that
+later jobs already used. Files inside a directory output (the recorded motions) are not
+tracked at all. So a deleted `rollouts.h5` or recorded motion would stay deleted while the
+next dataset still named it, and an edited one would be selected and merged.
 
-Cheap at 10,000 motions: one stat per file; a file is hashed only when its time stamp is
-newer than the table that recorded its sha256 (touched or rewritten since).
+Each job that makes such files (record, select, merge) therefore carries an *integrity
+token* in a param. While its outputs are as it wrote them, the token is the one the job ran
+with, which it wrote to `integrity.txt` beside its outputs: Snakemake's stored params match
+and nothing reruns. When a file is missing or changed, the token becomes a new value derived
+from the damage: the params differ, Snakemake schedules the job (and everything after it),
+and a dry run, `--report` or `--unlock` shows that plan and deletes nothing.
+
+How damage is found, cheaply enough for 10,000 motions (one stat per file): a record job
+writes the sha256 of each of its outputs into its `integrity.txt`; select's `selected.tsv`
+and merge's `manifest.tsv` hold the sha256 of each motion file they wrote. A file is hashed
+only when its time stamp is newer than the table that holds its sha256.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 from pathlib import Path
 
-from physrec.formats.hashing import sha256_file
-from physrec.formats.tables import read_tsv_records
-from physrec.stages.batch_plan import batch_ids
+from physrec.formats.atomic import atomic_write_text
+from physrec.formats.hashing import sha256_file, stable_hash
+from physrec.formats.tables import TableError, read_tsv_records
 
+INTEGRITY_FILE = "integrity.txt"
 RECORD_OUTPUTS = ("rollouts.h5", "rollouts.json", "attempts.tsv", "terrain.pkl", "record_env.yaml", "record_args.txt")
+_TOKEN = "token "
 
 
-@dataclass(frozen=True)
-class Untrusted:
-    output: str  # made from what is gone: removed, so that its job runs again
-    why: str
+def write_integrity(folder: str | Path, token: str, digests: dict[str, str] | None = None) -> None:
+    """The job's own record, written after its outputs: its token, and the sha256 of each output
+    it names (sha256sum's layout, so `grep -v ^token integrity.txt | sha256sum -c` checks them)."""
+    lines = [_TOKEN + token] + [f"{sha}  {name}" for name, sha in (digests or {}).items()]
+    atomic_write_text(Path(folder) / INTEGRITY_FILE, "\n".join(lines) + "\n")
+
+
+def output_digests(folder: str | Path, names: tuple[str, ...] = RECORD_OUTPUTS) -> dict[str, str]:
+    return {name: sha256_file(Path(folder) / name) for name in names}
+
+
+def _read_integrity(folder: Path) -> tuple[str, dict[str, str]] | None:
+    try:
+        lines = (folder / INTEGRITY_FILE).read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    token = lines[0].removeprefix(_TOKEN) if lines and lines[0].startswith(_TOKEN) else ""
+    digests = {}
+    for line in lines[1:]:
+        sha, sep, name = line.partition("  ")
+        if sep:
+            digests[name] = sha
+    return token, digests
+
+
+def recorded_digest(record_dir: str | Path, name: str) -> str | None:
+    """The sha256 the record job wrote for one of its outputs (None for a folder recorded before
+    physrec wrote digests)."""
+    found = _read_integrity(Path(record_dir))
+    return found[1].get(name) if found else None
+
+
+class DamagedRecordError(ValueError):
+    """A record output that is not what its record job wrote; the next run records the batch again."""
+
+
+def check_record_outputs(record_dir: str | Path, names: tuple[str, ...]) -> None:
+    """Refuse record outputs whose sha256 is not what the record job wrote (a folder recorded
+    before digests is not checked). A changed file's time stamp is set to now, so that the next
+    DAG build hashes it too and schedules the batch's record job."""
+    folder = Path(record_dir)
+    found = _read_integrity(folder)
+    if found is None:
+        return
+    for name in names:
+        path, expected = folder / name, found[1].get(name)
+        actual = sha256_file(path) if path.is_file() else None
+        if actual != expected:
+            raise damaged(path, f"changed since the record job wrote it (sha256 {str(actual)[:12]}, "
+                                f"recorded {str(expected)[:12]})")
+
+
+def damaged(path: Path, problem: str) -> DamagedRecordError:
+    """The error for a damaged record output, marking it for the next DAG build (see check_record_outputs)."""
+    if path.is_file():
+        os.utime(path)
+    return DamagedRecordError(f"{path}: {problem}; run the workflow again: it records batch "
+                              f"{path.parent.name} again")
 
 
 def _changed(path: Path, sha256: str, table: Path) -> str | None:
@@ -43,57 +104,66 @@ def _changed(path: Path, sha256: str, table: Path) -> str | None:
     return None
 
 
-def _unreadable(h5: Path, selected: Path) -> str | None:
-    """Why a rollouts.h5 rewritten after select read it is no HDF5 file any more (None: it is,
-    or it is older; opened only then, since opening every batch's file costs a DAG build)."""
-    if h5.stat().st_mtime_ns <= selected.stat().st_mtime_ns:
-        return None
-    from physrec.formats.rollouts import TrajectoryError, open_rollouts
-    try:
-        open_rollouts(h5).close()
-    except TrajectoryError:
-        return f"{h5} is cut short or overwritten (not a readable HDF5 file)"
-    return None
-
-
 def _first_changed(table: Path, folder: Path, name_key: str, sha_key: str) -> str | None:
     """The first file `table` names in `folder` that cannot be trusted, and how many more."""
-    reasons = [why for row in read_tsv_records(table) if row.get(name_key)
+    try:
+        rows = read_tsv_records(table)
+    except (TableError, OSError) as e:
+        return f"{table} is unreadable ({e})"
+    reasons = [why for row in rows if row.get(name_key)
                for why in [_changed(folder / Path(row[name_key]).name, row[sha_key], table)] if why]
     if not reasons:
         return None
     return reasons[0] + (f" (and {len(reasons) - 1} more file(s))" if len(reasons) > 1 else "")
 
 
-def untrusted_outputs(results_dir: str | Path, iteration: str) -> list[Untrusted]:
-    """The outputs of one iteration that were made from files now missing or changed, each with
-    a reason (an output may come with several)."""
-    it = Path(results_dir) / iteration
-    plan, merged = it / "batches" / "plan.tsv", it / "manifest.tsv"
-    if not plan.is_file():
-        return []  # split runs first, and everything after it
-    found = []
-    merge_is_newer = merged.is_file() and merged.stat().st_mtime_ns > plan.stat().st_mtime_ns
-    for batch in batch_ids(plan):
-        record, select = it / "record" / batch, it / "select" / batch
-        selected = select / "selected.tsv"
-        if not selected.is_file():
-            if merge_is_newer:  # this batch was merged; its selection is gone
-                found.append(Untrusted(str(merged), f"{selected} is missing"))
-            continue
-        missing = [n for n in RECORD_OUTPUTS if not (record / n).is_file()]
-        if missing:
-            why = f"{record / missing[0]} is missing"
-        elif why := _unreadable(record / "rollouts.h5", selected):
-            found.append(Untrusted(str(record / "rollouts.h5"), why))  # removed: its batch is recorded again
-        else:
-            why = _first_changed(selected, select / "motions", "recorded_file", "recorded_sha256")
-        if why:
-            found.append(Untrusted(str(selected), why))
-            if merged.is_file():  # Snakemake reruns select only for a merge that is due
-                found.append(Untrusted(str(merged), why))
-    if merged.is_file():
-        why = _first_changed(merged, it / "recorded_motions", "recorded_path", "recorded_sha256")
-        if why:
-            found.append(Untrusted(str(merged), why))
-    return found
+def record_damage(record_dir: str | Path) -> str | None:
+    """Why a batch's record outputs cannot be trusted (None: they can, or nothing was recorded)."""
+    folder = Path(record_dir)
+    found = _read_integrity(folder)
+    if found is None:  # not recorded yet, or by a physrec that wrote no digests
+        present = [n for n in RECORD_OUTPUTS if (folder / n).is_file()]
+        missing = [n for n in RECORD_OUTPUTS if n not in present]
+        return f"{folder / missing[0]} is missing" if present and missing else None
+    digests = found[1]
+    reasons = [why for name in RECORD_OUTPUTS
+               for why in [_changed(folder / name, digests.get(name, ""), folder / INTEGRITY_FILE)] if why]
+    if not reasons:
+        return None
+    return reasons[0] + (f" (and {len(reasons) - 1} more file(s))" if len(reasons) > 1 else "")
+
+
+def select_damage(select_dir: str | Path) -> str | None:
+    """Why a batch's selection cannot be trusted: its selected.tsv or a motion it wrote is gone or changed."""
+    folder = Path(select_dir)
+    selected = folder / "selected.tsv"
+    if not selected.is_file():
+        return f"{selected} is missing" if (folder / INTEGRITY_FILE).is_file() else None
+    return _first_changed(selected, folder / "motions", "recorded_file", "recorded_sha256")
+
+
+def merge_damage(iteration_dir: str | Path, select_dirs: list[str]) -> str | None:
+    """Why an iteration's merged outputs cannot be trusted: a batch's selection is gone, or a
+    recorded motion the merged manifest names is gone or changed."""
+    folder = Path(iteration_dir)
+    manifest = folder / "manifest.tsv"
+    if not manifest.is_file():
+        return None
+    gone = [f"{d}/selected.tsv" for d in select_dirs if not os.path.isfile(f"{d}/selected.tsv")]
+    if gone:
+        return f"{gone[0]} is missing" + (f" (and {len(gone) - 1} more file(s))" if len(gone) > 1 else "")
+    return _first_changed(manifest, folder / "recorded_motions", "recorded_path", "recorded_sha256")
+
+
+def job_token(folder: str | Path, damage: str | None) -> str:
+    """The integrity token for the job whose outputs are in `folder`: the one it ran with while
+    they are intact, a new one derived from the damage otherwise (see the module doc)."""
+    folder = Path(folder)
+    if damage is None:
+        found = _read_integrity(folder)
+        return found[0] if found else ""
+    try:  # the same damage after a repair gives another token: the repair rewrote integrity.txt
+        seen = (folder / INTEGRITY_FILE).stat().st_mtime_ns
+    except FileNotFoundError:
+        seen = 0
+    return "redo-" + stable_hash([damage, seen])[:16]

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable
 
+from physrec.stages.integrity import write_integrity
 from physrec.formats.atomic import atomic_write_text
 from physrec.formats.rollouts import TRAJECTORIES, merge_trajectories
 from physrec.formats.dataset_yaml import DatasetEntry, motion_name, read_dataset, write_dataset
@@ -140,7 +141,7 @@ def write_trajectories(record_dirs: list[Path], out_dir: Path, wanted: bool,
 
 def run_merge(iteration: str, manifest: str | Path, plan: str | Path, select_dirs: list[Path],
               record_dirs: list[Path], base_dataset: str | None, weight_scale: float, out_dir: str | Path,
-              trajectories: bool = False, progress: Callable[[str], None] = print) -> dict:
+              trajectories: bool = False, progress: Callable[[str], None] = print, integrity_token: str = "") -> dict:
     out = Path(out_dir)
     selected: dict[str, dict[str, str]] = {}
     for d in select_dirs:
@@ -172,4 +173,5 @@ def run_merge(iteration: str, manifest: str | Path, plan: str | Path, select_dir
     write_dataset(out / "dataset.yaml", [DatasetEntry(file=str(e.path), path=e.path, weight=e.weight, extra={})
                                          for e in entries])
     write_trajectories(record_dirs, out, trajectories, progress)
+    write_integrity(out, integrity_token)
     return summary

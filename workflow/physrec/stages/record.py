@@ -23,6 +23,7 @@ from physrec.recording.data import BatchMotion, BatchRecording
 from physrec.recording.plan import episode_seed
 from physrec.formats.rollouts import ENV_ID, write_h5, write_json
 from physrec.formats.tables import write_tsv
+from physrec.stages.integrity import output_digests, write_integrity
 from physrec.motion.terrain import boxes_mesh
 from physrec.sim.backend import BackendSpec, tensor_device
 from physrec.sim import devices
@@ -118,7 +119,7 @@ def trajectory_info(rec: dict, tracker_spec: dict, backend_spec: dict, character
 
 def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, backend_spec: dict, character_spec: str,
                seed: int, threads: int, out_dir: str | Path, argv: list[str],
-               progress: Callable[[str], None] = print) -> BatchRecording:
+               progress: Callable[[str], None] = print, integrity_token: str = "") -> BatchRecording:
     out = Path(out_dir)
     character = Character.load(character_spec)
     settings = config.record_settings(rec)
@@ -182,5 +183,7 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
         write_h5(out / "rollouts.h5", h5_eps, threads)
     with phase("rollouts.json"):
         write_json(out / "rollouts.json", info, json_eps)
+    with phase("integrity.txt"):  # last: the digests of everything above (stages/integrity.py)
+        write_integrity(out, integrity_token, output_digests(out))
     progress(f"[{batch}] wrote its outputs in {phase.line()}")
     return recording

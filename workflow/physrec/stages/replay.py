@@ -69,6 +69,11 @@ def replay_folder(record_dir: str | Path, attempts: list[str] | None = None,
                           "(its episodes have no terrain_slots)")
     character, settings = folder.character(), folder.settings()
     with open_rollouts(folder.h5) as f:
+        unpaired = sorted(set(folder.episodes) ^ {k for k in f if k.startswith("traj_")})
+        if unpaired:  # attempts are paired by id: a mismatch is a damaged folder, never a silent skip
+            raise ReplayError(f"{folder.path}: rollouts.json and rollouts.h5 disagree on attempt {unpaired[0]}"
+                              f"{f' (and {len(unpaired) - 1} more)' if len(unpaired) > 1 else ''}: the folder was "
+                              "changed after it was recorded; the next run of the workflow records it again")
         return [_replay(name, folder.episodes[name], folder.motion(name), f[name], character, settings, tolerance)
                 for name in names]
 

@@ -24,6 +24,7 @@ from physrec.formats.tables import read_tsv_records, write_tsv
 from physrec.formats.text import fitting_stem
 from physrec.motion.terrain import crop_around_path
 from physrec.stages.index import read_indexed
+from physrec.stages.integrity import check_record_outputs, damaged, write_integrity
 
 RECORDED_SUFFIX = "_rec"
 SELECTED_COLUMNS = ["motion", "status", "attempt", "start_fraction", "start_time", "end_time",
@@ -53,6 +54,8 @@ def rejection(attempt: dict[str, str], sel: dict, control_hz: int) -> str:
               ("max_root_rot_error", rot_limit, math.degrees(1.0), "deg")]
     for column, limit, scale, unit in checks:
         value = float(attempt[column]) * scale
+        if not math.isfinite(value):  # NaN passes every `>`: a diverged attempt is never kept
+            return f"{column} is {value} (a non-finite state)"
         if limit is not None and value > limit:
             return f"{column} {value:.3f} {unit} > {limit} {unit}"
     steps = recorded_steps(attempt, control_hz)
@@ -101,8 +104,9 @@ def backend_label(recorded_by: dict) -> str:
     return f"{name} {recorded_by['mujoco_version']}"
 
 
-def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path) -> list[dict]:
+def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path, integrity_token: str = "") -> list[dict]:
     record_dir, out = Path(record_dir), Path(out_dir)
+    check_record_outputs(record_dir, ("rollouts.h5", "rollouts.json", "attempts.tsv"))
     info = read_json(record_dir / "rollouts.json")
     env = info["env_info"]["env_kwargs"]
     attempts = read_tsv_records(record_dir / "attempts.tsv")
@@ -115,13 +119,24 @@ def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path) -> list[d
     (out / "motions").mkdir(parents=True, exist_ok=True)
     with open_rollouts(record_dir / "rollouts.h5") as h5:
         for name, tries in by_motion.items():
-            rows.append(_select_motion(name, tries, sel, h5, info, character, fps, out))
+            rows.append(_select_motion(name, tries, sel, h5, info, character, fps, out, record_dir))
     write_tsv(out / "selected.tsv", rows, SELECTED_COLUMNS)
+    write_integrity(out, integrity_token)
     return rows
 
 
+def _episode(info: dict, h5: Any, attempt: str, record_dir: Path) -> dict:
+    """The rollouts.json record of an attempts.tsv row, paired by id, which rollouts.h5 must hold too."""
+    episodes = {f"traj_{e['episode_id']}": e for e in info["episodes"]}
+    if attempt not in episodes:
+        raise damaged(record_dir / "rollouts.json", f"no episode {attempt}, which attempts.tsv lists")
+    if attempt not in h5:
+        raise damaged(record_dir / "rollouts.h5", f"no group {attempt}, which rollouts.json lists")
+    return episodes[attempt]
+
+
 def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, info: dict, character: Character,
-                   fps: int, out: Path) -> dict:
+                   fps: int, out: Path, record_dir: Path) -> dict:
     """The selected.tsv row of one motion, writing its recorded motion file if one is kept;
     `info`: the batch's rollouts.json."""
     config_hash = info["env_info"]["env_kwargs"]["config_hash"]
@@ -129,9 +144,8 @@ def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, i
     row = {c: None for c in SELECTED_COLUMNS}
     row.update(motion=name, status=status, attempts=len(tries), fail_reason=reason or None)
     if chosen is not None:
-        index = int(chosen["attempt"].removeprefix("traj_"))
-        ep_info = info["episodes"][index]
-        qpos, contacts = read_states(h5, index)
+        ep_info = _episode(info, h5, chosen["attempt"], record_dir)
+        qpos, contacts = read_states(h5, int(ep_info["episode_id"]))
         steps = recorded_steps(chosen, fps)
         end_time = round(float(chosen["start_time"]) + steps / fps, 9)  # as attempts.tsv writes times
         try:
