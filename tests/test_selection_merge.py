@@ -365,3 +365,11 @@ def test_odd_terrain_cell_size_does_not_break_the_batch(tmp_path, monkeypatch):
     assert {"stand_flat", "wave_flat"} <= recorded
     assert not odd_row["valid"]
     assert "odd_dx.pkl" in odd_row["error"] and "dx" in odd_row["error"]
+
+
+def test_choose_never_keeps_a_non_finite_error_even_without_thresholds():
+    """NaN passes every `value > limit`: a diverged attempt must be refused explicitly."""
+    tries = [_att(0, 0.0, True, mean=float("nan"), root=0.2, rot=0.5)]
+    for sel in (NO_LIMITS, {"max_mean_body_pos_error_m": 0.1}):
+        status, chosen, why = choose(tries, sel, 30)
+        assert status == "rejected" and chosen is None and "mean_body_pos_error is nan" in why, why

@@ -164,28 +164,38 @@ class SmallDevice(MujocoBackend):
     recorder chunks to its capacity, and halves a chunk that runs out of memory."""
 
     created: list[int] = []
+    fits = 2
 
     def __init__(self, spec, character, settings, num_envs, terrain_slots):
         SmallDevice.created.append(num_envs)
-        if num_envs > 2:
+        if num_envs > SmallDevice.fits:
             raise BackendOutOfMemory(f"out of device memory for {num_envs} worlds")
         super().__init__(spec, character, settings, num_envs, terrain_slots)
 
 
 def capacity(spec, character, settings, terrain_slots):
-    return 4
+    return CAPACITY["size"]
 
 
-def test_a_batch_larger_than_the_device_is_recorded_in_chunks_with_the_same_result(ch, demo_batch, monkeypatch):
+CAPACITY = {"size": 4}
+
+
+@pytest.mark.parametrize("size", [4, 3, 1])
+def test_a_batch_larger_than_the_device_is_recorded_in_chunks_with_the_same_result(ch, demo_batch, monkeypatch, size):
+    """Chunks of 1, 3 and 4 (4 runs out of memory and is halved): the same attempts in the same
+    order as the whole batch, so traj_<i> ids and file bytes never depend on the device's memory."""
     monkeypatch.setitem(BACKENDS, "small", f"{__name__}:SmallDevice")
+    monkeypatch.setitem(CAPACITY, "size", size)
     whole = record_batch(demo_batch, ch, PDTracker(), RecordSettings())
     said = []
     SmallDevice.created.clear()
+    SmallDevice.fits = 2 if size == 4 else size
     chunked = record_batch(demo_batch, ch, PDTracker(), RecordSettings(), BackendSpec(name="small"), said.append)
-    assert SmallDevice.created == [4, 2, 2, 1]  # 5 motions: 4 (too many), then 2 + 2, then the last one
-    assert any("taking these motions again in halves" in s for s in said)
-    key = lambda a: (a.motion, a.start_fraction)  # noqa: E731 - chunks change the order, not the attempts
-    for a, b in zip(sorted(whole.attempts, key=key), sorted(chunked.attempts, key=key), strict=True):
+    if size == 4:
+        assert SmallDevice.created == [4, 2, 2, 1]  # 5 motions: 4 (too many), then 2 + 2, then the last one
+        assert any("taking these motions again in halves" in s for s in said)
+    assert len(whole.attempts) > len(demo_batch)  # later starts too: the order spans passes
+    for a, b in zip(whole.attempts, chunked.attempts, strict=True):
         assert (a.motion, a.start_fraction, a.steps, a.fail_reason) == (b.motion, b.start_fraction, b.steps, b.fail_reason)
         assert np.array_equal(a.qpos, b.qpos) and np.array_equal(a.actions, b.actions)
 
@@ -201,3 +211,40 @@ def test_concurrent_jobs_claim_different_gpus(tmp_path):
             for _ in range(2)]
     got = sorted(int(p.communicate(timeout=60)[0]) for p in jobs)
     assert got == [0, 1]
+
+
+def _backends() -> list:
+    specs = [pytest.param(BackendSpec(), id="mujoco")]
+    try:
+        import mujoco_warp  # noqa: F401
+        specs.append(pytest.param(BackendSpec(name="mujoco_warp", device="cpu", deterministic=True), id="mujoco_warp"))
+    except ImportError:
+        pass
+    return specs
+
+
+@pytest.mark.parametrize("spec", _backends())
+def test_a_diverged_state_terminates_as_non_finite_state_on_every_backend(ch, demo_batch, spec):
+    """A velocity no simulation survives: MuJoCo's mj_step resets such a state to the initial
+    pose (a silent root_position failure before), MuJoCo Warp keeps the NaN; both report it the
+    same way, and the healthy environment beside it steps on."""
+    from physrec.motion import termination
+    settings = PhysicsSettings()
+    batch = demo_batch[:1] * 2
+    padded = pad_boxes([motion_boxes(m, 3.0) for m in batch])
+    qpos, qvel, targets = _standing(ch, batch)
+    qvel[1, :3] = 1e12  # huge: mj_step's check flags it
+    sim = make_backend(spec, ch, settings, 2, padded.shape[1])
+    try:
+        sim.set_terrain(np.arange(2), padded)
+        sim.reset(np.arange(2), qpos, qvel)
+        out = sim.step(np.arange(2), targets[:, :4])
+    finally:
+        sim.close()
+    assert np.isfinite(out.qpos[0]).all()
+    assert not np.isfinite(out.qpos[1]).all(axis=-1).any(), "a diverged environment still reports a state"
+    root_pos, root_rot, joint_rot = ch.qpos_to_pose(out.qpos[:, -1])
+    body = ch.body_positions(root_pos, root_rot, joint_rot)
+    chk = termination.check(body, root_rot, body[[0, 0]], root_rot[[0, 0]], termination.TerminationSettings())
+    assert chk.code.tolist() == [termination.OK, termination.NON_FINITE_STATE]
+    assert termination.reason(int(chk.code[1]), -1, ch.body_names) == "non_finite_state"

@@ -136,3 +136,22 @@ def test_batch_of_environments(ch, ref):
     assert res.code.tolist() == [OK, ROOT_POSITION, ROOT_ROTATION, OK]
     # env 2 has both a head offset and a root-angle error; root angle is reported.
     assert res.body.tolist() == [-1, -1, -1, -1]
+
+
+def test_a_non_finite_state_terminates_in_both_twins(ch, ref):
+    """NaN compares false with every limit: without its own rule a diverged environment tracks."""
+    import torch
+    from physrec.motion import termination_torch
+    pos, rot = ref
+    sim = np.concatenate([pos, pos, pos])
+    sim[1, 3] = np.nan
+    rots = np.concatenate([rot, rot, rot])
+    rots[2, 0] = np.inf
+    refs, ref_rots = np.concatenate([pos] * 3), np.concatenate([rot] * 3)
+    s = TerminationSettings()
+    res = check(sim, rots, refs, ref_rots, s)
+    assert res.code.tolist() == [OK, termination.NON_FINITE_STATE, termination.NON_FINITE_STATE]
+    assert reason(int(res.code[1]), int(res.body[1]), ch.body_names) == "non_finite_state"
+    code, body, _ = termination_torch.check(*(torch.as_tensor(x) for x in (sim, rots, refs, ref_rots)), s,
+                                            torch.as_tensor(s.body_offset_limits))
+    assert code.tolist() == res.code.tolist() and body.tolist() == res.body.tolist()

@@ -11,7 +11,7 @@ from physrec.motion import quat
 # PARC's pose_termination_dist for bodies 1..14 (torso ... left_foot), metres.
 PARC_BODY_OFFSET_LIMITS = (0.7, 1.0, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 1.0, 1.2, 10.0, 1.0, 1.2, 10.0)
 
-OK, ROOT_POSITION, ROOT_ROTATION, BODY_OFFSET, BAD_ACTION = 0, 1, 2, 3, 4
+OK, ROOT_POSITION, ROOT_ROTATION, BODY_OFFSET, BAD_ACTION, NON_FINITE_STATE = 0, 1, 2, 3, 4, 5
 ERROR_COLUMNS = ("root_pos_error", "root_rot_error", "body_offset_ratio", "mean_body_pos_error")
 
 
@@ -51,6 +51,9 @@ def check(sim_body_pos: np.ndarray, sim_root_rot: np.ndarray, ref_body_pos: np.n
     code = np.where(worst_ratio > 1.0, BODY_OFFSET, code)
     code = np.where(rot_err > settings.root_rot_error, ROOT_ROTATION, code)
     code = np.where(root_err > settings.root_pos_error, ROOT_POSITION, code)
+    # Last, since NaN fails every comparison above: a diverged simulation never counts as tracking.
+    finite = np.isfinite(sim_body_pos).all(axis=(1, 2)) & np.isfinite(sim_root_rot).all(axis=-1)
+    code = np.where(finite, code, NON_FINITE_STATE)
     body = np.where(code == BODY_OFFSET, worst + 1, -1)
     errors = np.stack([root_err, rot_err, worst_ratio, mean_pos], axis=-1)
     return TerminationCheck(code, body, errors, ratio)
@@ -65,4 +68,6 @@ def reason(code: int, body: int, body_names: tuple[str, ...]) -> str:
         return f"body_offset:{body_names[body]}"
     if code == BAD_ACTION:
         return "non_finite_action"
+    if code == NON_FINITE_STATE:
+        return "non_finite_state"
     return ""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from physrec.motion import quat_torch as tq
-from physrec.motion.termination import BODY_OFFSET, OK, ROOT_POSITION, ROOT_ROTATION, TerminationSettings
+from physrec.motion.termination import (BODY_OFFSET, NON_FINITE_STATE, OK, ROOT_POSITION, ROOT_ROTATION,
+                                        TerminationSettings)
 
 
 def check(sim_body_pos: torch.Tensor, sim_root_rot: torch.Tensor, ref_body_pos: torch.Tensor,
@@ -24,5 +25,7 @@ def check(sim_body_pos: torch.Tensor, sim_root_rot: torch.Tensor, ref_body_pos: 
     code = torch.where(worst_ratio > 1.0, BODY_OFFSET, code)
     code = torch.where(rot_err > settings.root_rot_error, ROOT_ROTATION, code)
     code = torch.where(root_err > settings.root_pos_error, ROOT_POSITION, code)
+    finite = torch.isfinite(sim_body_pos).all(dim=-1).all(dim=-1) & torch.isfinite(sim_root_rot).all(dim=-1)
+    code = torch.where(finite, code, NON_FINITE_STATE)
     body = torch.where(code == BODY_OFFSET, worst + 1, -1)
     return code, body, torch.stack([root_err, rot_err, worst_ratio, mean_pos], dim=-1)

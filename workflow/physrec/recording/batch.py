@@ -98,10 +98,13 @@ def _release_device_memory() -> None:
 def record_batch(motions: list[BatchMotion], character: Character, tracker: Tracker | Planner,
                  settings: RecordSettings, backend: BackendSpec = BackendSpec(),
                  progress: Callable[[str], None] = lambda s: None, batch: str = "", seed: int = 0) -> BatchRecording:
-    """Track every motion of a batch; return all attempts in pass order.
+    """Track every motion of a batch; return all attempts in one canonical order: by pass (start
+    fraction), then plan order, then start time.
 
     A backend with limited memory (the GPU) takes the batch in chunks that fit it, each chunk
-    with every pass; a chunk that still runs out of memory is taken again in halves.
+    with every pass; a chunk that still runs out of memory is taken again in halves. The order
+    does not depend on that chunking, so `traj_<i>` ids and file bytes never depend on what else
+    held the device's memory.
     """
     wall = time.perf_counter()
     tiled = tile_square([m.terrain for m in motions])
@@ -144,6 +147,8 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
         for a in found:
             a.motion = int(chunk[a.motion])
         attempts += found
+    passes = {f: p for p, f in enumerate((0.0,) + tuple(settings.start_fractions))}
+    attempts.sort(key=lambda a: (passes[a.start_fraction], a.motion, a.start_time))
     succeeded = len({a.motion for a in attempts if a.success})
     sim_steps = sum(a.steps for a in attempts) * settings.physics.substeps + sum(
         int((a.search or {}).get("physics_steps", 0)) for a in attempts)  # a planner's search simulates too

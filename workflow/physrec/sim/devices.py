@@ -5,8 +5,8 @@ SLURM allocation shows a job only its own (CUDA_VISIBLE_DEVICES). With `device: 
 job takes the first visible GPU that no other physrec job on this machine holds, through
 an exclusive lock on a file named after the GPU's PCI bus id, kept until the job exits.
 The claimed GPU is this job's slot among the machine's GPUs: `claim_for_job` takes it once
-per process, and the record job writes its bus id and the time it took it into
-record_env.yaml (`gpu`, `gpu_claimed_at`).
+per process, and the record job writes its bus id into record_env.yaml (`gpu`; the log says
+when it was claimed: an output holds no wall-clock time).
 
 Test hook: PHYSREC_STANDIN_GPUS="id0,id1" makes every record job declare `gpu=1` and claim
 one of these ids with the same locks, whatever its backend, so the tests can run
@@ -63,17 +63,14 @@ def claim_for_job(bus_ids: list[str], say: Callable[[str], None] = print) -> int
     the process exits (every later call returns the same one)."""
     if "bus_id" not in _HELD:
         index, lock = claim(bus_ids, say=say)
-        _HELD.update(bus_id=bus_ids[index], lock=lock, claimed_at=time.time())
+        _HELD.update(bus_id=bus_ids[index], lock=lock)
         say(f"GPU {bus_ids[index]} claimed (device {index} of {len(bus_ids)})")
     return list(bus_ids).index(str(_HELD["bus_id"]))
 
 
 def held_gpu_provenance() -> dict[str, object]:
-    """For record_env.yaml: the bus id of the GPU this job claimed and when (Unix time; the
-    lock is held from then until the job exits). Empty when it claimed none."""
-    if "bus_id" not in _HELD:
-        return {}
-    return {"gpu": str(_HELD["bus_id"]), "gpu_claimed_at": round(float(_HELD["claimed_at"]), 3)}  # type: ignore[arg-type]
+    """For record_env.yaml: the bus id of the GPU this job claimed (empty when it claimed none)."""
+    return {"gpu": str(_HELD["bus_id"])} if "bus_id" in _HELD else {}
 
 
 def standin_gpus() -> list[str]:

@@ -111,6 +111,7 @@ class MujocoBackend:
     def _step_rows(self, env: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n, h, sub = len(env), targets.shape[1], self.settings.substeps
         controls = np.repeat(targets, sub, axis=1)
+        start_time = self.states[env, 0]  # a copy (fancy indexing), taken before the states move on
         # Few large chunks: per-chunk dispatch costs more than the small imbalance between envs.
         out_state, out_sens = self._rollout.rollout(
             [self.models[e] for e in env], self._datas, self.states[env], controls, nstep=h * sub,
@@ -118,8 +119,12 @@ class MujocoBackend:
         last = slice(sub - 1, None, sub)
         seq = out_state[:, last]
         self.states[env] = seq[:, -1]
-        return (seq[..., 1:1 + self._nq], seq[..., 1 + self._nq:1 + self._nq + self._nv],
-                out_sens[:, last][..., self._contact_adr] > 0)
+        qpos, qvel = seq[..., 1:1 + self._nq], seq[..., 1 + self._nq:1 + self._nq + self._nv]
+        diverged = _auto_reset_steps(start_time, out_state[..., 0], sub, h)
+        if diverged is not None:
+            qpos, qvel = qpos.copy(), qvel.copy()
+            qpos[diverged], qvel[diverged] = np.nan, np.nan
+        return qpos, qvel, out_sens[:, last][..., self._contact_adr] > 0
 
     def memory(self) -> dict[str, int]:
         models = sum(int(m.nbuffer) for m in {id(m): m for m in self.models}.values())
@@ -127,5 +132,21 @@ class MujocoBackend:
         return {"host": models + self.states.nbytes + sum(int(d.nbuffer) for d in self._datas), "per_env": per_env}
 
     def provenance(self) -> dict[str, Any]:
-        return {"backend": self.name, "mujoco_version": mujoco.__version__, "device": "cpu"}
+        return {"backend": self.name, "mujoco_version": mujoco.__version__, "device": "cpu",
+                "diverged_state": "non_finite_state (mj_step's auto-reset detected)"}
 
+
+
+def _auto_reset_steps(start_time: np.ndarray, t: np.ndarray, sub: int, h: int) -> np.ndarray | None:
+    """[n, h] mask of the control steps at and after mj_step reset a diverged state (None: none did).
+
+    mj_step puts an environment whose state went non-finite or huge back to its initial pose and
+    time 0, which would read as a sudden root_position failure; the MuJoCo Warp backend leaves
+    the NaN in the state. Both report it as `non_finite_state` (motion/termination.py): here the
+    states from the reset on are NaN. `t` [n, h * sub]: each substep's simulation time."""
+    before = np.concatenate([start_time[:, None], t[:, :-1]], axis=1)
+    reset = t <= before  # time only moves forward, unless mj_step reset the data
+    if not reset.any():
+        return None
+    first = np.where(reset.any(axis=1), reset.argmax(axis=1), t.shape[1]) // sub
+    return np.arange(h)[None] >= first[:, None]

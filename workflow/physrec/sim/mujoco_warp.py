@@ -323,7 +323,7 @@ class WarpBackend:
         return {"backend": self.name, "mujoco_version": mujoco.__version__, "mujoco_warp_version": mjw.__version__,
                 "warp_version": wp.__version__, "device": self._device.name,
                 "deterministic": self.deterministic, "nconmax": self.nconmax,
-                "njmax": self.njmax}
+                "njmax": self.njmax, "diverged_state": "non_finite_state (MuJoCo Warp keeps the NaN state)"}
 
     # -- internals -----------------------------------------------------------------------
     def _env(self, env: np.ndarray) -> np.ndarray:

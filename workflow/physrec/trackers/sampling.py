@@ -46,7 +46,7 @@ from physrec.trackers.pd import PDTracker
 # The defaults (config schema, $defs.sampling_tracker) are the spec measured on this
 # project's simulator and termination rules (issue 7).
 DEATH_NAMES = {termination.ROOT_POSITION: "root_position", termination.ROOT_ROTATION: "root_rotation",
-               termination.BODY_OFFSET: "body_offset"}
+               termination.BODY_OFFSET: "body_offset", termination.NON_FINITE_STATE: "non_finite_state"}
 AUTO_CPU_SAMPLES = 512
 # Sample-steps below which judging a window's children is not split over threads.
 JUDGE_CHUNK_STATES = 512
