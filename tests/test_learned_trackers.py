@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+from types import SimpleNamespace
 from pathlib import Path
 
 import h5py
@@ -320,3 +321,40 @@ def test_learned_trackers_record_through_snakemake(tmp_path, ch):
     assert info["source_type"] == "tracker:parc"
     with h5py.File(record_dir / "rollouts.h5") as h5:
         assert all(h5[k]["obs"].shape[1] == 1312 for k in h5)
+
+
+SHARED = REPO.parent / "shared" / "parc_samples"
+
+
+@pytest.mark.skipif(not (SHARED / "oracle" / "model_seed1.pt").is_file(), reason="needs ../shared/parc_samples")
+def test_a_learned_tracker_records_the_same_bytes_on_any_thread_count(tmp_path, monkeypatch, ch):
+    """PARC's checkpoint on 48 copies each of TEASER_TERRAIN and civilization in one batch (large
+    matrices, where a multi-threaded kernel may sum in another order): record.threads 1, 2 and 4
+    give the same files. And the policy alone, on 96 rows, gives the same bits on 1, 2 and 4 threads."""
+    from physrec.formats.dataset_yaml import write_dataset
+    from physrec.trackers.policy import limit_torch_threads
+    monkeypatch.chdir(tmp_path)
+    names = [f"m{i:02d}_{j}" for i in range(48) for j in ("TEASER_TERRAIN", "civilization")]
+    (tmp_path / "data").mkdir()
+    for n in names:
+        os.symlink(SHARED / f"{n.split('_', 1)[1]}.pkl", tmp_path / "data" / f"{n}.pkl")
+    write_dataset("data/dataset.yaml", [(f"{n}.pkl", 1.0) for n in names])
+    write_manifest("manifest.tsv", index_dataset("data/dataset.yaml"))
+    write_plan("plan.tsv", make_plan(read_manifest("manifest.tsv"), 100000))
+    (b,) = batch_ids("plan.tsv")
+    rec = config.validate({"iterations": [{"name": "i", "dataset": "x"}], "record": {"save_obs": False}})["record"]
+    spec = {"kind": "parc", "model": str(SHARED / "oracle" / "model_seed1.pt")}
+    for threads in (1, 2, 4):
+        run_record("plan.tsv", b, rec, spec, {"name": "mujoco"}, "builtin:humanoid", 0, threads, f"t{threads}",
+                   ["physrec"], progress=lambda s: None)
+    for f in ("rollouts.h5", "attempts.tsv"):
+        assert (tmp_path / "t1" / f).read_bytes() == (tmp_path / "t2" / f).read_bytes() == \
+               (tmp_path / "t4" / f).read_bytes(), f
+    tracker = make_tracker(spec, ch)
+    obs = torch.randn(96, 1312, generator=torch.Generator().manual_seed(0)) * 3
+    outs = []
+    for threads in (1, 2, 4):
+        limit_torch_threads(threads)
+        tracker.use_threads(threads)
+        outs.append(tracker.act(SimpleNamespace(obs=obs)))
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])

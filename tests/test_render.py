@@ -118,3 +118,22 @@ def test_max_videos_is_spread_over_an_iterations_batches_in_plan_order():
     assert video_quotas(batches, 3) == dict(zip(batches[:3], [1, 1, 1]))  # the others get no videos job
     assert video_quotas(batches[:1], 16) == {batches[0]: 16}
     assert video_quotas(batches, None) == dict.fromkeys(batches)
+
+
+def test_kept_means_what_selection_kept(tmp_path):
+    """`--which kept` reads selection's choice; `succeeded` is every successful attempt."""
+    import shutil
+    from physrec.render.video import attempts_to_render
+    from physrec.formats.tables import write_tsv
+    from physrec.formats.rollouts import read_json
+    record = tmp_path / "it" / "record" / "b0000000000"
+    shutil.copytree(_record(tmp_path / "src", {"kind": "pd"}, ("ramp_descent_then_stand", "stand_flat")), record)
+    episodes = read_json(record / "rollouts.json")["episodes"]
+    succeeded = [f"traj_{e['episode_id']}" for e in episodes if e["success"]]
+    assert succeeded
+    with pytest.raises(Exception, match="selected.tsv not found"):
+        attempts_to_render(record, "kept")
+    write_tsv(tmp_path / "it" / "select" / "b0000000000" / "selected.tsv",
+              [{"motion": "m", "attempt": succeeded[0]}, {"motion": "n", "attempt": None}], ["motion", "attempt"])
+    assert attempts_to_render(record, "kept") == [succeeded[0]]
+    assert attempts_to_render(record, "succeeded") == succeeded

@@ -865,13 +865,15 @@ STANDIN_GPUS = ["0000:01:00.0", "0000:41:00.0"]
 
 
 def _gpu_holds(project: Path) -> dict[str, tuple[str, float, float]]:
-    """(device, from, to) per record job: from when it claimed its device (record_env.yaml) to
-    when it wrote rollouts.json, its last output, all within the time it held the device's lock."""
+    """(device, from, to) per record job: its device (record_env.yaml), from when it claimed it
+    (its log) to when it wrote rollouts.json, all within the time it held the device's lock."""
     out = {}
     for env in (project / "results" / IT / "record").glob("*/record_env.yaml"):
         info = yaml.safe_load(env.read_text())
+        log = (project / "logs" / IT / "record" / f"{env.parent.name}.log").read_text()
+        claimed = re.search(r"claimed \(device \d+ of \d+\) at Unix time ([0-9.]+)", log)
         written = (env.parent / "rollouts.json").stat().st_mtime
-        out[env.parent.name] = (info.get("gpu"), info.get("gpu_claimed_at"), written)
+        out[env.parent.name] = (info.get("gpu"), float(claimed.group(1)) if claimed else None, written)
     return out
 
 
@@ -879,8 +881,8 @@ def test_each_gpu_job_gets_a_device_of_its_own(tmp_path, monkeypatch):
     """`snakemake --cores 4 --resources gpu=2`: two record jobs at a time, never three (4 cores
     would allow 4 single-threaded ones), and two that run together hold different devices.
     The CPU backend stands in for GPU jobs (PHYSREC_STANDIN_GPUS, sim/devices.py): each job
-    declares gpu=1, claims one of two stand-in devices as a GPU job claims its GPU, and names
-    it and when it took it in record_env.yaml. A third job at once would have to wait for a
+    declares gpu=1, claims one of two stand-in devices as a GPU job claims its GPU, names it in
+    record_env.yaml and says when it took it in its log. A third job at once would have to wait for a
     device, which its log would say."""
     monkeypatch.setenv("PHYSREC_STANDIN_GPUS", ",".join(STANDIN_GPUS))
     monkeypatch.setenv("PHYSREC_GPU_LOCK_DIR", str(tmp_path / "locks"))

@@ -269,7 +269,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("render", help="MP4 videos of recorded attempts beside their reference")
     video_args(s, "writes <attempt>.mp4 here")
     s.add_argument("--attempt", nargs="*", default=[], help="attempts, e.g. traj_0 (default: --which)")
-    s.add_argument("--which", default="kept", help="all, kept (successful) or failed attempts (default: kept)")
+    s.add_argument("--which", default="kept", help="all attempts, those selection kept, every successful one "
+                   "(succeeded) or the failed ones (default: kept)")
     s.set_defaults(func=cmd_render)
 
     s = sub.add_parser("videos", help="a batch's videos for the report: kept and/or failed motions (report.videos)")

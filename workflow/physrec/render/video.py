@@ -19,6 +19,7 @@ import numpy as np
 
 from physrec.formats.rollouts import open_rollouts
 from physrec.formats.atomic import atomic_output
+from physrec.formats.tables import read_tsv_records
 from physrec.recording.plan import build_reference, motion_boxes
 from physrec.sim.backend import BackendSpec, make_backend
 from physrec.stages.record_folder import RecordFolder
@@ -26,7 +27,7 @@ from physrec.stages.record_folder import RecordFolder
 GHOST_RGBA = (0.35, 0.6, 1.0, 0.35)  # the reference
 CAMERA = {"distance": 4.0, "azimuth": 90.0, "elevation": -15.0}  # MuJoCo's free camera, following the root
 TERRAIN_RGBA = (0.62, 0.58, 0.52, 1.0)
-WHICH = ("all", "kept", "failed")
+WHICH = ("all", "kept", "succeeded", "failed")
 
 
 class RenderError(RuntimeError):
@@ -146,8 +147,15 @@ def render_attempt(record_dir: str | Path, attempt: str, out: str | Path, width:
 
 
 def attempts_to_render(record_dir: str | Path, which: str) -> list[str]:
-    """traj names of a record folder: all, the successful ones (kept), or the failed ones."""
+    """traj names of a record folder: all, those selection kept (from the batch's selected.tsv,
+    results/<iteration>/select/<batch>/), every successful one (kept or not), or the failed ones."""
     if which not in WHICH:
         raise RenderError(f"--which: {which!r}; one of {', '.join(WHICH)}")
-    return [name for name, e in RecordFolder(record_dir).episodes.items()
-            if which == "all" or (which == "kept") == bool(e["success"])]
+    episodes = RecordFolder(record_dir).episodes
+    if which == "kept":
+        selected = Path(record_dir).parent.parent / "select" / Path(record_dir).name / "selected.tsv"
+        if not selected.is_file():
+            raise RenderError(f"--which kept: {selected} not found: what selection kept is read there "
+                              "(--which succeeded renders every successful attempt)")
+        return [r["attempt"] for r in read_tsv_records(selected) if r["attempt"] and r["attempt"] in episodes]
+    return [name for name, e in episodes.items() if which == "all" or (which == "succeeded") == bool(e["success"])]

@@ -15,6 +15,7 @@ from physrec.formats.rollouts import open_rollouts
 from physrec.formats.atomic import atomic_output
 from physrec.formats.tables import read_tsv_records
 from physrec.report.html import table, write_page
+from physrec.stages.merge import RECORDED_STATUSES
 
 PLOTS = ("success_by_start", "errors_over_time", "durations", "failure_location")
 
@@ -30,6 +31,11 @@ def _save(fig, path: Path) -> None:
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})  # no version stamp: same bytes
     fig.clf()
+
+
+def _fraction(text: str) -> str:
+    """A start fraction as the merged manifest writes it (attempts.tsv and the manifest spell them apart)."""
+    return str(float(text))
 
 
 def iteration_plots(iteration: str, summary_json: Path, manifest_tsv: Path, record_dirs: list[Path],
@@ -55,15 +61,19 @@ def iteration_plots(iteration: str, summary_json: Path, manifest_tsv: Path, reco
     _save(fig, paths[0])
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    with_label = {True: "kept (succeeded)", False: "failed"}
+    # "kept" as selection means it: the attempt that became the recorded motion.
+    kept = {(m["name"], _fraction(m["start_fraction"])) for m in motions if m["status"] in RECORDED_STATUSES}
+    classes = {"kept": "#3a7d44", "succeeded, not kept": "#e08e0b", "failed": "#c0392b"}
+    unlabelled = dict(classes)
     for d, rows in by_dir.items():  # each batch's rollouts.h5 opened once
         with open_rollouts(d / "rollouts.h5") as f:
             for a in rows:
                 g = f[a["attempt"]]
                 err, t = g["tracking_errors"][()][:, 3], g["ref_time"][()][1:]
-                ok = a["success"] == "true"
-                ax.plot(t, err, color="#3a7d44" if ok else "#c0392b", alpha=0.6, lw=1,
-                        label=with_label.pop(ok, None))
+                which = ("kept" if (a["motion"], _fraction(a["start_fraction"])) in kept else
+                         "succeeded, not kept" if a["success"] == "true" else "failed")
+                ax.plot(t, err, color=classes[which], alpha=0.6, lw=1, label=which if unlabelled.pop(which, None)
+                        else None)
     ax.set(xlabel="motion time (s)", ylabel="mean body position error (m)", title=f"{iteration}: tracking error")
     if attempts:
         ax.legend()

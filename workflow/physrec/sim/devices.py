@@ -64,7 +64,7 @@ def claim_for_job(bus_ids: list[str], say: Callable[[str], None] = print) -> int
     if "bus_id" not in _HELD:
         index, lock = claim(bus_ids, say=say)
         _HELD.update(bus_id=bus_ids[index], lock=lock)
-        say(f"GPU {bus_ids[index]} claimed (device {index} of {len(bus_ids)})")
+        say(f"GPU {bus_ids[index]} claimed (device {index} of {len(bus_ids)}) at Unix time {time.time():.3f}")
     return list(bus_ids).index(str(_HELD["bus_id"]))
 
 

@@ -131,6 +131,8 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
         limit_torch_threads(threads)
     # A bad model file fails here, before any simulation; a policy runs where the simulator does.
     tracker = make_tracker(tracker_spec, character, tensor_device(backend))
+    if hasattr(tracker, "use_threads"):
+        tracker.use_threads(threads)
     read_from = time.perf_counter()
     motions, rows = load_batch(plan, batch, character)
     progress(f"[{batch}] read {len(motions)} motions in {time.perf_counter() - read_from:.1f} s")

@@ -6,6 +6,7 @@ into a torch callable, this wraps it for the recorder. Loading errors name the f
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -19,25 +20,48 @@ from physrec.trackers.base import TrackerError, TrackingInput
 from physrec.trackers.model_files import first_line
 
 
+# Rows of one policy call on the CPU. A multi-threaded matrix kernel may sum in another order
+# on another thread count; single-threaded calls on fixed chunks of rows give every row the
+# same bits whatever the job's threads (which only decide how many chunks run at once).
+POLICY_CHUNK_ROWS = 32
+
+
 class PolicyTracker:
     max_horizon = 1
 
     def __init__(self, kind: str, policy: Callable[[torch.Tensor], torch.Tensor], observation: str,
                  description: str) -> None:
         self.kind, self.policy, self.observation, self._description = kind, policy, observation, description
+        self._pool: ThreadPoolExecutor | None = None
 
     def describe(self) -> str:
         return self._description
 
+    def use_threads(self, threads: int) -> None:
+        """Run a CPU policy's chunks on `threads` threads (torch's kernels run on one each)."""
+        self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
+
     def act(self, inp: TrackingInput) -> np.ndarray:
         with torch.inference_mode():
-            targets = self.policy(inp.obs)
+            if inp.obs.device.type != "cpu":
+                targets = self.policy(inp.obs)
+            else:
+                chunks = inp.obs.split(POLICY_CHUNK_ROWS)
+                outs = self._pool.map(self._forward, chunks) if self._pool and len(chunks) > 1 else map(
+                    self._forward, chunks)
+                targets = torch.cat(list(outs))
         return targets.detach().to("cpu", torch.float64).numpy()[:, None, :]
+
+    def _forward(self, obs: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():  # a pool thread's own mode
+            return self.policy(obs)
 
 
 def limit_torch_threads(threads: int) -> None:
-    """Torch gets the job's thread budget, not the machine's: MuJoCo and torch take turns."""
-    torch.set_num_threads(max(1, threads))
+    """torch's own kernels run on one thread: results must not depend on the job's thread count
+    (PolicyTracker spreads a policy's rows over the job's threads instead), and MuJoCo and torch
+    take turns on the job's cores."""
+    torch.set_num_threads(1)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set in this process (it can be set only once)
