@@ -58,24 +58,34 @@ def test_hashes(tmp_path):
         stable_hash({"a": float("nan")})
 
 
+def _dead_pid() -> int:
+    import subprocess
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
 def test_the_next_write_removes_leftovers_of_a_killed_writer(tmp_path):
     """A job killed mid-write leaves `.<name>.<pid>.<token>.tmp`; writing <name> again removes
-    it; another file's temporary (a write in progress) is left alone."""
+    it; another file's temporary, and one of the same file that a live process is still writing
+    (a concurrent writer), are left alone."""
     target, other = tmp_path / "rollouts.h5", tmp_path / "attempts.tsv"
-    leftover = tmp_path / ".rollouts.h5.4242.deadbeef.tmp"
+    leftover = tmp_path / f".rollouts.h5.{_dead_pid()}.deadbeef.tmp"
     leftover.write_bytes(b"half")
-    in_progress = tmp_path / f".{other.name}.4243.cafe0000.tmp"
+    in_progress = tmp_path / f".{other.name}.{_dead_pid()}.cafe0000.tmp"
     in_progress.write_bytes(b"writing")
+    concurrent = tmp_path / f".rollouts.h5.{os.getppid()}.feed0000.tmp"
+    concurrent.write_bytes(b"still writing")
     atomic_write_bytes(target, b"whole")
     assert target.read_bytes() == b"whole" and not leftover.exists() and in_progress.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [in_progress.name, "rollouts.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([in_progress.name, concurrent.name, "rollouts.h5"])
 
 
 def test_a_name_near_the_limit_is_written_atomically(tmp_path):
     """The temporary name is cut to fit, so a target name of 255 bytes can still be written, and a
     killed writer's leftover of such a name is still removed by the next write."""
     target = tmp_path / ("m" * 251 + ".pkl")
-    leftover = tmp_path / ("." + "m" * 233 + ".4242.deadbeef.tmp")
+    leftover = tmp_path / ("." + "m" * 233 + f".{_dead_pid()}.deadbeef.tmp")
     leftover.write_bytes(b"half")
     atomic_write_bytes(target, b"x")
     assert target.read_bytes() == b"x" and [p.name for p in tmp_path.iterdir()] == [target.name]

@@ -76,3 +76,21 @@ def test_a_searched_attempt_replays_bit_for_bit(tmp_path):
     for r in replay_folder(record):
         assert r.exact and r.ok, r.describe()
     assert np.isfinite([r.max_diff for r in replay_folder(record)]).all()
+
+
+def test_a_mujoco_warp_recording_replays_on_its_own_backend_within_its_tolerance(tmp_path):
+    """Recorded on MuJoCo Warp (Warp's CPU device, deterministic): replayed there, every attempt
+    is within the backend's tolerance; CPU MuJoCo's float64 physics was no yardstick for it."""
+    pytest.importorskip("mujoco_warp")
+    from physrec.stages.replay import WARP_SAME_DEVICE_TOLERANCE
+    cfg = config.validate({"iterations": [{"name": "it0", "dataset": "data/dataset.yaml"}]})
+    write_demo(tmp_path / "data")
+    rows = [r for r in index_dataset(tmp_path / "data" / "dataset.yaml") if r["name"] in ("stand_flat", "climb_step")]
+    write_manifest(tmp_path / "manifest.tsv", rows)
+    write_plan(tmp_path / "plan.tsv", make_plan(read_manifest(tmp_path / "manifest.tsv"), 16))
+    run_record(tmp_path / "plan.tsv", batch_ids(tmp_path / "plan.tsv")[0], cfg["record"], {"kind": "pd"},
+               {"name": "mujoco_warp", "device": "cpu", "deterministic": True}, "builtin:humanoid", 0, 2,
+               tmp_path / "record", ["physrec", "record"], progress=lambda s: None)
+    results = replay_folder(tmp_path / "record")
+    assert results and all(r.ok and r.tolerance == WARP_SAME_DEVICE_TOLERANCE for r in results), \
+        [r.describe() for r in results]

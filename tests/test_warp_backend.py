@@ -357,3 +357,34 @@ def test_device_cuda_without_a_gpu_says_so(ch):
         pytest.skip("this machine has a GPU")
     with pytest.raises(BackendError, match="device 'cuda': Warp sees no CUDA device here"):
         make_backend(BackendSpec(name="mujoco_warp", device="cuda"), ch, SETTINGS, 1, 1)
+
+
+def test_an_overflow_of_a_fixed_limit_fails_at_once(ch, scene, warp):
+    """A limit of MuJoCo Warp's own (here the height-field contact limit) cannot be raised: no
+    retry with larger buffers, an error that says what to do instead."""
+    import mujoco_warp as mjw
+    from physrec.sim.backend import BackendError
+    warp.data.overflow.fill_(int(mjw.OverflowType.HFIELD))
+    with pytest.raises(BackendError, match="is not a limit physrec can raise") as err:
+        warp.check_overflow()
+    assert not isinstance(err.value, LimitExceeded)
+    warp.data.overflow.zero_()
+
+
+def test_the_device_loop_refuses_a_tracker_it_does_not_know(ch, demo_batch):
+    """An open-loop tracker other than pd was run as pd on the device: now it is refused."""
+    from physrec.recording.batch import record_batch
+    from physrec.recording.settings import RecordSettings
+    from physrec.trackers.base import TrackerError
+
+    class Zeros:
+        max_horizon = 1
+
+        def describe(self) -> str:
+            return "zeros: every PD target 0"
+
+        def act(self, inp):
+            return np.zeros((len(inp.env), 1, ch.num_dof))
+
+    with pytest.raises(TrackerError, match="zeros: every PD target 0: the device's control loop runs pd"):
+        record_batch(demo_batch[:1], ch, Zeros(), RecordSettings(start_fractions=()), WARP)

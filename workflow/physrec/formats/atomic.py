@@ -17,8 +17,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
 
     The temporary name starts with ``.`` and ends with ``.tmp`` so leftovers of a killed job are
-    hidden and never mistaken for output; the next write of the same file removes them (one
-    job writes a file at a time: Snakemake locks the working directory). The block must
+    hidden and never mistaken for output; the next write of the same file removes those whose
+    writing process is gone (never a temporary file another live process is still writing,
+    nor one of another machine's processes on a shared file system). The block must
     create the file; it is fsynced before the rename. On any exception the temporary file is
     removed and ``path`` is left untouched.
     """
@@ -26,7 +27,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     head = _temporary_head(target.name)
     for leftover in target.parent.glob(f"{glob.escape(head)}.*.tmp"):
-        leftover.unlink(missing_ok=True)
+        if _writer_is_gone(leftover.name[len(head):]):
+            leftover.unlink(missing_ok=True)
     # Not created here (unlike mkstemp) so the block may open it in any mode with normal permissions.
     tmp = target.with_name(f"{head}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
@@ -39,6 +41,21 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def _writer_is_gone(tail: str) -> bool:
+    """Whether the process named in a temporary file's ``.<pid>.<random>.tmp`` tail has ended on
+    this machine (a name without a pid is not ours: it stays)."""
+    pid = tail.split(".")[1] if tail.count(".") >= 3 else ""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _temporary_head(name: str) -> str:

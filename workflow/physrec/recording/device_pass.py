@@ -24,7 +24,8 @@ from physrec.observations.parc import CharacterState, MotionTable
 from physrec.recording.data import Attempt, BatchMotion
 from physrec.recording.passes import Pass
 from physrec.sim.backend import BackendOutOfMemory
-from physrec.trackers.base import Tracker
+from physrec.trackers.base import Tracker, TrackerError
+from physrec.trackers.pd import PDTracker
 
 SYNC = 8  # control steps between the host's looks at the loop
 
@@ -60,6 +61,9 @@ class DevicePass(Pass):
                                      f"{self.tables.device} ({str(e).splitlines()[0]})") from e
 
     def _run(self, tracker: Tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
+        if not (isinstance(tracker, PDTracker) or (self.observer is not None and hasattr(tracker, "policy"))):
+            raise TrackerError(f"{tracker.describe()}: the device's control loop runs pd and learned policies "
+                               "(a tracker with an observation and a torch policy) only")
         ch, sim, n, K = self.ch, self.sim, len(self.motion), int(self.steps.max())
         dev, kin, table = self.tables.device, self.tables.kin, self.tables.reference
         f32 = dict(dtype=torch.float32, device=dev)

@@ -365,10 +365,13 @@ class WarpBackend:
         hit = [bit for bit in meaning if (flags & bit).any()]
         limits = tuple(dict.fromkeys(meaning[b][0] for b in hit if meaning[b][0]))
         envs = np.flatnonzero(flags)
-        raise LimitExceeded(
-            f"MuJoCo Warp overflowed in environments {envs.tolist()}: {'; '.join(meaning[b][1] for b in hit)} "
-            f"(nconmax={self.nconmax}, njmax={self.njmax}); the call's results are invalid"
-            + (f"; raise {', '.join(limits)}" if limits else ""), limits, envs)
+        message = (f"MuJoCo Warp overflowed in environments {envs.tolist()}: {'; '.join(meaning[b][1] for b in hit)} "
+                   f"(nconmax={self.nconmax}, njmax={self.njmax}); the call's results are invalid")
+        fixed = [meaning[b][1] for b in hit if not meaning[b][0]]
+        if fixed:  # a limit of MuJoCo Warp's own: recording again with larger buffers cannot help
+            raise BackendError(f"{message}; {fixed[0]} is not a limit physrec can raise: record these motions "
+                               "with backend: mujoco")
+        raise LimitExceeded(f"{message}; raise {', '.join(limits)}", limits, envs)
 
 
 def capacity(spec: BackendSpec, character: Character, settings: PhysicsSettings, terrain_slots: int) -> int:
