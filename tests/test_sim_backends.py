@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -157,6 +158,34 @@ def test_each_gpu_job_claims_a_device_of_its_own(tmp_path):
     third, h3 = claim(ids, folder=tmp_path)
     assert third == 0
     h2.close(); h3.close()
+
+
+def test_a_job_that_waits_for_a_gpu_names_its_holder_and_gives_up(tmp_path):
+    from physrec.sim.devices import DeviceBusyError, claim
+    _, held = claim(["0000:01:00.0"], folder=tmp_path)
+    said = []
+    with pytest.raises(DeviceBusyError, match=r"no GPU became free in 0.2 s \(PHYSREC_GPU_WAIT_S\); held by: "
+                                              rf"0000:01:00.0: pid {os.getpid()} of user"):
+        claim(["0000:01:00.0"], say=said.append, poll_s=0.05, folder=tmp_path, wait_s=0.2)
+    assert f"pid {os.getpid()}" in said[0] and "waiting up to 0.2 s" in said[0]
+    held.close()
+
+
+def test_the_gpu_locks_can_be_shared_by_several_users(tmp_path):
+    """Another user's job must be able to add a lock to the folder and open an existing lock
+    (flock needs the file open): the folder is made like /tmp (1777) and every lock file 0666,
+    whatever the umask."""
+    import stat
+    from physrec.sim.devices import claim
+    folder = tmp_path / "locks"
+    old = os.umask(0o022)
+    try:
+        _, held = claim(["0000:01:00.0"], folder=folder)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((folder / "0000_01_00.0.lock").stat().st_mode) == 0o666
+    held.close()
 
 
 class SmallDevice(MujocoBackend):

@@ -880,13 +880,17 @@ def _gpu_holds(project: Path) -> dict[str, tuple[str, float, float]]:
 def test_each_gpu_job_gets_a_device_of_its_own(tmp_path, monkeypatch):
     """`snakemake --cores 4 --resources gpu=2`: two record jobs at a time, never three (4 cores
     would allow 4 single-threaded ones), and two that run together hold different devices.
-    The CPU backend stands in for GPU jobs (PHYSREC_STANDIN_GPUS, sim/devices.py): each job
-    declares gpu=1, claims one of two stand-in devices as a GPU job claims its GPU, names it in
-    record_env.yaml and says when it took it in its log. A third job at once would have to wait for a
-    device, which its log would say."""
-    monkeypatch.setenv("PHYSREC_STANDIN_GPUS", ",".join(STANDIN_GPUS))
+    The config is a GPU one (`backend: mujoco_warp`, `device: cuda`, so each record job declares
+    gpu=1); the tests' standin_gpu/ on the PYTHONPATH makes its jobs run CPU MuJoCo that claims
+    one of two stand-in devices as a GPU job claims its GPU, names it in record_env.yaml and
+    says when it took it in its log. A third job at once would have to wait for a device,
+    which its log would say."""
+    monkeypatch.setenv("PHYSREC_TEST_STANDIN_GPUS", ",".join(STANDIN_GPUS))
     monkeypatch.setenv("PHYSREC_GPU_LOCK_DIR", str(tmp_path / "locks"))
-    project = make_project(tmp_path / "gpus", base_config("data/dataset.yaml", batch_size=4, record=SLOW))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO / "tests" / "standin_gpu"),
+                                                                    os.environ.get("PYTHONPATH")])))
+    project = make_project(tmp_path / "gpus", base_config("data/dataset.yaml", batch_size=4, record=SLOW,
+                                                          backend="mujoco_warp", device="cuda"))
     write_demo_copies(project / "data", copies=3)
     snakemake(project, "--until", "split")
     batches = plan_members(project)

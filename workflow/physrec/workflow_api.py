@@ -20,7 +20,6 @@ from physrec.stages.index import display_path
 from physrec.demo import DEMO_NAMES, demo_motion_path
 from physrec.formats.hashing import sha256_file, stable_hash
 from physrec.formats.text import path_problem
-from physrec.sim.devices import standin_gpus
 from physrec.render import VIDEO_KINDS, video_quotas
 
 __all__ = ["batch_digest", "batch_ids", "DEMO_NAMES", "RECORDING_VERSION", "SELECTION_VERSION", "stable_hash"]
@@ -85,9 +84,8 @@ def record_mem_mb(cfg: dict) -> int:
 
 
 def record_gpus(cfg: dict) -> int:
-    """GPUs a record job takes: one on the GPU backend, so `--resources gpu=N` runs N at once
-    (also with the tests' stand-in devices, PHYSREC_STANDIN_GPUS: see sim/devices.py)."""
-    return int(cfg["backend"] == "mujoco_warp" and cfg["device"] != "cpu" or bool(standin_gpus()))
+    """GPUs a record job takes: one on the GPU backend, so `--resources gpu=N` runs N at once."""
+    return int(cfg["backend"] == "mujoco_warp" and cfg["device"] != "cpu")
 
 
 def character_inputs(cfg: dict) -> list[str]:

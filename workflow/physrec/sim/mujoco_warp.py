@@ -419,7 +419,7 @@ def _claimed_gpu() -> Any:
         if not gpus:
             raise BackendError("device 'cuda': Warp sees no CUDA device here (no NVIDIA driver, or "
                                "CUDA_VISIBLE_DEVICES hides them all); use device: cpu to run on the CPU")
-        _CLAIMED["cuda"] = gpus[claim_for_job([g.pci_bus_id for g in gpus], say=print)]
+        _CLAIMED["cuda"] = gpus[claim_for_job([g.pci_bus_id for g in gpus])]
     return _CLAIMED["cuda"]
 
 

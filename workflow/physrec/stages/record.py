@@ -136,7 +136,6 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     read_from = time.perf_counter()
     motions, rows = load_batch(plan, batch, character)
     progress(f"[{batch}] read {len(motions)} motions in {time.perf_counter() - read_from:.1f} s")
-    devices.claim_standin(progress)  # tests only: PHYSREC_STANDIN_GPUS (sim/devices.py)
     where = f"{threads} thread(s)" if backend.name == "mujoco" else f"{backend.name} on {backend.device}"
     progress(f"[{batch}] recording {len(motions)} motions with {tracker.describe()} on {where}")
     recording = record_batch(motions, character, tracker, settings, backend, progress, batch, seed)
