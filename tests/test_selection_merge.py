@@ -373,3 +373,20 @@ def test_choose_never_keeps_a_non_finite_error_even_without_thresholds():
     for sel in (NO_LIMITS, {"max_mean_body_pos_error_m": 0.1}):
         status, chosen, why = choose(tries, sel, 30)
         assert status == "rejected" and chosen is None and "mean_body_pos_error is nan" in why, why
+
+
+def test_the_summary_says_which_threshold_rejected_successes_and_what_to_change():
+    from physrec.stages.merge import rejected_by, summary_markdown, summarize
+    rows = [{"name": n, "class": "", "status": st, "valid": True, "fail_reason": why, "source_duration": 2.0,
+             "recorded_duration": None} for n, st, why in [
+        ("a", "rejected", "mean_body_pos_error 0.168 m > 0.1 m"),
+        ("b", "rejected", "mean_body_pos_error 0.129 m > 0.1 m"),
+        ("c", "rejected", "max_root_rot_error 72.000 deg > 45.0 deg"),
+        ("d", "failed", "root_position")]]
+    assert rejected_by(rows) == {
+        "max_mean_body_pos_error_m": {"motions": 2, "worst": 0.168, "limit": 0.1, "unit": "m"},
+        "max_root_rot_error_deg": {"motions": 1, "worst": 72.0, "limit": 45.0, "unit": "deg"}}
+    text = summary_markdown(summarize("it", rows, []))
+    assert "Succeeded in simulation, rejected by selection" in text
+    assert "| `max_mean_body_pos_error_m` | 2 | 0.168 m | 0.1 m |" in text
+    assert "Failure reasons: root_position (1)" in text

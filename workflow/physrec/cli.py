@@ -82,7 +82,11 @@ def cmd_select(a: argparse.Namespace) -> None:
     rows = run_select(a.record_dir, json_section("selection", a.selection, "--selection"), a.out_dir,
                       a.integrity_token)
     kept = sum(r["status"].startswith("recorded") for r in rows)
-    log.info("selected %d of %d motions from %s", kept, len(rows), a.record_dir)
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    log.info("kept %d of %d motions from %s%s", kept, len(rows), a.record_dir,
+             f"; {len(rejected)} more succeeded in simulation but were rejected by a selection threshold (first: "
+             f"{rejected[0]['motion']}, {rejected[0]['fail_reason']}; the iteration's summary.md lists them)"
+             if rejected else "")
 
 
 def cmd_merge(a: argparse.Namespace) -> None:

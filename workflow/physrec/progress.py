@@ -40,6 +40,7 @@ class PassProgress:
         self.done = self.succeeded = 0
         self.start = self.last = time.perf_counter()
         self.step = self.steps = 0
+        self.first: tuple[float, int] | None = None  # (time, step) of the first simulator call
         self.motion_seconds = 0.0
         self.bar: Any = None
         if bar_wanted():
@@ -61,8 +62,10 @@ class PassProgress:
         """Called by a pass after each simulator call: `active` environments simulated up to
         control step `step` of at most `steps`."""
         self.motion_seconds += active * (step - self.step) * dt
-        self.step, self.steps = step, steps
         now = time.perf_counter()
+        if self.first is None:  # a planner searched before this: its time is not this loop's rate
+            self.first = (now, self.step)
+        self.step, self.steps = step, steps
         if self.bar is not None:
             self.bar.total = steps
             self.bar.update(step - self.bar.n)
@@ -81,8 +84,7 @@ class PassProgress:
     def _say(self, now: float) -> None:
         self.last = now
         line = f"{self.label}: {self.done}/{self.total} done, {self.succeeded} succeeded"
-        elapsed = now - self.start
-        if self.done < self.total and self.step and elapsed > 0:
-            left = elapsed * (self.steps - self.step) / self.step
+        if self.done < self.total and self.first is not None and self.step > self.first[1]:
+            left = (now - self.first[0]) * (self.steps - self.step) / (self.step - self.first[1])
             line += f"; step {self.step}/{self.steps}, {self._rate(now):.1f} motion-s/s, ~{left:.0f} s left"
         self.say(line)

@@ -152,6 +152,7 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     succeeded = len({a.motion for a in attempts if a.success})
     sim_steps = sum(a.steps for a in attempts) * settings.physics.substeps + sum(
         int((a.search or {}).get("physics_steps", 0)) for a in attempts)  # a planner's search simulates too
-    progress(f"[{batch}] finished: {succeeded}/{n} motions succeeded in {len(attempts)} attempts")
+    progress(f"[{batch}] finished: {succeeded}/{n} motions succeeded in simulation in {len(attempts)} attempts "
+             "(the select job says how many its thresholds keep)")
     return BatchRecording(motions, tiled, attempts, tracker.describe(), provenance,
                           time.perf_counter() - wall, sim_steps, int(boxes.shape[1]))

@@ -15,7 +15,7 @@ from physrec.formats.rollouts import open_rollouts
 from physrec.formats.atomic import atomic_output
 from physrec.formats.tables import read_tsv_records
 from physrec.report.html import table, write_page
-from physrec.stages.merge import RECORDED_STATUSES
+from physrec.stages.merge import RECORDED_STATUSES, REJECTED_ADVICE, rejected_lines
 
 PLOTS = ("success_by_start", "errors_over_time", "durations", "failure_location")
 
@@ -119,7 +119,10 @@ def summary_html(summary_json: Path, out: Path) -> Path:
                    [[c, v["valid"], v["recorded"], f"{v['rate']:.0%}"] for c, v in s["per_class"].items()]),
              table(["start fraction", "attempts", "successes", "rate"],
                    [[f, v["attempts"], v["successes"], f"{v['rate']:.0%}"] for f, v in s["per_start_fraction"].items()]),
-             table(["failure reason", "attempts"], [[r, n] for r, n in s["fail_reasons"].items()])]
+             table(["failure reason", "motions"], [[r, n] for r, n in s["fail_reasons"].items()])]
+    if s.get("rejected_by"):
+        parts += [f"<h3>Succeeded in simulation, rejected by selection</h3><p>{escape(REJECTED_ADVICE)}</p>",
+                  table(["selection key", "motions", "worst", "limit"], [list(r) for r in rejected_lines(s)])]
     return write_page(out, parts)
 
 

@@ -10,12 +10,14 @@ motions by duration, so a motion recorded from 40 % on counts for 60 % of it), t
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable
 
+from physrec.stages.gates import rejected_gate
 from physrec.stages.integrity import write_integrity
 from physrec.formats.atomic import atomic_write_text
 from physrec.formats.rollouts import TRAJECTORIES, merge_trajectories
@@ -99,9 +101,38 @@ def summarize(iteration: str, rows: list[dict], attempts: list[dict[str, str]]) 
         "source_seconds": sum(r["source_duration"] or 0.0 for r in rows if r["valid"]),
         "recorded_seconds": sum(r["recorded_duration"] or 0.0 for r in rows),
         "fail_reasons": dict(sorted(Counter((r["fail_reason"] or "").split(":")[0] for r in rows
-                                            if r["status"] in ("failed", "rejected")).items())),
+                                            if r["status"] == "failed").items())),
+        "rejected_by": rejected_by(rows),
         "invalid": [{"name": r["name"], "error": r["error"]} for r in rows if not r["valid"]],
     }
+
+
+def rejected_by(rows: list[dict]) -> dict[str, dict]:
+    """Per selection key: the motions that succeeded in simulation but that threshold rejected,
+    the worst value among them and the limit; "other" for another reason (a single frame)."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        if r["status"] != "rejected":
+            continue
+        gate = rejected_gate(r["fail_reason"] or "")
+        key, value, limit, unit = gate if gate else ("other", math.nan, math.nan, "")
+        g = out.setdefault(key, {"motions": 0, "worst": value, "limit": limit, "unit": unit})
+        g["motions"] += 1
+        worse = min if key == "min_duration_s" else max
+        g["worst"] = worse(g["worst"], value) if gate else value
+    return {k: {**v, "worst": None if math.isnan(v["worst"]) else v["worst"],
+                "limit": None if math.isnan(v["limit"]) else v["limit"]} for k, v in sorted(out.items())}
+
+
+def rejected_lines(s: dict) -> list[tuple[str, int, str, str]]:
+    """(selection key, motions, worst, limit) rows of the summary's rejections, formatted."""
+    return [(k, v["motions"], "" if v["worst"] is None else f"{v['worst']:.3g} {v['unit']}",
+             "" if v["limit"] is None else f"{v['limit']:g} {v['unit']}") for k, v in s.get("rejected_by", {}).items()]
+
+
+REJECTED_ADVICE = ("These succeeded in simulation; a selection threshold kept them out of the next dataset. "
+                   "To keep them, raise the key in the config's `selection` section (or set it to null); "
+                   "config/README.md says how the defaults were chosen.")
 
 
 def summary_markdown(s: dict) -> str:
@@ -118,6 +149,10 @@ def summary_markdown(s: dict) -> str:
     lines += [f"| {k} | {v['valid']} | {v['recorded']} | {v['rate']:.0%} |" for k, v in s["per_class"].items()]
     if s["fail_reasons"]:
         lines += ["", "Failure reasons: " + ", ".join(f"{k or 'unknown'} ({v})" for k, v in s["fail_reasons"].items())]
+    if s.get("rejected_by"):
+        lines += ["", "## Succeeded in simulation, rejected by selection", "", REJECTED_ADVICE, "",
+                  "| selection key | motions | worst | limit |", "| --- | --- | --- | --- |"]
+        lines += [f"| `{k}` | {n} | {w} | {lim} |" for k, n, w, lim in rejected_lines(s)]
     if s["invalid"]:
         lines += ["", "## Invalid motions", ""] + [f"- `{r['name']}`: {r['error']}" for r in s["invalid"]]
     return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ from physrec.formats.tables import read_tsv_records, write_tsv
 from physrec.formats.text import fitting_stem
 from physrec.motion.terrain import crop_around_path
 from physrec.stages.index import read_indexed
+from physrec.stages.gates import GATES, gate_reason, short_reason
 from physrec.stages.integrity import check_record_outputs, damaged, write_integrity
 
 RECORDED_SUFFIX = "_rec"
@@ -48,22 +49,19 @@ def rejection(attempt: dict[str, str], sel: dict, control_hz: int) -> str:
     The errors are over the frames a recorded motion would hold (none at or past a
     termination); see config/README.md for how the default thresholds were chosen.
     """
-    rot_limit = sel.get("max_root_rot_error_deg")
-    checks = [("mean_body_pos_error", sel.get("max_mean_body_pos_error_m"), 1.0, "m"),
-              ("max_root_pos_error", sel.get("max_root_pos_error_m"), 1.0, "m"),
-              ("max_root_rot_error", rot_limit, math.degrees(1.0), "deg")]
-    for column, limit, scale, unit in checks:
+    for column, key, scale, unit in GATES:
+        limit = sel.get(key)
         value = float(attempt[column]) * scale
         if not math.isfinite(value):  # NaN passes every `>`: a diverged attempt is never kept
             return f"{column} is {value} (a non-finite state)"
         if limit is not None and value > limit:
-            return f"{column} {value:.3f} {unit} > {limit} {unit}"
+            return gate_reason(column, value, unit, limit)
     steps = recorded_steps(attempt, control_hz)
     if steps < 1:
         return "a recording would hold a single frame"
     duration = steps / control_hz
     if duration < sel.get("min_duration_s", 0.0):
-        return f"recorded duration {duration:.2f} s < {sel['min_duration_s']} s"
+        return short_reason(duration, sel["min_duration_s"])
     return ""
 
 
