@@ -320,3 +320,24 @@ def test_the_cli_prints_its_own_errors_in_one_line_and_bugs_with_their_traceback
     monkeypatch.setattr(cli, "cmd_check_config", interrupted)
     assert cli.main(["check-config", "x.yaml"]) == 130
     assert capsys.readouterr().err.strip().endswith("physrec check-config: interrupted")
+
+
+def test_a_record_job_reserves_memory_for_its_plan(tmp_path):
+    """mem_mb follows the batch: a 1000-s motion among 64 short ones with a learned tracker that
+    saves observations needs tens of GB (dense buffers, every attempt kept until written); the
+    demo's batch needs little more than the process itself."""
+    from physrec.recording.memory import BASE_MB, record_job_mb
+    from physrec.stages.batch_plan import write_plan
+    from physrec.workflow_api import record_mem_mb
+    plan = tmp_path / "plan.tsv"
+    rows = [{"batch": "b0000000000", "name": f"m{i}", "path": f"m{i}.pkl", "sha256": "0", "duration": 3.0}
+            for i in range(63)] + [{"batch": "b0000000000", "name": "long", "path": "long.pkl", "sha256": "0",
+                                    "duration": 1000.0}]
+    write_plan(plan, rows)
+    cfg = config.validate({"iterations": [{"name": "it", "dataset": "x",
+                                           "tracker": {"kind": "parc", "model": "model.pt"}}]})
+    big = record_mem_mb(cfg, "it", str(plan), "b0000000000")
+    assert big > 10_000, big
+    cfg["record"]["save_obs"] = False
+    assert BASE_MB["mujoco"] < record_mem_mb(cfg, "it", str(plan), "b0000000000") < big
+    assert record_job_mb([2.4] * 5, 30, [0.1, 0.2], "mujoco") < BASE_MB["mujoco"] + 20

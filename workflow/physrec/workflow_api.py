@@ -77,10 +77,22 @@ def record_threads(cfg: dict, cores: int | None, envs: int) -> int:
     return max(1, min(envs, wanted if wanted > 0 else (cores or os.cpu_count() or 1)))
 
 
-def record_mem_mb(cfg: dict) -> int:
-    """Host memory of a record job: a GPU job holds thousands of motions' recordings (and,
-    for learned trackers, their observations: about 5 kB per frame) until it writes them."""
-    return 16000 if cfg["backend"] == "mujoco_warp" else 4000
+@lru_cache(maxsize=8)
+def _observation_size(name: str, character: str) -> int:
+    from physrec.motion.character import Character
+    from physrec.observations import observation_size
+    return observation_size(name, Character.load(character))
+
+
+def record_mem_mb(cfg: dict, iteration: str, plan: str, batch: str) -> int:
+    """Host memory of a record job, from its motions' durations (recording/memory.py)."""
+    from physrec.recording.memory import record_job_mb
+    rec = cfg["record"]
+    tracker = cfg["iterations"][[it["name"] for it in cfg["iterations"]].index(iteration)]["tracker"]
+    learned = tracker.get("observation") or ("parc" if tracker["kind"] == "parc" else None)
+    obs = _observation_size(learned, cfg["character"]) if learned and rec["save_obs"] else 0
+    return record_job_mb([float(r["duration"]) for r in batch_rows(plan, batch)], rec["control_hz"],
+                         rec["start_fractions"], cfg["backend"], obs)
 
 
 def record_gpus(cfg: dict) -> int:

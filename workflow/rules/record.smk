@@ -34,7 +34,7 @@ rule record:
     threads: lambda wc: api.record_threads(CFG, workflow.cores, len(batch_sources(wc)))
     resources:
         # Each retry (--retries) gets more: a job killed for memory or time is tried bigger.
-        mem_mb=lambda wc, attempt: api.record_mem_mb(CFG) * attempt,
+        mem_mb=lambda wc, attempt: api.record_mem_mb(CFG, wc.it, plan_of(wc), wc.batch) * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
         gpu=api.record_gpus(CFG),
     conda:
