@@ -358,3 +358,33 @@ def test_a_learned_tracker_records_the_same_bytes_on_any_thread_count(tmp_path, 
         tracker.use_threads(threads)
         outs.append(tracker.act(SimpleNamespace(obs=obs)))
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+
+
+@pytest.mark.parametrize("kind", ["exported", "parc"])
+def test_passes_cut_to_the_memory_budget_record_the_same_attempts(tmp_path, monkeypatch, ch, kind):
+    """A pass's environments in groups whose dense buffers fit a budget (here so small that most
+    groups hold one motion): the same attempts, bit for bit, as one group, with a learned tracker
+    that saves its observations; the buffers of the largest group shrink accordingly."""
+    from physrec.demo import demo_motions
+    from physrec.recording import memory
+    from physrec.recording.data import BatchMotion
+    spec = {"kind": "exported", "model": str(_export(FirstTargetFrame(ch), tmp_path / "p.pt2")), "observation": "parc"}
+    if kind == "parc":  # matrix products: a row's bits must not depend on its chunk's other rows
+        spec = {"kind": "parc", "model": str(_checkpoint(tmp_path / "model.pt", widths=(256, 128, 64)))}
+    tracker = make_tracker(spec, ch)
+    batch = [BatchMotion(n, mf.motion, mf.terrain) for n, mf in demo_motions().items()]
+    settings = RecordSettings(save_obs=True)
+    whole = record_batch(batch, ch, tracker, settings)
+    frame = memory.frame_bytes(1312)
+    monkeypatch.setattr(memory, "PASS_BUDGET_BYTES", 120 * frame)  # 120 frames: one 2.4-s motion (73)
+    groups = []
+    real = memory.pass_groups
+    monkeypatch.setattr("physrec.recording.batch.pass_groups",
+                        lambda *a, **k: groups.append(real(*a, **k)) or groups[-1])
+    cut = record_batch(batch, ch, tracker, settings)
+    assert max(len(g) for gs in groups for g in gs) == 1 and len(groups[0]) == len(batch)
+    assert len(whole.attempts) == len(cut.attempts) > len(batch)
+    for a, b in zip(whole.attempts, cut.attempts):
+        assert (a.motion, a.start_fraction, a.steps, a.fail_reason) == (b.motion, b.start_fraction, b.steps, b.fail_reason)
+        for k in ("qpos", "qvel", "actions", "errors", "obs"):
+            assert np.array_equal(getattr(a, k), getattr(b, k)), k

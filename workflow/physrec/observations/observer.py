@@ -33,6 +33,7 @@ class Observer:
         self._torch, self._state = torch, CharacterState
         self.character, self.device = character, device
         self.layout = observation_module(name).Observation(character, motions, terrains, control_dt, device)
+        self.size = observation_module(name).observation_size(character)
 
     def inference_mode(self) -> contextlib.AbstractContextManager:
         """torch's inference mode: a quarter less overhead per tensor operation; nothing in a

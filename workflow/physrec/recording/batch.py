@@ -32,7 +32,8 @@ from physrec.recording.host_pass import HostPass
 from physrec.recording.passes import Pass
 from physrec.recording.plan import batch_boxes, build_reference, start_plan
 from physrec.recording.planned_pass import plan_request, planned_pass
-from physrec.recording.settings import RecordSettings
+from physrec.recording.memory import frame_bytes, pass_groups
+from physrec.recording.settings import RecordSettings, attempt_steps
 from physrec.sim.backend import (BackendOutOfMemory, BackendSpec, LimitExceeded, backend_capacity, make_backend,
                                  tensor_device)
 from physrec.trackers.base import Planner, Tracker, is_planner
@@ -65,6 +66,7 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
         no_autograd = DevicePass.inference_mode()
     with contextlib.closing(sim), no_autograd:
         sim.set_terrain(np.arange(n), boxes)
+        obs_floats = int(observer.size) if observer is not None and settings.save_obs else 0
         for p, fraction in enumerate(fractions):
             todo = np.flatnonzero(start_plan(ref.length, fraction, pending, settings.min_remaining))
             if len(todo) == 0:
@@ -72,13 +74,18 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
             say = (f"{label} pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
                    f"{n - int(pending.sum())}/{n} motions recorded before it)")
             done = PassProgress(progress, say, len(todo))
-            if is_planner(tracker):
-                found = planned_pass(tracker, sim, ref, settings, todo, fraction, offsets,  # type: ignore[arg-type]
-                                     functools.partial(plan_request, ref, motions, boxes, character, settings,
-                                                       backend, fraction, seed, progress, f"{label} pass {p + 1}"),
-                                     done, lambda text, say=say: progress(f"{say}: {text}"))
-            else:
-                found = pass_type(sim, ref, settings, todo, fraction, offsets, observer).run(tracker, done)
+            dt = 1.0 / settings.physics.control_hz
+            found = []
+            for group in pass_groups(todo, attempt_steps(ref.length[todo], fraction * ref.length[todo], dt),
+                                     frame_bytes(obs_floats)):
+                if is_planner(tracker):
+                    found += planned_pass(tracker, sim, ref, settings, group, fraction, offsets,  # type: ignore[arg-type]
+                                          functools.partial(plan_request, ref, motions, boxes, character, settings,
+                                                            backend, fraction, seed, progress,
+                                                            f"{label} pass {p + 1}"),
+                                          done, lambda text, say=say: progress(f"{say}: {text}"))
+                else:
+                    found += pass_type(sim, ref, settings, group, fraction, offsets, observer).run(tracker, done)
             for a in found:
                 attempts.append(a)
                 if a.success:

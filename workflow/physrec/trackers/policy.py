@@ -21,8 +21,10 @@ from physrec.trackers.model_files import first_line
 
 
 # Rows of one policy call on the CPU. A multi-threaded matrix kernel may sum in another order
-# on another thread count; single-threaded calls on fixed chunks of rows give every row the
-# same bits whatever the job's threads (which only decide how many chunks run at once).
+# on another thread count, and a call's row count picks the kernel (one row takes another path
+# than many); single-threaded calls on chunks of exactly this many rows (the last one padded)
+# give every row the same bits whatever the job's threads and whichever attempts share its
+# chunk, so chunked passes record what one pass would.
 POLICY_CHUNK_ROWS = 32
 
 
@@ -54,7 +56,10 @@ class PolicyTracker:
 
     def _forward(self, obs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():  # a pool thread's own mode
-            return self.policy(obs)
+            n = len(obs)
+            if n < POLICY_CHUNK_ROWS:
+                obs = torch.cat([obs, obs.new_zeros(POLICY_CHUNK_ROWS - n, obs.shape[1])])
+            return self.policy(obs)[:n]
 
 
 def limit_torch_threads(threads: int) -> None:
