@@ -323,9 +323,10 @@ def test_the_cli_prints_its_own_errors_in_one_line_and_bugs_with_their_traceback
 
 
 def test_a_record_job_reserves_memory_for_its_plan(tmp_path):
-    """mem_mb follows the batch: a 1000-s motion among 64 short ones with a learned tracker that
-    saves observations needs tens of GB (dense buffers, every attempt kept until written); the
-    demo's batch needs little more than the process itself."""
+    """mem_mb follows the batch: a 1000-s motion among 63 short ones with a learned tracker that
+    saves observations needs GBs (every attempt kept until written, and a pass group's buffers:
+    one pass's dense buffers would have been 12 GB); the demo's batch needs little more than the
+    process itself."""
     from physrec.recording.memory import BASE_MB, record_job_mb
     from physrec.stages.batch_plan import write_plan
     from physrec.workflow_api import record_mem_mb
@@ -337,7 +338,17 @@ def test_a_record_job_reserves_memory_for_its_plan(tmp_path):
     cfg = config.validate({"iterations": [{"name": "it", "dataset": "x",
                                            "tracker": {"kind": "parc", "model": "model.pt"}}]})
     big = record_mem_mb(cfg, "it", str(plan), "b0000000000")
-    assert big > 10_000, big
+    assert 4000 < big < 8000, big
     cfg["record"]["save_obs"] = False
     assert BASE_MB["mujoco"] < record_mem_mb(cfg, "it", str(plan), "b0000000000") < big
     assert record_job_mb([2.4] * 5, 30, [0.1, 0.2], "mujoco") < BASE_MB["mujoco"] + 20
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"samples": 10**9}, "samples: 1000000000 is not valid under any of the given schemas"),
+    ({"lookahead_steps": 10**9}, "lookahead_steps: 1000000000 is greater than the maximum of 300"),
+    ({"samples": 65536, "lookahead_steps": 300}, "about 81 GB for each attempt searched at once"),
+])
+def test_search_sizes_are_bounded_before_anything_is_allocated(tmp_path, keys, message):
+    doc = {**_base(), "iterations": [{"name": "i", "dataset": "builtin:demo", "tracker": {"kind": "sampling", **keys}}]}
+    assert message in _error(tmp_path, doc)

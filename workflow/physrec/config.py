@@ -118,6 +118,7 @@ def tracker_spec(spec: dict, where: str = "tracker") -> dict:
     """A tracker spec checked for its kind, with every default of its kind written out."""
     if spec["kind"] == "sampling":
         rest = _check({k: v for k, v in spec.items() if k != "kind"}, schema()["$defs"]["sampling_tracker"], where)
+        _check_search_size(rest, where)
         return {"kind": "sampling", **rest}
     allowed, required = TRACKER_KEYS[spec["kind"]]
     for key in spec:
@@ -127,6 +128,22 @@ def tracker_spec(spec: dict, where: str = "tracker") -> dict:
         if key not in spec:
             raise ConfigError(f"{where}: kind '{spec['kind']}' needs '{key}'")
     return spec
+
+
+# The search keeps every child's states over its window and look-ahead, about 1 kB a frame,
+# for each attempt it searches at once; a window's last retry has 2**window_retries x samples.
+SEARCH_FRAME_BYTES = 1024
+MAX_SEARCH_BYTES_PER_ATTEMPT = 8_000_000_000
+
+
+def _check_search_size(s: dict, where: str) -> None:
+    samples = 65536 if s["samples"] == "auto" else s["samples"]
+    frames = samples * 2 ** s["window_retries"] * (s["window_steps"] + s["lookahead_steps"])
+    if frames * SEARCH_FRAME_BYTES > MAX_SEARCH_BYTES_PER_ATTEMPT:
+        raise ConfigError(f"{where}: samples x 2**window_retries x (window_steps + lookahead_steps) = {frames:,} "
+                          f"frames, about {frames * SEARCH_FRAME_BYTES / 1e9:.0f} GB for each attempt searched at "
+                          f"once (at most {MAX_SEARCH_BYTES_PER_ATTEMPT / 1e9:.0f} GB): lower samples, "
+                          "window_retries or lookahead_steps")
 
 
 def _numbers(value: Any, where: str = "") -> Any:
