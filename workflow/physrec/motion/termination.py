@@ -38,6 +38,12 @@ def check(sim_body_pos: np.ndarray, sim_root_rot: np.ndarray, ref_body_pos: np.n
     Body offsets are each body's position relative to the root in world axes, compared
     with the reference's; no heading alignment, as in PARC.
     """
+    with np.errstate(invalid="ignore"):  # a diverged state's NaN is expected: it terminates below
+        return _check(sim_body_pos, sim_root_rot, ref_body_pos, ref_root_rot, settings)
+
+
+def _check(sim_body_pos: np.ndarray, sim_root_rot: np.ndarray, ref_body_pos: np.ndarray,
+           ref_root_rot: np.ndarray, settings: TerminationSettings) -> TerminationCheck:
     limits = np.asarray(settings.body_offset_limits)
     root_err = np.linalg.norm(sim_body_pos[:, 0] - ref_body_pos[:, 0], axis=-1)
     rot_err = quat.angle_between(sim_root_rot, ref_root_rot)
