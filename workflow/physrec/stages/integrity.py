@@ -30,6 +30,9 @@ from physrec.formats.tables import TableError, read_tsv_records
 
 INTEGRITY_FILE = "integrity.txt"
 RECORD_OUTPUTS = ("rollouts.h5", "rollouts.json", "attempts.tsv", "terrain.pkl", "record_env.yaml", "record_args.txt")
+# Hashed into integrity.txt: all but record_args.txt, whose --threads differs between machines
+# that record the same bytes (so integrity.txt, like the rest, is the same wherever it is made).
+DIGESTED = RECORD_OUTPUTS[:-1]
 _TOKEN = "token "
 
 
@@ -40,7 +43,7 @@ def write_integrity(folder: str | Path, token: str, digests: dict[str, str] | No
     atomic_write_text(Path(folder) / INTEGRITY_FILE, "\n".join(lines) + "\n")
 
 
-def output_digests(folder: str | Path, names: tuple[str, ...] = RECORD_OUTPUTS) -> dict[str, str]:
+def output_digests(folder: str | Path, names: tuple[str, ...] = DIGESTED) -> dict[str, str]:
     return {name: sha256_file(Path(folder) / name) for name in names}
 
 
@@ -127,7 +130,8 @@ def record_damage(record_dir: str | Path) -> str | None:
         return f"{folder / missing[0]} is missing" if present and missing else None
     digests = found[1]
     reasons = [why for name in RECORD_OUTPUTS
-               for why in [_changed(folder / name, digests.get(name, ""), folder / INTEGRITY_FILE)] if why]
+               for why in [_changed(folder / name, digests[name], folder / INTEGRITY_FILE) if name in digests
+                           else None if (folder / name).is_file() else f"{folder / name} is missing"] if why]
     if not reasons:
         return None
     return reasons[0] + (f" (and {len(reasons) - 1} more file(s))" if len(reasons) > 1 else "")
