@@ -19,6 +19,8 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable
 
 import h5py
@@ -108,37 +110,54 @@ def _write_obs(group: h5py.Group, obs: np.ndarray, chunks: list[tuple[tuple[int,
         d.id.write_direct_chunk(offset, data)
 
 
+@contextmanager
+def rollouts_writer(path: str | Path, threads: int = 1) -> Iterator[Callable[[list[dict]], None]]:
+    """rollouts.h5 written as its episodes come: yields `add(episodes)`, which writes them as the
+    next `traj_<i>` groups, so a record job holds only the episodes not written yet. `episodes`:
+    dicts with the arrays of :class:`Episode` plus `terminated`/`success` flags; `threads`:
+    compress the observations on this many threads. The file appears whole when the block ends
+    (a killed job leaves none); written in one call or many, its bytes are the same."""
+    with atomic_output(path) as tmp, ThreadPoolExecutor(max(1, threads)) as pool, \
+            h5py.File(tmp, "w", track_order=True) as f:
+        def add(episodes: list[dict]) -> None:
+            obs = [None if ep.get("obs") is None else np.ascontiguousarray(ep["obs"], dtype=np.float32)
+                   for ep in episodes]
+            # In order, ahead of the writes: each episode's chunks are ready when its turn comes.
+            deflated = pool.map(lambda o: None if o is None else _deflated_chunks(o), obs)
+            for ep, o, chunks in zip(episodes, obs, deflated):
+                _write_episode(f.create_group(f"traj_{len(f)}", track_order=True), ep, o, chunks)
+
+        yield add
+
+
 def write_h5(path: str | Path, episodes: list[dict], threads: int = 1) -> None:
-    """`episodes`: dicts with the arrays of :class:`Episode` plus `terminated`/`success` flags.
-    `threads`: compress the observations on this many threads."""
-    obs = [None if ep.get("obs") is None else np.ascontiguousarray(ep["obs"], dtype=np.float32) for ep in episodes]
-    with atomic_output(path) as tmp, ThreadPoolExecutor(max(1, threads)) as pool:
-        # In order, ahead of the writes: each episode's chunks are ready when its turn comes.
-        deflated = pool.map(lambda o: None if o is None else _deflated_chunks(o), obs)
-        with h5py.File(tmp, "w", track_order=True) as f:
-            for i, (ep, chunks) in enumerate(zip(episodes, deflated)):
-                g = f.create_group(f"traj_{i}", track_order=True)
-                T = len(ep["actions"])
-                last = np.zeros(T, dtype=bool)
-                if T:
-                    last[-1] = True
-                terminated, success = bool(ep["terminated"]), bool(ep["success"])
-                _dataset(g, "actions", ep["actions"].astype(np.float32))
-                _dataset(g, "terminated", last & terminated)
-                _dataset(g, "truncated", last & (not terminated))
-                _dataset(g, "success", last & success)
-                _dataset(g, "fail", last & (not success))
-                states = g.create_group("env_states", track_order=True)
-                _dataset(states, "qpos", ep["qpos"])
-                _dataset(states, "qvel", ep["qvel"])
-                _dataset(g, "body_contacts", ep["contacts"].astype(bool))
-                _dataset(g, "tracking_errors", ep["errors"].astype(np.float32))
-                g["tracking_errors"].attrs["columns"] = ",".join(ERROR_COLUMNS)
-                _dataset(g, "ref_time", ep["ref_time"])
-                if chunks is not None:  # [T+1, O]: what a learned tracker saw at each frame
-                    _write_obs(g, obs[i], chunks)
-                else:  # ManiSkill's obs_mode "none": its dataset loader needs the entry
-                    g.create_group("obs")
+    """Every episode at once (see rollouts_writer)."""
+    with rollouts_writer(path, threads) as add:
+        add(episodes)
+
+
+def _write_episode(g: h5py.Group, ep: dict, obs: np.ndarray | None, chunks) -> None:
+    T = len(ep["actions"])
+    last = np.zeros(T, dtype=bool)
+    if T:
+        last[-1] = True
+    terminated, success = bool(ep["terminated"]), bool(ep["success"])
+    _dataset(g, "actions", ep["actions"].astype(np.float32))
+    _dataset(g, "terminated", last & terminated)
+    _dataset(g, "truncated", last & (not terminated))
+    _dataset(g, "success", last & success)
+    _dataset(g, "fail", last & (not success))
+    states = g.create_group("env_states", track_order=True)
+    _dataset(states, "qpos", ep["qpos"])
+    _dataset(states, "qvel", ep["qvel"])
+    _dataset(g, "body_contacts", ep["contacts"].astype(bool))
+    _dataset(g, "tracking_errors", ep["errors"].astype(np.float32))
+    g["tracking_errors"].attrs["columns"] = ",".join(ERROR_COLUMNS)
+    _dataset(g, "ref_time", ep["ref_time"])
+    if chunks is not None:  # [T+1, O]: what a learned tracker saw at each frame
+        _write_obs(g, obs, chunks)
+    else:  # ManiSkill's obs_mode "none": its dataset loader needs the entry
+        g.create_group("obs")
 
 
 def read_episode(path: str | Path, index: int) -> Episode:

@@ -41,10 +41,19 @@ from physrec.trackers.base import Planner, Tracker, is_planner
 MAX_LIMIT_SCALE = 16  # a batch whose buffers overflow at 16x the defaults fails its job
 
 
+def _released(a: Attempt) -> Attempt:
+    """An attempt whose arrays were handed on (written): its steps and outcome, no frames."""
+    empty = np.empty(0)
+    return dataclasses.replace(a, actions=np.empty((a.steps, 0), np.float32), qpos=empty, qvel=empty,
+                               contacts=empty, errors=empty, ref_time=empty, obs=None)
+
+
 def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndarray, character: Character,
                  tracker: Tracker | Planner, settings: RecordSettings, backend: BackendSpec,
-                 progress: Callable[[str], None], label: str, seed: int) -> tuple[list[Attempt], dict[str, Any]]:
-    """Every pass over `motions`, one environment each, on one backend: (attempts, provenance)."""
+                 progress: Callable[[str], None], label: str, seed: int,
+                 on_pass: Callable[[list[Attempt]], None] | None = None) -> tuple[list[Attempt], dict[str, Any]]:
+    """Every pass over `motions`, one environment each, on one backend: (attempts, provenance).
+    `on_pass` takes each pass's attempts in plan order as it ends; they are kept released."""
     ref = build_reference(character, motions)
     observer = None
     if getattr(tracker, "observation", None):
@@ -86,6 +95,10 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
                                           done, lambda text, say=say: progress(f"{say}: {text}"))
                 else:
                     found += pass_type(sim, ref, settings, group, fraction, offsets, observer).run(tracker, done)
+            found.sort(key=lambda a: a.motion)
+            if on_pass is not None:
+                on_pass(found)
+                found = [_released(a) for a in found]
             for a in found:
                 attempts.append(a)
                 if a.success:
@@ -104,7 +117,8 @@ def _release_device_memory() -> None:
 
 def record_batch(motions: list[BatchMotion], character: Character, tracker: Tracker | Planner,
                  settings: RecordSettings, backend: BackendSpec = BackendSpec(),
-                 progress: Callable[[str], None] = lambda s: None, batch: str = "", seed: int = 0) -> BatchRecording:
+                 progress: Callable[[str], None] = lambda s: None, batch: str = "", seed: int = 0,
+                 on_attempts: Callable[[list[Attempt]], None] | None = None) -> BatchRecording:
     """Track every motion of a batch; return all attempts in one canonical order: by pass (start
     fraction), then plan order, then start time.
 
@@ -112,6 +126,11 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     with every pass; a chunk that still runs out of memory is taken again in halves. The order
     does not depend on that chunking, so `traj_<i>` ids and file bytes never depend on what else
     held the device's memory.
+
+    `on_attempts` takes the attempts in that order, and the recording keeps them released (no
+    frames): on a backend without a device limit (the CPU) pass by pass as each ends, so that
+    the job holds one pass's frames at a time; elsewhere all at the end, since a chunk may be
+    taken again.
     """
     wall = time.perf_counter()
     tiled = tile_square([m.terrain for m in motions])
@@ -121,7 +140,9 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     progress(f"[{batch}] work: {seconds:.1f} motion-seconds in the full-length pass ("
              f"{int(round(seconds * settings.physics.control_hz)) * settings.physics.substeps} physics steps in all), "
              f"{boxes.shape[1]} collision boxes per environment; later starts retry what fails")
-    size = min(n, backend_capacity(backend, character, settings.physics, boxes.shape[1]) or n)
+    capacity = backend_capacity(backend, character, settings.physics, boxes.shape[1])
+    size = min(n, capacity or n)
+    stream = on_attempts if capacity is None else None
     if size < n:
         progress(f"[{batch}] {n} motions in chunks of {size} (what fits {backend.name} on {backend.device})")
     todo = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
@@ -136,7 +157,7 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
         label = f"[{batch}]" if len(chunk) == n else f"[{batch}] motions {chunk[0] + 1}-{chunk[-1] + 1}/{n}"
         try:
             found, provenance = _record_envs([motions[i] for i in chunk], tiled.offsets[chunk], boxes[chunk],
-                                             character, tracker, settings, backend, progress, label, seed)
+                                             character, tracker, settings, backend, progress, label, seed, stream)
         except BackendOutOfMemory as e:
             if len(chunk) == 1:
                 raise
@@ -156,6 +177,9 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
         attempts += found
     passes = {f: p for p, f in enumerate((0.0,) + tuple(settings.start_fractions))}
     attempts.sort(key=lambda a: (passes[a.start_fraction], a.motion, a.start_time))
+    if on_attempts is not None and stream is None:
+        on_attempts(attempts)
+        attempts = [_released(a) for a in attempts]
     succeeded = len({a.motion for a in attempts if a.success})
     sim_steps = sum(a.steps for a in attempts) * settings.physics.substeps + sum(
         int((a.search or {}).get("physics_steps", 0)) for a in attempts)  # a planner's search simulates too

@@ -19,9 +19,9 @@ from physrec.formats.hashing import stable_hash
 from physrec.stages.index import read_indexed
 from physrec.formats.motion_file import MotionFile, MotionFileError, write_motion_file
 from physrec.recording.batch import record_batch
-from physrec.recording.data import BatchMotion, BatchRecording
+from physrec.recording.data import Attempt, BatchMotion, BatchRecording
 from physrec.recording.plan import episode_seed
-from physrec.formats.rollouts import ENV_ID, write_h5, write_json
+from physrec.formats.rollouts import ENV_ID, rollouts_writer, write_json
 from physrec.formats.tables import write_tsv
 from physrec.stages.integrity import output_digests, write_integrity
 from physrec.motion.terrain import boxes_mesh
@@ -117,6 +117,14 @@ def trajectory_info(rec: dict, tracker_spec: dict, backend_spec: dict, character
     }
 
 
+def attempt_row(i: int, name: str, a: Attempt) -> dict:
+    """attempts.tsv's row of attempt `traj_<i>`."""
+    return {"attempt": f"traj_{i}", "motion": name, "start_fraction": a.start_fraction,
+            "start_time": round(a.start_time, 9), "end_time": round(a.end_time, 9), "steps": a.steps,
+            "success": a.success, "fail_reason": a.fail_reason or None, "kept_steps": a.kept_steps,
+            "kept_end_time": round(float(a.ref_time[a.kept_steps]), 9), **kept_error_summary(a.errors, a.kept_steps)}
+
+
 def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, backend_spec: dict, character_spec: str,
                seed: int, threads: int, out_dir: str | Path, argv: list[str],
                progress: Callable[[str], None] = print, integrity_token: str = "") -> BatchRecording:
@@ -138,16 +146,25 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     progress(f"[{batch}] read {len(motions)} motions in {time.perf_counter() - read_from:.1f} s")
     where = f"{threads} thread(s)" if backend.name == "mujoco" else f"{backend.name} on {backend.device}"
     progress(f"[{batch}] recording {len(motions)} motions with {tracker.describe()} on {where}")
-    recording = record_batch(motions, character, tracker, settings, backend, progress, batch, seed)
-    h5_eps, json_eps, attempt_rows = [], [], []
+    out.mkdir(parents=True, exist_ok=True)
+    attempt_rows: list[dict] = []
+
+    def on_attempts(found: list[Attempt]) -> None:
+        """Each pass's attempts written as they come (rollouts.h5), in the recording's order."""
+        add_episodes([{"actions": a.actions, "qpos": a.qpos, "qvel": a.qvel, "contacts": a.contacts,
+                       "errors": a.errors, "ref_time": a.ref_time, "terminated": a.terminated,
+                       "success": a.success, "obs": a.obs} for a in found])
+        first = len(attempt_rows)
+        attempt_rows.extend([attempt_row(first + j, rows[a.motion]["name"], a) for j, a in enumerate(found)])
+
+    with rollouts_writer(out / "rollouts.h5", threads) as add_episodes:
+        recording = record_batch(motions, character, tracker, settings, backend, progress, batch, seed, on_attempts)
     # terrain.pkl is written beside rollouts.json: relative to it, the folder reads the same anywhere.
     per_batch = {"batch": batch, "terrain_file": "terrain.pkl", "terrain_slots": recording.terrain_slots}
     recorded_by = {"physrec_version": __version__, **recording.provenance}
+    json_eps = []
     for i, a in enumerate(recording.attempts):
         row = rows[a.motion]
-        h5_eps.append({"actions": a.actions, "qpos": a.qpos, "qvel": a.qvel, "contacts": a.contacts,
-                       "errors": a.errors, "ref_time": a.ref_time, "terminated": a.terminated, "success": a.success,
-                       "obs": a.obs})
         seed_i = episode_seed(seed, row["name"], a.start_fraction)
         json_eps.append({
             "episode_id": i, "episode_seed": seed_i, "control_mode": "pd_joint_pos", "elapsed_steps": a.steps,
@@ -159,14 +176,7 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
             "steps_per_call": a.steps_per_call, "recorded_by": recorded_by,
             **({"search": a.search} if a.search is not None else {}),
         })
-        attempt_rows.append({
-            "attempt": f"traj_{i}", "motion": row["name"], "start_fraction": a.start_fraction,
-            "start_time": round(a.start_time, 9), "end_time": round(a.end_time, 9), "steps": a.steps,
-            "success": a.success, "fail_reason": a.fail_reason or None, "kept_steps": a.kept_steps,
-            "kept_end_time": round(float(a.ref_time[a.kept_steps]), 9),
-            **kept_error_summary(a.errors, a.kept_steps)})
     info = trajectory_info(rec, tracker_spec, backend_spec, character_spec, seed, character, recording)
-    out.mkdir(parents=True, exist_ok=True)
     phase = PhaseTimes()
     with phase("terrain.pkl"):
         write_terrain(out / per_batch["terrain_file"], recording, rec["terrain_mesh"])
@@ -180,8 +190,6 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     atomic_write_text(out / "record_args.txt", shlex.join(argv) + "\n")
     with phase("attempts.tsv"):
         write_tsv(out / "attempts.tsv", attempt_rows, ATTEMPT_COLUMNS)
-    with phase("rollouts.h5"):
-        write_h5(out / "rollouts.h5", h5_eps, threads)
     with phase("rollouts.json"):
         write_json(out / "rollouts.json", info, json_eps)
     with phase("integrity.txt"):  # last: the digests of everything above (stages/integrity.py)
