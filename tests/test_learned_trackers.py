@@ -388,4 +388,3 @@ def test_passes_cut_to_the_memory_budget_record_the_same_attempts(tmp_path, monk
         assert (a.motion, a.start_fraction, a.steps, a.fail_reason) == (b.motion, b.start_fraction, b.steps, b.fail_reason)
         for k in ("qpos", "qvel", "actions", "errors", "obs"):
             assert np.array_equal(getattr(a, k), getattr(b, k)), k
-
