@@ -129,8 +129,8 @@ def _smooth(times: list[float], values: list[float], t: np.ndarray) -> np.ndarra
 
 
 def _leg_ik(hip: np.ndarray, ankle: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hip, knee and ankle rotations [n, 4] that put the ankle at ``ankle`` [n, 3] with the foot
-    flat, for an upright root: the leg plane rolls about x towards the ankle, then two-link IK
+    """Hip (in world axes), knee and ankle rotations [n, 4] that put the ankle at ``ankle``
+    [n, 3] with the foot flat: the leg plane rolls about x towards the ankle, then two-link IK
     (thigh, shin) in that plane, the knee bending forward; the ankle undoes both rotations."""
     x_axis, y_axis = np.eye(3)[0], np.eye(3)[1]
     d = ankle - hip
@@ -159,33 +159,42 @@ def _swing(t: np.ndarray, t0: float, t1: float, start: np.ndarray, end: np.ndarr
 
 
 def climb_step_motion(rise: float = CLIMB_RISE) -> MotionFile:
-    """A step-up onto the step terrain (edge at x = 0.8 m), 3.6 s at 30 fps: stand 0.4 s; shift
-    the weight onto the left leg, lowering a little; the right foot lifts over the edge
-    (0.1 m of clearance) and is placed on the step (0.7-1.5 s); the weight moves forward onto
-    it (1.5-2.0 s); the left foot follows while the right leg lifts the body (2.0-2.8 s);
-    straighten and stand on top. Feet from leg IK: flat, on the terrain in stance (and then in
-    contact in ``body_contacts``), in the air in swing."""
+    """A step-up onto the step terrain (edge at x = 0.8 m), 3.6 s at 30 fps.
+
+    0-0.4 s stand, ankles at x = 0.55 m (toes 0.12 m from the edge); 0.4-0.7 s shift the
+    weight over the left foot, lowering a little; 0.7-1.5 s the right foot lifts, clears the
+    edge by 0.1 m and is placed flat on the step at x = 0.95 m (heels 0.1 m past the edge);
+    1.5-2.0 s the weight moves forward and down onto the right foot, the trunk leaning
+    forward (17°), until the pelvis is nearly over it while the left foot is still planted;
+    2.0-2.8 s the right leg lifts the body as the left foot follows onto the step;
+    2.8-3.2 s straighten; 3.2-3.6 s stand on top. The pelvis moves at up to 0.7 m/s, the
+    feet at up to 1.3 m/s. Feet from leg IK: flat, on the terrain in stance (in contact in
+    ``body_contacts``), in the air in swing.
+    """
     n = int(round(3.6 * FPS)) + 1
     t = np.arange(n) / FPS
-    x0, x1 = 0.45, 0.92  # ankles' x before and after: the whole sole on the floor, then on the step
+    x0, x1 = 0.55, 0.95  # ankles before and after
     low, high = ANKLE_HEIGHT, rise + ANKLE_HEIGHT
     feet = []
     for y, (t0, t1) in ((-HIP_Y, (0.7, 1.5)), (HIP_Y, (2.0, 2.8))):  # right leads, left follows
         feet.append(_swing(t, t0, t1, np.array([x0, y, low]), np.array([x1, y, high]), 0.1))
     keys = [0.0, 0.4, 0.7, 1.5, 2.0, 2.8, 3.2, 3.6]
+    lean = 0.07  # the pelvis sideways towards the stance foot
     root_pos = np.stack([
-        _smooth(keys, [x0, x0, x0 + 0.02, 0.58, 0.68, x1, x1, x1], t),
-        _smooth(keys, [0.0, 0.0, 0.035, 0.01, -0.035, -0.01, 0.0, 0.0], t),  # over the stance foot
-        _smooth(keys, [STAND_HEIGHT, STAND_HEIGHT, 0.86, 0.84, 0.81, STAND_HEIGHT + rise - 0.02,
+        _smooth(keys, [x0, x0, 0.57, 0.65, 0.87, x1, x1, x1], t),
+        _smooth(keys, [0.0, 0.0, lean, lean - 0.01, -lean, 0.01 - lean, 0.0, 0.0], t),
+        _smooth(keys, [STAND_HEIGHT, STAND_HEIGHT, 0.86, 0.84, 0.79, STAND_HEIGHT + rise - 0.02,
                        STAND_HEIGHT + rise, STAND_HEIGHT + rise], t)], axis=-1)
+    pitch = _smooth(keys, [0.0, 0.0, 0.05, 0.1, 0.3, 0.2, 0.0, 0.0], t)  # forward lean of the trunk
     root_rot, joint_rot = _pose(n)
+    root_rot = quat.from_axis_angle(np.array([0.0, 1.0, 0.0]), pitch)
     contacts = np.zeros((n, NUM_BODIES))
     for leg, body, ankle, side in ((RIGHT_LEG, RIGHT_FOOT, feet[0], -1.0), (LEFT_LEG, LEFT_FOOT, feet[1], 1.0)):
-        hip = root_pos + np.array([0.0, side * HIP_Y, 0.0])
-        for j, q in zip(leg, _leg_ik(hip, ankle)):
-            joint_rot[:, j] = q
-        planted = (np.abs(ankle[:, 2] - low) < 1e-9) | (np.abs(ankle[:, 2] - high) < 1e-9)
-        contacts[:, body] = planted
+        hip = root_pos + np.array([0.0, side * HIP_Y, 0.0])  # a pitch about y leaves the hips where they are
+        q_hip, q_knee, q_ankle = _leg_ik(hip, ankle)
+        joint_rot[:, leg[0]] = quat.mul(quat.conj(root_rot), q_hip)  # the IK's hip rotation is in world axes
+        joint_rot[:, leg[1]], joint_rot[:, leg[2]] = q_knee, q_ankle
+        contacts[:, body] = (np.abs(ankle[:, 2] - low) < 1e-9) | (np.abs(ankle[:, 2] - high) < 1e-9)
     return _file(root_pos, root_rot, joint_rot, contacts, step_terrain(rise))
 
 
