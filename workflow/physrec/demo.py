@@ -12,13 +12,15 @@ slides away (nothing actuates the root).
 - ``climb_step``: a step-up onto a 0.2 m step in 3.6 s (the right leg lifts over the edge
   and is placed on the step, the weight shifts onto it, the left leg follows, then it
   stands on top), made with leg IK so that the feet touch the terrain in stance and move
-  at physical speeds -> ``pd`` fails from every start (it cannot shift the weight); the
-  ``sampling`` tracker records it.
+  at physical speeds -> ``pd`` fails from every start (it cannot move the weight onto the
+  step); the ``sampling`` tracker records it at full length, within selection's default
+  thresholds.
 - ``ramp_descent_then_stand``: a fast glide down a ramp, then 2.2 s of quiet standing ->
   fails from the start, succeeds from a later start.
 - ``glide_up_step``: the reference glides up a 0.3 m step for 3 s in a fixed standing
   pose (the root rises 0.3 m in one frame at the step's edge, straight legs): a reference
-  no tracker can follow -> fails from every start, whatever the tracker.
+  no tracker can follow -> ``pd`` fails from every start; the ``sampling`` tracker stays
+  within PARC's terminations only far from the reference, and selection rejects that.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def climb_step_motion(rise: float = CLIMB_RISE) -> MotionFile:
 
     0-0.4 s stand, ankles at x = 0.55 m (toes 0.12 m from the edge); 0.4-0.7 s shift the
     weight over the left foot, lowering a little; 0.7-1.5 s the right foot lifts, clears the
-    edge by 0.1 m and is placed flat on the step at x = 0.95 m (heels 0.1 m past the edge);
+    edge by 9 cm and is placed flat on the step at x = 0.95 m (heels 0.1 m past the edge);
     1.5-2.0 s the weight moves forward and down onto the right foot, the trunk leaning
     forward (17°), until the pelvis is nearly over it while the left foot is still planted;
     2.0-2.8 s the right leg lifts the body as the left foot follows onto the step;
@@ -186,7 +188,7 @@ def climb_step_motion(rise: float = CLIMB_RISE) -> MotionFile:
         _smooth(keys, [STAND_HEIGHT, STAND_HEIGHT, 0.86, 0.84, 0.79, STAND_HEIGHT + rise - 0.02,
                        STAND_HEIGHT + rise, STAND_HEIGHT + rise], t)], axis=-1)
     pitch = _smooth(keys, [0.0, 0.0, 0.05, 0.1, 0.3, 0.2, 0.0, 0.0], t)  # forward lean of the trunk
-    root_rot, joint_rot = _pose(n)
+    _, joint_rot = _pose(n)  # arms down
     root_rot = quat.from_axis_angle(np.array([0.0, 1.0, 0.0]), pitch)
     contacts = np.zeros((n, NUM_BODIES))
     for leg, body, ankle, side in ((RIGHT_LEG, RIGHT_FOOT, feet[0], -1.0), (LEFT_LEG, LEFT_FOOT, feet[1], 1.0)):
