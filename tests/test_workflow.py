@@ -776,7 +776,7 @@ def test_iterations_chain(tmp_path):
     assert [r["iteration"] for r in run] == [IT, "iter1"] and [r["tracker"] for r in run] == ["pd", "pd"]
     count = [{k: int(r[k]) for k in ("motions", "recorded", "next_dataset_entries", "next_dataset_from_base")}
              for r in run]
-    assert count[0] == {"motions": 5, "recorded": len(it0), "next_dataset_entries": len(it0), "next_dataset_from_base": 0}
+    assert count[0] == {"motions": 6, "recorded": len(it0), "next_dataset_entries": len(it0), "next_dataset_from_base": 0}
     assert count[1] == {"motions": 2, "recorded": 1, "next_dataset_entries": len(it1), "next_dataset_from_base": len(it0)}
     md = (project / "results" / "run_summary.md").read_text()
     assert "| iter1 | pd | 2 (2) | 1 (50% of valid) |" in md and f"{len(it1)} ({len(it0)} + 1)" in md
