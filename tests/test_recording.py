@@ -99,8 +99,11 @@ def test_standing_motions_succeed_from_the_start(demo_rec):
         assert not a.contacts[:, 0].any()  # the pelvis never touches the ground
 
 
-def test_climb_step_fails_from_every_start_it_tries(demo_rec):
-    tries, m = _attempts(demo_rec, "climb_step")
+@pytest.mark.parametrize("name", ["glide_up_step", "climb_step"])
+def test_a_step_up_fails_from_every_start_it_tries(demo_rec, name):
+    """glide_up_step: nothing can follow its reference; climb_step: a feasible step-up, but
+    pd cannot shift the weight onto the step."""
+    tries, m = _attempts(demo_rec, name)
     L = _length(m)
     settings = RecordSettings()
     assert tries and not any(a.success for a in tries)
@@ -171,6 +174,7 @@ def _check_initial_states(ch, rec, name, require_later=True):
 def test_attempt_starts_on_the_reference_frame(ch, demo_rec):
     tries = _check_initial_states(ch, demo_rec, "ramp_descent_then_stand")
     assert any(abs(a.start_time * FPS - round(a.start_time * FPS)) > 1e-6 for a in tries)  # interpolated starts
+    _check_initial_states(ch, demo_rec, "glide_up_step")
     _check_initial_states(ch, demo_rec, "climb_step")
     _check_initial_states(ch, demo_rec, "stand_step_top", require_later=False)
 
@@ -203,11 +207,12 @@ def test_start_plan():
 
 
 def test_short_motion_gets_only_the_full_pass(ch, demo_batch):
-    m = demo_batch[3].motion  # climb_step, cut to 1.5 s: fails, and no later start leaves 2 s
+    glide = next(b for b in demo_batch if b.name == "glide_up_step")
+    m = glide.motion  # cut to 1.5 s: fails, and no later start leaves 2 s
     short = MotionData(root_pos=m.root_pos[:46], root_rot=m.root_rot[:46], joint_rot=m.joint_rot[:46],
                        body_contacts=m.body_contacts[:46], fps=m.fps)
-    rec = record_batch([BatchMotion("short_climb", short, demo_batch[3].terrain)], ch, PD, RecordSettings())
-    assert [a.start_fraction for a in rec.attempts] == [0.0]
+    rec = record_batch([BatchMotion("short_climb", short, glide.terrain)], ch, PD, RecordSettings())
+    assert [a.start_fraction for a in rec.attempts] == [0.0] and not rec.attempts[0].success
 
 
 # -- determinism ------------------------------------------------------------------------------------------
@@ -277,7 +282,7 @@ def test_a_record_job_on_a_terminal_draws_a_bar_and_logs_plain_lines(tmp_path):
     from physrec.stages.index import index_dataset, read_manifest, write_manifest
     write_demo(tmp_path / "data")
     write_manifest(tmp_path / "manifest.tsv", [r for r in index_dataset(tmp_path / "data" / "dataset.yaml")
-                                               if r["name"] == "climb_step"])
+                                               if r["name"] == "glide_up_step"])
     write_plan(tmp_path / "plan.tsv", make_plan(read_manifest(tmp_path / "manifest.tsv"), 16))
     rec = config.record_physics_keys(config.validate({"iterations": [{"name": "i", "dataset": "d"}]})["record"])
     primary, secondary = pty.openpty()

@@ -55,16 +55,16 @@ def test_batch_videos_pick_the_kept_attempt_and_a_failed_motion_from_its_start(t
     from physrec import config
     from physrec.render.batch_videos import videos_to_render
     from physrec.stages.select import run_select
-    record = _record(tmp_path, {"kind": "pd"}, ("ramp_descent_then_stand", "climb_step", "stand_flat"))
+    record = _record(tmp_path, {"kind": "pd"}, ("ramp_descent_then_stand", "glide_up_step", "stand_flat"))
     rows = run_select(record, config.validate({"iterations": [{"name": "i", "dataset": "d"}]})["selection"],
                       tmp_path / "select")
     status = {r["motion"]: (r["status"], r["attempt"]) for r in rows}
-    assert status["ramp_descent_then_stand"][0] == "recorded_later_start" and status["climb_step"][0] == "failed"
+    assert status["ramp_descent_then_stand"][0] == "recorded_later_start" and status["glide_up_step"][0] == "failed"
     plan = videos_to_render(record, tmp_path / "select" / "selected.tsv", "all", None)
-    assert {r["motion"]: a for r, a in plan["kept"]} == {m: s[1] for m, s in status.items() if m != "climb_step"}
+    assert {r["motion"]: a for r, a in plan["kept"]} == {m: s[1] for m, s in status.items() if m != "glide_up_step"}
     (failed, attempt), = plan["failed"]
     episodes = json.loads((record / "rollouts.json").read_text())["episodes"]
-    assert failed["motion"] == "climb_step" and episodes[int(attempt[5:])]["start_time"] == 0.0
+    assert failed["motion"] == "glide_up_step" and episodes[int(attempt[5:])]["start_time"] == 0.0
     capped = videos_to_render(record, tmp_path / "select" / "selected.tsv", "kept", 1)
     assert list(capped) == ["kept"] and len(capped["kept"]) == 1
 
@@ -82,7 +82,7 @@ def test_no_headless_opengl_is_named_with_its_fix(monkeypatch):
 def test_the_software_renderer_draws_the_character_its_ghost_and_the_terrain(tmp_path):
     """render/software.py, without OpenGL: the simulated character (grey), its reference (blue,
     translucent) and the terrain are drawn where the camera sees them, and the fall shows."""
-    record = _record(tmp_path, {"kind": "pd"}, ("climb_step",))
+    record = _record(tmp_path, {"kind": "pd"}, ("glide_up_step",))
     env = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"}
     r = subprocess.run([sys.executable, "-c", SOFTWARE_FRAMES, str(record), str(tmp_path / "frames.npy")],
                        capture_output=True, text=True, timeout=300, env={**env, "MUJOCO_GL": "disable"})

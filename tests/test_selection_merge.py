@@ -125,11 +125,13 @@ def _recorded_path(p, name):
 
 def test_selected_table(pipeline):
     rows = pipeline["rows"]
-    assert set(rows) == {"stand_flat", "stand_step_top", "wave_flat", "climb_step", "ramp_descent_then_stand"}
+    assert set(rows) == {"stand_flat", "stand_step_top", "wave_flat", "climb_step", "ramp_descent_then_stand",
+                         "glide_up_step"}
     assert rows["stand_flat"]["status"] == "recorded"
     assert rows["stand_step_top"]["status"] == "recorded"
-    assert rows["climb_step"]["status"] == "failed" and rows["climb_step"]["fail_reason"]
-    assert rows["climb_step"]["recorded_file"] is None
+    for name in ("climb_step", "glide_up_step"):  # pd fails both
+        assert rows[name]["status"] == "failed" and rows[name]["fail_reason"]
+        assert rows[name]["recorded_file"] is None
     assert rows["ramp_descent_then_stand"]["status"] == "recorded_later_start"
     assert rows["ramp_descent_then_stand"]["start_fraction"] > 0
     on_disk = read_tsv_records(pipeline["root"] / "select" / pipeline["batch"] / "selected.tsv")
@@ -223,8 +225,8 @@ def test_later_start_provenance(pipeline):
 def test_merge_outputs(pipeline):
     root, s = pipeline["root"], pipeline["summary"]
     m = s["motions"]
-    assert (m["total"], m["valid"], m["invalid"]) == (5, 5, 0)
-    assert (m["recorded"], m["recorded_full_length"], m["recorded_later_start"], m["failed"]) == (4, 3, 1, 1)
+    assert (m["total"], m["valid"], m["invalid"]) == (6, 6, 0)
+    assert (m["recorded"], m["recorded_full_length"], m["recorded_later_start"], m["failed"]) == (4, 3, 1, 2)
     entries = read_dataset(root / "out" / "dataset.yaml")
     assert sorted(motion_name(e.path) for e in entries) == sorted(
         f"{n}_rec" for n in ("stand_flat", "stand_step_top", "wave_flat", "ramp_descent_then_stand"))
@@ -236,7 +238,7 @@ def test_merge_outputs(pipeline):
     # A motion recorded from a later start counts for the part it covers (source weight = its duration here).
     assert float(ramp["weight"]) == pytest.approx(float(ramp["recorded_duration"]), rel=1e-9)
     assert float(manifest["stand_flat"]["weight"]) == pytest.approx(2.4)
-    assert manifest["climb_step"]["status"] == "failed" and manifest["climb_step"]["weight"] == ""
+    assert manifest["glide_up_step"]["status"] == "failed" and manifest["glide_up_step"]["weight"] == ""
 
 
 # -- PARC's own sample motions and character through the same functions -----------------------------------

@@ -229,14 +229,14 @@ def test_demo_summary_and_motions(demo_project):
     res = project / "results" / IT
     summary = json.loads((res / "summary.json").read_text())
     m = summary["motions"]
-    assert m["total"] == m["valid"] == 5 and m["invalid"] == 0
+    assert m["total"] == m["valid"] == 6 and m["invalid"] == 0
     assert m["recorded_full_length"] >= 1
     assert m["failed"] >= 1
     assert m["recorded_later_start"] >= 1
     assert m["recorded"] == m["recorded_full_length"] + m["recorded_later_start"]
     assert "summary" in (res / "summary.md").read_text().lower()
     manifest = read_tsv_records(res / "manifest.tsv")
-    assert len(manifest) == 5
+    assert len(manifest) == 6
     recorded = {r["name"] for r in manifest if r["status"].startswith("recorded")}
     files = sorted(p.name for p in (res / "recorded_motions").glob("*.pkl"))
     assert files == sorted(f"{n}_rec.pkl" for n in recorded)
@@ -528,7 +528,7 @@ def test_two_runs_give_identical_outputs(clean_run, tmp_path):
     snakemake(other)
     a, b = clean_run, other
     summary = json.loads((a / "results" / IT / "summary.json").read_text())
-    assert summary["motions"]["valid"] == 15 and summary["motions"]["recorded"] >= 3
+    assert summary["motions"]["valid"] == 18 and summary["motions"]["recorded"] >= 3
     for pattern in ("recorded_motions/*.pkl", "select/*/selected.tsv", "dataset/manifest.tsv", "batches/plan.tsv",
                     "record/*/rollouts.h5", "record/*/attempts.tsv", "record/*/rollouts.json",
                     "record/*/terrain.pkl", "summary.json"):
@@ -776,7 +776,7 @@ def test_iterations_chain(tmp_path):
     assert [r["iteration"] for r in run] == [IT, "iter1"] and [r["tracker"] for r in run] == ["pd", "pd"]
     count = [{k: int(r[k]) for k in ("motions", "recorded", "next_dataset_entries", "next_dataset_from_base")}
              for r in run]
-    assert count[0] == {"motions": 5, "recorded": len(it0), "next_dataset_entries": len(it0), "next_dataset_from_base": 0}
+    assert count[0] == {"motions": 6, "recorded": len(it0), "next_dataset_entries": len(it0), "next_dataset_from_base": 0}
     assert count[1] == {"motions": 2, "recorded": 1, "next_dataset_entries": len(it1), "next_dataset_from_base": len(it0)}
     md = (project / "results" / "run_summary.md").read_text()
     assert "| iter1 | pd | 2 (2) | 1 (50% of valid) |" in md and f"{len(it1)} ({len(it0)} + 1)" in md
