@@ -253,11 +253,13 @@ def _backends() -> list:
 
 
 @pytest.mark.parametrize("spec", _backends())
-def test_a_diverged_state_terminates_as_non_finite_state_on_every_backend(ch, demo_batch, spec):
+def test_a_diverged_state_terminates_as_non_finite_state_on_every_backend(ch, demo_batch, spec, tmp_path,
+                                                                          monkeypatch):
     """A velocity no simulation survives: MuJoCo's mj_step resets such a state to the initial
     pose (a silent root_position failure before), MuJoCo Warp keeps the NaN; both report it the
     same way, and the healthy environment beside it steps on."""
     from physrec.motion import termination
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warning to MUJOCO_LOG.TXT in the working directory
     settings = PhysicsSettings()
     batch = demo_batch[:1] * 2
     padded = pad_boxes([motion_boxes(m, 3.0) for m in batch])
