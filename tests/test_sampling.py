@@ -24,7 +24,7 @@ from physrec.sim.mujoco import MujocoBackend
 from physrec.sim.world import PhysicsSettings
 from physrec.trackers.base import TrackerError, make_tracker
 
-SMALL = {"kind": "sampling", "samples": 128, "kept": 16, "restarts": 0}
+SMALL = {"kind": "sampling", "samples": 128, "kept": 16, "restarts": 0, "pd_first": True}
 ONLY_FULL = RecordSettings(start_fractions=())
 
 

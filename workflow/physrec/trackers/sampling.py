@@ -4,8 +4,10 @@ van de Panne, Shao and Xu, SIGGRAPH 2010).
 
 For each attempt, a beam of `kept` simulator states advances `window_steps` control steps
 at a time. Every window, `samples` children are spread over the kept states; a child holds
-one offset over the window, added to the nominal targets (the reference one control step
-ahead plus kd/kp x the reference's DOF velocity, which makes the servo track velocity too):
+one offset over the window, added to the nominal targets: the reference pose `target_lead`
+control steps after the step starts, plus kd/kp x the reference's DOF velocity over the step
+(the servo tracks velocity too), plus the joint torques inverse dynamics asks for along the
+reference over kp (`feedforward`, trackers.feedforward; never a force on the root):
 
     offset = parent_weight x parent's offset + noise_rad x scale(body) x N(0, 1)
 
@@ -14,6 +16,11 @@ further with its offset held; its cost is the tracking cost over the window and 
 look-ahead, plus `lookahead_termination_cost` per look-ahead step lost to a termination. A
 child that terminates inside its window is dead; the `kept` cheapest survivors go on. The
 look-ahead is what makes it work: without it no failing motion was ever tracked.
+
+When the last window is done, the kept path with the least mean body position error is the
+pass's path. `search_passes` independent passes (their own draws) keep the closest of their
+paths; `refine_passes` then search around it. A pass after the first that dies or runs out of
+budget leaves the path found standing.
 
 When every child dies, the window is tried again with 2x, then 4x the samples and 1.5x the
 noise (`window_retries`, `retry_noise_growth`); then the attempt starts over from its start
@@ -80,6 +87,7 @@ class SamplingSettings:
     search_passes: int  # independent searches from the start; the path closest to the reference is kept
     refine_passes: int  # searches again around the path found, each seeded with the best path so far
     refine_noise_rad: float
+    refine_smooth_steps: int
     refine_cost_weights: dict[str, float]
 
     @classmethod
@@ -294,7 +302,13 @@ class _Attempt:
             # The next pass's nominal targets are this path (past its end, the reference's): its
             # noise-free children follow it exactly, the others search around it.
             assert self.found is not None
-            self.nominal = np.concatenate([self.found, self.base_nominal[len(self.found):]])
+            n = len(self.found)
+            dev = self.found - self.base_nominal[:n]
+            if s.refine_smooth_steps > 1:  # the path's offsets averaged over time: its bias, not its jitter
+                k = s.refine_smooth_steps
+                padded = np.concatenate([np.repeat(dev[:1], k // 2, axis=0), dev, np.repeat(dev[-1:], k - 1 - k // 2, axis=0)])
+                dev = np.stack([padded[i:i + n] for i in range(k)]).mean(axis=0)
+            self.nominal = np.concatenate([self.base_nominal[:n] + dev, self.base_nominal[n:]])
             self._begin(np.random.SeedSequence([self.seed, self.restart, self.refined + 1]))
         else:
             self._stop_refining()
