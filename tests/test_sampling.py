@@ -1,7 +1,7 @@
 """The sampling tracker: a search with the real simulator that records what `pd` cannot.
 
 Small sample counts keep these within the suite's budget; with them the search still
-finds climb_step (which `pd` fails at 1.1 s) with the run seed 0. The recorder re-simulates
+finds climb_step (which `pd` fails at 1.1 s) with the run seed 0, after one restart. The recorder re-simulates
 the planned targets itself, so every outcome asserted here is the recorder's.
 """
 
@@ -24,7 +24,7 @@ from physrec.sim.mujoco import MujocoBackend
 from physrec.sim.world import PhysicsSettings
 from physrec.trackers.base import TrackerError, make_tracker
 
-SMALL = {"kind": "sampling", "samples": 128, "kept": 16, "restarts": 0, "pd_first": True}
+SMALL = {"kind": "sampling", "samples": 128, "kept": 16, "restarts": 1, "pd_first": True}
 ONLY_FULL = RecordSettings(start_fractions=())
 
 
@@ -46,7 +46,7 @@ def test_pd_runs_first_and_the_search_records_what_it_failed(searched):
     length = searched.motions[1].motion.duration
     assert climb.end_time >= length - ONLY_FULL.termination.end_tolerance - 1e-9
     s = climb.search
-    assert s["method"] == "search" and s["found"] and s["restarts"] == 0
+    assert s["method"] == "search" and s["found"] and s["restarts"] <= 1
     assert s["first_tracker"] == "pd" and s["first_fail_reason"] == "root_position" and s["first_end_time"] < 1.5
     assert s["physics_steps"] > 0 and s["physics_steps_per_motion_second"] > 0
     assert "replay_diverged" not in s
