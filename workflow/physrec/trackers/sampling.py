@@ -46,8 +46,8 @@ import numpy as np
 
 from physrec.motion import termination
 from physrec.motion.character import Character
-from physrec.trackers import feedforward
 from physrec.recording import reference_state
+from physrec.trackers import feedforward
 from physrec.trackers.base import Plan, PlanRequest, TrackerError
 from physrec.trackers.pd import PDTracker
 
@@ -171,13 +171,14 @@ class _Attempt:
             dof = ch.joint_rot_to_dof(ref.pose(motion, times + s.target_lead * request.control_dt).joint_rot)[:-1]
         dof_vel = vel.dof_vel[1:] if s.velocity_step == "next" else vel.dof_vel[:-1]
         self.nominal = dof + (planner.feedforward * dof_vel if s.velocity_feedforward else 0.0)
+        self.base_nominal = self.nominal  # a refining pass's nominal targets are offsets of these
         self.ref_body = ref.body_pos(pose)[1:]
         self.ref_root_rot = pose.root_rot[1:]
         self.ref_root_vel = vel.root_lin_vel[1:]
         self.qpos0, self.qvel0 = reference_state(ref, motion[:1], times[:1])  # where the recorder resets
         self._motion, self._times = motion, times
         self.restart, self.sim_steps, self.windows, self.retried_windows = -1, 0, 0, 0
-        self.refined, self.refine_gain, self.passes, self.refine_mode = 0, 0.0, 1, False
+        self.refined, self.passes, self.refine_mode = 0, 1, False
         self.found: np.ndarray | None = None  # the path with the least mean body error so far, of a finished pass
         self.found_err = np.inf
         self.deaths: dict[str, int] = {}
@@ -192,8 +193,7 @@ class _Attempt:
             return
         ff = feedforward.target_offsets(s.feedforward, model, self.planner.ch, request.reference,
                                         self._motion[:-1], self._times[:-1], request.control_dt, s.feedforward_scale)
-        self.nominal = self.nominal + ff
-        self.base_nominal = self.nominal
+        self.nominal = self.base_nominal = self.nominal + ff
 
     def _start_over(self) -> None:
         self.restart += 1
@@ -285,8 +285,6 @@ class _Attempt:
         """A pass reached the end: keep its path if it is the closest yet, then refine it or stop."""
         if self.refine_mode:
             self.refined += 1
-            if err < self.found_err:
-                self.refine_gain += self.found_err - err
         if err < self.found_err:
             self.found, self.found_err = path, err
         self._next_pass()
@@ -306,7 +304,8 @@ class _Attempt:
             dev = self.found - self.base_nominal[:n]
             if s.refine_smooth_steps > 1:  # the path's offsets averaged over time: its bias, not its jitter
                 k = s.refine_smooth_steps
-                padded = np.concatenate([np.repeat(dev[:1], k // 2, axis=0), dev, np.repeat(dev[-1:], k - 1 - k // 2, axis=0)])
+                padded = np.concatenate([np.repeat(dev[:1], k // 2, axis=0), dev,
+                                         np.repeat(dev[-1:], k - 1 - k // 2, axis=0)])
                 dev = np.stack([padded[i:i + n] for i in range(k)]).mean(axis=0)
             self.nominal = np.concatenate([self.base_nominal[:n] + dev, self.base_nominal[n:]])
             self._begin(np.random.SeedSequence([self.seed, self.restart, self.refined + 1]))
@@ -353,8 +352,8 @@ class _Attempt:
                 "searched_to_s": round(float(request.start_time[self.row] + len(self.best) * dt), 6),
                 "physics_steps": int(self.sim_steps),
                 "physics_steps_per_motion_second": round(self.sim_steps / seconds),
-                **({"refine_passes": self.refined, "searched_mean_body_pos_error": round(float(self.found_err), 6)}
-                   if self.found is not None else {}),
+                **({"search_passes": self.passes, "refine_passes": self.refined,
+                    "searched_mean_body_pos_error": round(float(self.found_err), 6)} if self.found is not None else {}),
                 "sample_terminations": dict(sorted(self.deaths.items()))}
 
 
