@@ -38,22 +38,29 @@ CONTACT_MARGIN = 0.03  # metres: a geom this close to the terrain can push on it
 FORCE_DAMPING = 0.1  # Tikhonov damping of the ground forces' least squares (N and N m)
 
 
-def world_model(character: Character, boxes: np.ndarray | None, control_dt: float, substeps: int
-                ) -> mujoco.MjModel:
-    """The recorder's world (sim.world) on one motion's terrain boxes [slots, 6], as a CPU
-    MuJoCo model; without boxes, no terrain (then ``inverse`` finds no contact)."""
+def world_models(character: Character, boxes: np.ndarray | None, count: int, control_dt: float, substeps: int
+                 ) -> list[mujoco.MjModel]:
+    """The recorder's world (sim.world) on each of `count` terrains (boxes [count, slots, 6]) as
+    CPU MuJoCo models, compiled once (attempts on the same terrain share a model); without
+    boxes, no terrain (then ``inverse`` finds no contact)."""
     from physrec.sim.backend import BackendSpec
     from physrec.sim.mujoco import MujocoBackend
     from physrec.sim.world import PhysicsSettings, compile_world
     control_hz = int(round(1.0 / control_dt))
     settings = PhysicsSettings(control_hz=control_hz, physics_hz=control_hz * substeps)
     if boxes is None:
-        return compile_world(character, 1, settings)
-    sim = MujocoBackend(BackendSpec(), character, settings, 1, len(boxes))
-    sim.set_terrain(np.zeros(1, dtype=np.int64), np.asarray(boxes)[None])
-    model = sim.models[0]
+        return [compile_world(character, 1, settings)] * count
+    sim = MujocoBackend(BackendSpec(), character, settings, count, boxes.shape[1])
+    sim.set_terrain(np.arange(count), np.asarray(boxes))
+    models = list(sim.models)
     sim.close()
-    return model
+    return models
+
+
+def world_model(character: Character, boxes: np.ndarray | None, control_dt: float, substeps: int
+                ) -> mujoco.MjModel:
+    """world_models for one terrain (boxes [slots, 6])."""
+    return world_models(character, None if boxes is None else np.asarray(boxes)[None], 1, control_dt, substeps)[0]
 
 
 def reference_dynamics(ref, character: Character, motion: np.ndarray, times: np.ndarray, dt: float

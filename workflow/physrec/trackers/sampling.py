@@ -371,9 +371,11 @@ class _GroupSearch:
         horizon_max = s.window_steps + s.lookahead_steps
         sim = req.open_sim(np.repeat([a.row for a in self.attempts], self.block))
         if s.feedforward != "none":
-            for a in self.attempts:
-                boxes = None if req.terrain_boxes is None else req.terrain_boxes[a.row]
-                a.add_feedforward(feedforward.world_model(self.planner.ch, boxes, req.control_dt, req.substeps), req)
+            rows = [a.row for a in self.attempts]
+            boxes = None if req.terrain_boxes is None else req.terrain_boxes[rows]
+            models = feedforward.world_models(self.planner.ch, boxes, len(rows), req.control_dt, req.substeps)
+            for a, model in zip(self.attempts, models):
+                a.add_feedforward(model, req)
         # The judge (kinematics, termination, cost) runs on the host whatever the backend: with
         # many threads (or the GPU) stepping, one thread judging would hold the search back.
         self.pool = ThreadPoolExecutor(req.threads) if req.threads > 1 else None
