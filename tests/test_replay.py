@@ -68,7 +68,7 @@ def test_replay_names_what_is_missing(pd_record, tmp_path):
 
 def test_a_searched_attempt_replays_bit_for_bit(tmp_path):
     """The sampling tracker's attempts: pd's, and the searched one in calls of its window."""
-    record = _record(tmp_path, {"kind": "sampling", "samples": 64, "kept": 8, "restarts": 0},
+    record = _record(tmp_path, {"kind": "sampling", "samples": 64, "kept": 8, "restarts": 0, "pd_first": True},
                      ("climb_step", "stand_flat"))
     episodes = {e["motion"]: e for e in json.loads((record / "rollouts.json").read_text())["episodes"]
                 if e["start_fraction"] == 0.0}

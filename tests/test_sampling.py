@@ -28,7 +28,10 @@ from physrec.sim.mujoco import MujocoBackend
 from physrec.sim.world import PhysicsSettings
 from physrec.trackers.base import TrackerError, make_tracker
 
-SMALL = {"kind": "sampling", "samples": 128, "kept": 16, "restarts": 0}
+# The cost weights before issue 21: with 128 samples they track climb_step, the defaults' (mean body error
+# alone) do not.
+OLD_WEIGHTS = {"root_pos": 2.0, "root_rot": 1.0, "body_offset": 2.0, "body_pos": 1.0, "root_vel": 0.1, "root_height": 1.0}
+SMALL = {"kind": "sampling", "samples": 128, "kept": 16, "restarts": 1, "pd_first": True, "cost_weights": OLD_WEIGHTS}
 ONLY_FULL = RecordSettings(start_fractions=())
 
 
@@ -50,7 +53,7 @@ def test_pd_runs_first_and_the_search_records_what_it_failed(searched):
     length = searched.motions[1].motion.duration
     assert climb.end_time >= length - ONLY_FULL.termination.end_tolerance - 1e-9
     s = climb.search
-    assert s["method"] == "search" and s["found"] and s["restarts"] == 0
+    assert s["method"] == "search" and s["found"] and s["restarts"] <= 1
     assert s["first_tracker"] == "pd" and s["first_fail_reason"] == "root_position" and s["first_end_time"] < 3.0
     assert s["physics_steps"] > 0 and s["physics_steps_per_motion_second"] > 0
     assert "replay_diverged" not in s
@@ -104,7 +107,7 @@ def test_a_motion_the_search_cannot_track_ends_as_a_failure_with_its_statistics(
 
 def test_sampling_spec_is_checked_and_written_out_whole(ch):
     full = config.tracker_spec({"kind": "sampling", "samples": 64})
-    assert full["samples"] == 64 and full["kept"] == 32 and full["cost_weights"]["root_vel"] == 0.1
+    assert full["samples"] == 64 and full["kept"] == 32 and full["cost_weights"]["root_vel"] == 0.0
     schema_keys = set(config.schema()["$defs"]["sampling_tracker"]["properties"])
     assert set(full) == schema_keys | {"kind"}  # every parameter enters the config hash and provenance
     with pytest.raises(config.ConfigError, match="'samples_per_window' was unexpected"):

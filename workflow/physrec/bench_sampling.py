@@ -1,7 +1,7 @@
 """Benchmark of the sampling tracker (``physrec bench --tracker sampling``).
 
 Each motion is recorded alone by :func:`physrec.recording.batch.record_batch` with the sampling
-tracker (pd first, then the search), so its compute is its own: success, the part recorded,
+tracker at its defaults, so its compute is its own: success, tracking errors, the part recorded,
 physics steps, CPU seconds per motion-second (one thread by default: "per core-second")
 and wall seconds. In the same run the raw simulator steps the search's batch shape (one
 world per sample, window + look-ahead control steps from the motion's start, one call) to
@@ -114,8 +114,11 @@ def run(a: argparse.Namespace, character: Character, backend: BackendSpec,
             r["samples"] = count or "default"
             results.append(r)
             where = f"{r['start_time']:.2f}-{r['end_time']:.2f} s" if r["success"] else "not recorded"
+            q = r.get("quality")
+            errors = (f"body {q['mean_body_pos_error']:.3f} m, root {q['max_root_pos_error']:.2f} m "
+                      f"{np.degrees(q['max_root_rot_error']):3.0f} deg" if q else "-")
             print(f"{r['motion']:<24} {r['length_s']:5.2f} s  samples {r['samples']:<7} "
-                  f"{'ok  ' if r['success'] else 'FAIL'} {where:<16} by {r['method'] or '-':<6} "
+                  f"{'ok  ' if r['success'] else 'FAIL'} {where:<16} {errors:<34} by {r['method'] or '-':<6} "
                   f"restarts {r['restarts']}  {r['cpu_s']:7.1f} CPU-s ({r['cpu_s_per_motion_s']:.1f} per motion-s), "
                   f"{r['wall_s']:.1f} s wall  search {r['search_steps_per_s']:,.0f} physics steps/s = "
                   f"{r['search_over_raw']:.2f} x raw ({r['raw_steps_per_s']:,.0f})", flush=True)

@@ -99,4 +99,4 @@ def plan_request(ref: ReferenceSet, motions: list[BatchMotion], boxes: np.ndarra
         seeds=np.array([episode_seed(seed, motions[i].name, fraction) for i in motion]),
         termination=settings.termination, control_dt=dt, substeps=settings.physics.substeps, open_sim=open_sim,
         capacity=backend_capacity(backend, character, settings.physics, slots), progress=progress, label=label,
-        threads=max(1, int(backend.threads)))
+        threads=max(1, int(backend.threads)), terrain_boxes=boxes[motion])

@@ -87,6 +87,9 @@ class PlanRequest:
     progress: Callable[[str], None]
     label: str
     threads: int = 1  # host threads the job was given: a planner's own work may use them too
+    # [m, slots, 6] each attempt's terrain boxes in its motion's frame (recording.batch_boxes), for
+    # a planner's own CPU model of the world (the sampling search's inverse dynamics); None: unknown
+    terrain_boxes: np.ndarray | None = None
 
 
 @dataclass

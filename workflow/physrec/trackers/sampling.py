@@ -4,8 +4,10 @@ van de Panne, Shao and Xu, SIGGRAPH 2010).
 
 For each attempt, a beam of `kept` simulator states advances `window_steps` control steps
 at a time. Every window, `samples` children are spread over the kept states; a child holds
-one offset over the window, added to the nominal targets (the reference one control step
-ahead plus kd/kp x the reference's DOF velocity, which makes the servo track velocity too):
+one offset over the window, added to the nominal targets: the reference pose `target_lead`
+control steps after the step starts, plus kd/kp x the reference's DOF velocity over the step
+(the servo tracks velocity too), plus the joint torques inverse dynamics asks for along the
+reference over kp (`feedforward`, trackers.feedforward; never a force on the root):
 
     offset = parent_weight x parent's offset + noise_rad x scale(body) x N(0, 1)
 
@@ -14,6 +16,11 @@ further with its offset held; its cost is the tracking cost over the window and 
 look-ahead, plus `lookahead_termination_cost` per look-ahead step lost to a termination. A
 child that terminates inside its window is dead; the `kept` cheapest survivors go on. The
 look-ahead is what makes it work: without it no failing motion was ever tracked.
+
+When the last window is done, the kept path with the least mean body position error is the
+pass's path. `search_passes` independent passes (their own draws) keep the closest of their
+paths; `refine_passes` then search around it. A pass after the first that dies or runs out of
+budget leaves the path found standing.
 
 When every child dies, the window is tried again with 2x, then 4x the samples and 1.5x the
 noise (`window_retries`, `retry_noise_growth`); then the attempt starts over from its start
@@ -40,6 +47,7 @@ import numpy as np
 from physrec.motion import termination
 from physrec.motion.character import Character
 from physrec.motion.reference import reference_state
+from physrec.trackers import feedforward
 from physrec.trackers.base import Plan, PlanRequest, TrackerError
 from physrec.trackers.pd import PDTracker
 
@@ -71,6 +79,16 @@ class SamplingSettings:
     cost_weights: dict[str, float]
     offset_excess_from: float  # body-offset ratio (error / termination limit) where that term starts
     pd_first: bool
+    feedforward: str  # trackers.feedforward.MODES: joint torques of inverse dynamics as target offsets
+    feedforward_scale: float
+    target_lead: float  # nominal targets: the reference pose this many control steps after the step starts
+    velocity_step: str  # the reference DOF velocity of the step ("current") or of the one after ("next")
+    full_length: bool  # search to the motion's end, not only to where the end's tolerance makes it a success
+    search_passes: int  # independent searches from the start; the path closest to the reference is kept
+    refine_passes: int  # searches again around the path found, each seeded with the best path so far
+    refine_noise_rad: float
+    refine_smooth_steps: int
+    refine_cost_weights: dict[str, float]
 
     @classmethod
     def from_spec(cls, spec: dict) -> SamplingSettings:
@@ -147,26 +165,57 @@ class _Attempt:
         pose = ref.pose(motion, times)
         vel = ref.velocity(motion, times)
         # Index j: the reference one control step after step j starts (times[j + 1]).
-        dof = ch.joint_rot_to_dof(pose.joint_rot)
-        nominal = dof + (planner.feedforward * vel.dof_vel if s.velocity_feedforward else 0.0)
-        self.nominal = nominal[1:]
+        if s.target_lead == 1.0:
+            dof = ch.joint_rot_to_dof(pose.joint_rot)[1:]
+        else:
+            dof = ch.joint_rot_to_dof(ref.pose(motion, times + s.target_lead * request.control_dt).joint_rot)[:-1]
+        dof_vel = vel.dof_vel[1:] if s.velocity_step == "next" else vel.dof_vel[:-1]
+        self.nominal = dof + (planner.feedforward * dof_vel if s.velocity_feedforward else 0.0)
+        self.base_nominal = self.nominal  # a refining pass's nominal targets are offsets of these
         self.ref_body = ref.body_pos(pose)[1:]
         self.ref_root_rot = pose.root_rot[1:]
         self.ref_root_vel = vel.root_lin_vel[1:]
         self.qpos0, self.qvel0 = reference_state(ref, motion[:1], times[:1])  # where the recorder resets
+        self._motion, self._times = motion, times
         self.restart, self.sim_steps, self.windows, self.retried_windows = -1, 0, 0, 0
+        self.refined, self.passes, self.refine_mode = 0, 1, False
+        self.found: np.ndarray | None = None  # the path with the least mean body error so far, of a finished pass
+        self.found_err = np.inf
         self.deaths: dict[str, int] = {}
         self.best: np.ndarray = np.zeros((0, ch.num_dof))  # longest targets any try reached
         self.done, self.reason = False, ""
         self._start_over()
 
+    def add_feedforward(self, model: Any, request: PlanRequest) -> None:
+        """Inverse dynamics' joint torques along the reference, as offsets of the nominal targets."""
+        s = self.planner.settings
+        if s.feedforward == "none":
+            return
+        ff = feedforward.target_offsets(s.feedforward, model, self.planner.ch, request.reference,
+                                        self._motion[:-1], self._times[:-1], request.control_dt, s.feedforward_scale)
+        self.nominal = self.base_nominal = self.nominal + ff
+
     def _start_over(self) -> None:
         self.restart += 1
-        self.rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.restart]))
+        self._begin(np.random.SeedSequence([self.seed, self.restart]))
+
+    def _begin(self, seeds: np.random.SeedSequence) -> None:
+        self.rng = np.random.default_rng(seeds)
         self.k, self.retry = 0, 0
         self.qpos, self.qvel = self.qpos0.copy(), self.qvel0.copy()
         self.offset = np.zeros((1, self.planner.ch.num_dof))
+        self.acc = np.zeros(1)  # per kept state: its path's summed mean body error
         self.history: list[tuple[np.ndarray, np.ndarray]] = []  # per window: parents [K], targets [K, w, D]
+
+    @property
+    def refining(self) -> bool:
+        """A pass after one that found a path: if it dies or runs out of budget, that path stands."""
+        return self.found is not None
+
+    @property
+    def weights(self) -> dict[str, float]:
+        s = self.planner.settings
+        return s.refine_cost_weights if self.refine_mode else s.cost_weights
 
     def children(self, samples: int) -> tuple[np.ndarray, np.ndarray]:
         """(parent index [n], offset [n, D]) of this window's children."""
@@ -176,7 +225,7 @@ class _Attempt:
         noise = self.rng.standard_normal((n, self.offset.shape[1]))
         first = np.r_[True, parent[1:] != parent[:-1]]  # the first child of each kept state is noise-free
         noise[first] = 0.0
-        sigma = s.noise_rad * s.retry_noise_growth ** self.retry
+        sigma = (s.refine_noise_rad if self.refine_mode else s.noise_rad) * s.retry_noise_growth ** self.retry
         return parent, s.parent_weight * self.offset[parent] + sigma * self.planner.noise_scale * noise
 
     def targets(self, offset: np.ndarray, horizon: int) -> np.ndarray:
@@ -193,14 +242,15 @@ class _Attempt:
         return np.concatenate(parts[::-1]) if parts else np.zeros((0, self.offset.shape[1]))
 
     def advance(self, parent: np.ndarray, offset: np.ndarray, targets: np.ndarray, qpos: np.ndarray,
-                qvel: np.ndarray, code: np.ndarray, cost: np.ndarray, steps_run: int) -> None:
+                qvel: np.ndarray, code: np.ndarray, cost: np.ndarray, body_err: np.ndarray, steps_run: int) -> None:
         """Judge one window's children (their states, termination codes and costs after each step)."""
         s = self.planner.settings
         self.sim_steps += steps_run
         w = min(s.window_steps, self.T - self.k)
         la = s.lookahead_steps  # past the motion's end too, towards its last frame (the reference holds it)
         failed = code != termination.OK
-        dead = failed[:, :min(w, self.need - 1 - self.k)].any(axis=1)  # a termination at step `need` is a success
+        # A termination at step `need` or later is a success.
+        dead = failed[:, :max(0, min(w, self.need - 1 - self.k))].any(axis=1)
         alive = np.flatnonzero(~dead)
         self.windows += 1
         if len(alive) == 0:
@@ -220,19 +270,60 @@ class _Attempt:
         self.history.append((parent[keep], targets[keep, :w]))
         self.qpos, self.qvel = qpos[keep, w - 1], qvel[keep, w - 1]
         self.offset = offset[keep]
+        self.acc = self.acc[parent[keep]] + body_err[keep, :w].sum(axis=1)
         self.k += w
         if self.retry:
             self.retried_windows += 1
         self.retry = 0
-        if self.k >= self.need:
-            self.best, self.done = self.trace(0), True
+        if self.k >= self.T or (self.k >= self.need and not s.full_length):
+            best = int(np.argmin(self.acc))  # the kept path closest to the reference over its length
+            self._finish_pass(self.trace(best), float(self.acc[best]) / self.k)
         elif self.sim_steps > self.budget:
             self._give_up("search_budget")
+
+    def _finish_pass(self, path: np.ndarray, err: float) -> None:
+        """A pass reached the end: keep its path if it is the closest yet, then refine it or stop."""
+        if self.refine_mode:
+            self.refined += 1
+        if err < self.found_err:
+            self.found, self.found_err = path, err
+        self._next_pass()
+
+    def _next_pass(self) -> None:
+        s = self.planner.settings
+        if self.passes < s.search_passes and self.sim_steps <= self.budget:
+            # Another search from the start with its own draws; the closest path of all is kept.
+            self.passes += 1
+            self._begin(np.random.SeedSequence([self.seed, self.restart, 1000 + self.passes]))
+        elif self.refined < s.refine_passes and self.sim_steps <= self.budget:
+            self.refine_mode = True
+            # The next pass's nominal targets are this path (past its end, the reference's): its
+            # noise-free children follow it exactly, the others search around it.
+            assert self.found is not None
+            n = len(self.found)
+            dev = self.found - self.base_nominal[:n]
+            if s.refine_smooth_steps > 1:  # the path's offsets averaged over time: its bias, not its jitter
+                k = s.refine_smooth_steps
+                padded = np.concatenate([np.repeat(dev[:1], k // 2, axis=0), dev,
+                                         np.repeat(dev[-1:], k - 1 - k // 2, axis=0)])
+                dev = np.stack([padded[i:i + n] for i in range(k)]).mean(axis=0)
+            self.nominal = np.concatenate([self.base_nominal[:n] + dev, self.base_nominal[n:]])
+            self._begin(np.random.SeedSequence([self.seed, self.restart, self.refined + 1]))
+        else:
+            self._stop_refining()
+
+    def _stop_refining(self) -> None:
+        self.best, self.done = self.found, True
 
     def _extinct(self) -> None:
         s = self.planner.settings
         if self.retry < s.window_retries:
             self.retry += 1
+        elif self.refining:  # a later pass that dies: the path found stands
+            if self.refine_mode:
+                self.refined += 1
+            self._next_pass()
+            return
         elif self.restart < s.restarts:
             self._keep_best()
             self._start_over()
@@ -247,6 +338,9 @@ class _Attempt:
             self.best = reached
 
     def _give_up(self, reason: str) -> None:
+        if self.refining:  # out of budget while refining: the path found stands
+            self._stop_refining()
+            return
         self._keep_best()
         self.done, self.reason = True, reason
 
@@ -258,6 +352,8 @@ class _Attempt:
                 "searched_to_s": round(float(request.start_time[self.row] + len(self.best) * dt), 6),
                 "physics_steps": int(self.sim_steps),
                 "physics_steps_per_motion_second": round(self.sim_steps / seconds),
+                **({"search_passes": self.passes, "refine_passes": self.refined,
+                    "searched_mean_body_pos_error": round(float(self.found_err), 6)} if self.found is not None else {}),
                 "sample_terminations": dict(sorted(self.deaths.items()))}
 
 
@@ -274,6 +370,12 @@ class _GroupSearch:
         wall, cpu = time.perf_counter(), time.process_time()
         horizon_max = s.window_steps + s.lookahead_steps
         sim = req.open_sim(np.repeat([a.row for a in self.attempts], self.block))
+        if s.feedforward != "none":
+            rows = [a.row for a in self.attempts]
+            boxes = None if req.terrain_boxes is None else req.terrain_boxes[rows]
+            models = feedforward.world_models(self.planner.ch, boxes, len(rows), req.control_dt, req.substeps)
+            for a, model in zip(self.attempts, models):
+                a.add_feedforward(model, req)
         # The judge (kinematics, termination, cost) runs on the host whatever the backend: with
         # many threads (or the GPU) stepping, one thread judging would hold the search back.
         self.pool = ThreadPoolExecutor(req.threads) if req.threads > 1 else None
@@ -322,7 +424,8 @@ class _GroupSearch:
             plans.append(Plan(a.best, a.reason, stats))
         return plans
 
-    def _judge(self, parts: list[tuple[_Attempt, int, int]], out: Any, H: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _judge(self, parts: list[tuple[_Attempt, int, int]], out: Any, H: int
+               ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Termination codes and tracking costs [n, H] after each of the call's steps, for each
         attempt's children (rows start:end of `out`). Judged in chunks of children on the
         job's threads: numpy releases the GIL, and each child's figures are computed alone,
@@ -334,18 +437,19 @@ class _GroupSearch:
             tasks += [(a, int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
             pieces.append(k)
 
-        def judge(task: tuple[_Attempt, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        def judge(task: tuple[_Attempt, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             a, lo, hi = task
             return self._judge_rows(a, out.qpos[lo:hi], out.qvel[lo:hi], H)
 
         done = iter(list(self.pool.map(judge, tasks) if self.pool and len(tasks) > 1 else map(judge, tasks)))
         judged = []
         for k in pieces:
-            codes, costs = zip(*(next(done) for _ in range(k)))
-            judged.append((np.concatenate(codes), np.concatenate(costs)))
+            codes, costs, errs = zip(*(next(done) for _ in range(k)))
+            judged.append((np.concatenate(codes), np.concatenate(costs), np.concatenate(errs)))
         return judged
 
-    def _judge_rows(self, a: _Attempt, qpos: np.ndarray, qvel: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+    def _judge_rows(self, a: _Attempt, qpos: np.ndarray, qvel: np.ndarray, h: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ch, s, req = self.planner.ch, self.planner.settings, self.request
         n = len(qpos)
         root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos[:, :h])
@@ -354,7 +458,7 @@ class _GroupSearch:
         ref_rot = np.broadcast_to(a.ref_root_rot[a.k:a.k + h], root_rot.shape)
         chk = termination.check(body.reshape(n * h, -1, 3), root_rot.reshape(n * h, 4),
                                 ref_body.reshape(n * h, -1, 3), ref_rot.reshape(n * h, 4), req.termination)
-        w = s.cost_weights
+        w = a.weights
         err = chk.errors.reshape(n, h, -1)
         ratio = chk.body_ratio.reshape(n, h, -1)
         offset_err = ratio * np.asarray(req.termination.body_offset_limits)
@@ -365,7 +469,7 @@ class _GroupSearch:
                 + w["body_pos"] * err[..., 3]
                 + w["root_vel"] * np.linalg.norm(root_vel - a.ref_root_vel[a.k:a.k + h], axis=-1)
                 + w["root_height"] * np.abs(body[..., 0, 2] - ref_body[..., 0, 2]))
-        return chk.code.reshape(n, h), cost
+        return chk.code.reshape(n, h), cost, err[..., 3]
 
 
 def make(spec: dict, character: Character, device: str = "cpu") -> SamplingPlanner:
