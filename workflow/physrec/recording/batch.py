@@ -62,7 +62,7 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
     n = len(motions)
     pending = np.ones(n, dtype=bool)
     attempts: list[Attempt] = []
-    fractions = (0.0,) + tuple(settings.start_fractions)
+    fractions = settings.pass_fractions
     no_autograd = contextlib.nullcontext() if observer is None else observer.inference_mode()
     ready_from = time.perf_counter()
     sim = make_backend(backend, character, settings.physics, n, boxes.shape[1])
@@ -175,7 +175,7 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
         for a in found:
             a.motion = int(chunk[a.motion])
         attempts += found
-    passes = {f: p for p, f in enumerate((0.0,) + tuple(settings.start_fractions))}
+    passes = {f: p for p, f in enumerate(settings.pass_fractions)}
     attempts.sort(key=lambda a: (passes[a.start_fraction], a.motion, a.start_time))
     if on_attempts is not None and stream is None:
         on_attempts(attempts)

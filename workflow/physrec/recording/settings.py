@@ -31,6 +31,11 @@ class RecordSettings:
     max_duration: float = 1000.0
 
     @property
+    def pass_fractions(self) -> tuple[float, ...]:
+        """The start fraction of each pass: the full-length pass, then the later starts."""
+        return (0.0,) + tuple(self.start_fractions)
+
+    @property
     def max_episode_steps(self) -> int:
         """attempt_steps of the longest motion from its start: no attempt has more (the step count
         only grows with the time left, also in floating point)."""

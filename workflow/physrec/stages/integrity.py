@@ -113,11 +113,14 @@ def _first_changed(table: Path, folder: Path, name_key: str, sha_key: str) -> st
         rows = read_tsv_records(table)
     except (TableError, OSError) as e:
         return f"{table} is unreadable ({e})"
-    reasons = [why for row in rows if row.get(name_key)
-               for why in [_changed(folder / Path(row[name_key]).name, row[sha_key], table)] if why]
-    if not reasons:
-        return None
-    return reasons[0] + (f" (and {len(reasons) - 1} more file(s))" if len(reasons) > 1 else "")
+    return _first([_changed(folder / Path(row[name_key]).name, row[sha_key], table) for row in rows
+                   if row.get(name_key)])
+
+
+def _first(reasons: list[str | None]) -> str | None:
+    """The first reason, and how many more files have one (None: none has)."""
+    found = [r for r in reasons if r]
+    return found[0] + (f" (and {len(found) - 1} more file(s))" if len(found) > 1 else "") if found else None
 
 
 def record_damage(record_dir: str | Path) -> str | None:
@@ -129,12 +132,9 @@ def record_damage(record_dir: str | Path) -> str | None:
         missing = [n for n in RECORD_OUTPUTS if n not in present]
         return f"{folder / missing[0]} is missing" if present and missing else None
     digests = found[1]
-    reasons = [why for name in RECORD_OUTPUTS
-               for why in [_changed(folder / name, digests[name], folder / INTEGRITY_FILE) if name in digests
-                           else None if (folder / name).is_file() else f"{folder / name} is missing"] if why]
-    if not reasons:
-        return None
-    return reasons[0] + (f" (and {len(reasons) - 1} more file(s))" if len(reasons) > 1 else "")
+    return _first([_changed(folder / name, digests[name], folder / INTEGRITY_FILE) if name in digests
+                   else None if (folder / name).is_file() else f"{folder / name} is missing"
+                   for name in RECORD_OUTPUTS])
 
 
 def select_damage(select_dir: str | Path) -> str | None:
@@ -153,10 +153,8 @@ def merge_damage(iteration_dir: str | Path, select_dirs: list[str]) -> str | Non
     manifest = folder / "manifest.tsv"
     if not manifest.is_file():
         return None
-    gone = [f"{d}/selected.tsv" for d in select_dirs if not os.path.isfile(f"{d}/selected.tsv")]
-    if gone:
-        return f"{gone[0]} is missing" + (f" (and {len(gone) - 1} more file(s))" if len(gone) > 1 else "")
-    return _first_changed(manifest, folder / "recorded_motions", "recorded_path", "recorded_sha256")
+    gone = _first([f"{d}/selected.tsv is missing" for d in select_dirs if not os.path.isfile(f"{d}/selected.tsv")])
+    return gone or _first_changed(manifest, folder / "recorded_motions", "recorded_path", "recorded_sha256")
 
 
 def job_token(folder: str | Path, damage: str | None) -> str:
