@@ -352,3 +352,19 @@ def test_a_record_job_reserves_memory_for_its_plan(tmp_path):
 def test_search_sizes_are_bounded_before_anything_is_allocated(tmp_path, keys, message):
     doc = {**_base(), "iterations": [{"name": "i", "dataset": "builtin:demo", "tracker": {"kind": "sampling", **keys}}]}
     assert message in _error(tmp_path, doc)
+
+
+def test_check_config_checks_an_override_merged_over_the_default_config(tmp_path, capsys):
+    """A file with only the keys that differ fails alone (no iterations) and passes merged over
+    config/config.yaml, as Snakemake merges it; the message says what was checked."""
+    from physrec import cli
+    override = _write(tmp_path, "record:\n  seed_note: 1\n", "bad.yaml")
+    assert cli.main(["check-config", str(override), "--over", str(REPO / "config" / "config.yaml")]) == 1
+    assert "seed_note" in capsys.readouterr().err
+    override = _write(tmp_path, "seed: 3\nrecord:\n  threads: 2\nselection:\n  max_mean_body_pos_error_m: 0.25\n",
+                      "mine.yaml")
+    assert cli.main(["check-config", str(override)]) == 1
+    assert "iterations" in capsys.readouterr().err
+    assert cli.main(["check-config", str(override), "--over", str(REPO / "config" / "config.yaml")]) == 0
+    said = capsys.readouterr().err
+    assert "valid merged over" in said and "1 iteration(s)" in said and "motions are not read" in said

@@ -23,7 +23,7 @@ from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 from snakemake_project import BIN, CONFIG, REPO, base_config, make_project, snakemake, write_config
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
-                                reason="snakemake-executor-plugin-slurm is not installed (.ci/run installs it)")
+                                reason="snakemake-executor-plugin-slurm is not installed (pip install -e \".[test]\" installs it)")
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 TIMEOUT_S = 240

@@ -22,13 +22,18 @@ def _setup_logging(log_file: str | None) -> None:
         handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s physrec %(message)s", datefmt="%H:%M:%S",
                         handlers=handlers, force=True)
+    # PyOpenGL says at INFO that its optional C speed-ups are absent; under physrec's prefix
+    # that reads like an error in every plots, videos and render job.
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)
 
 
 def cmd_check_config(a: argparse.Namespace) -> None:
     from physrec import config
-    cfg = config.load(a.config)
+    cfg = config.load(a.config, a.over)
     config.check_files(cfg, a.config)
-    log.info("%s: valid (%d iteration(s))", a.config, len(cfg["iterations"]))
+    log.info("%s: valid %s: the schema (omitted keys take their defaults), %d iteration(s), and the "
+             "character, tracker models and datasets it names exist; the motions are not read (index does that)",
+             a.config, f"merged over {a.over}" if a.over else "on its own", len(cfg["iterations"]))
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -185,8 +190,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log", help="also write the log to this file")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("check-config", help="validate a workflow config file")
+    s = sub.add_parser("check-config", help="validate a workflow config file without running anything",
+                       description="Check a config file: the schema (unknown keys, types, ranges; omitted keys "
+                       "take their defaults) and that the character, tracker models and datasets it names exist. "
+                       "The motions are not read. Snakemake merges --configfile over config/config.yaml: give "
+                       "--over config/config.yaml to check that merge, as a file with only the keys that differ "
+                       "needs.")
     s.add_argument("config")
+    s.add_argument("--over", metavar="BASE", help="merge the config over this file first (config/config.yaml)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("demo", help="write the built-in demo dataset")

@@ -248,7 +248,7 @@ def check_record_settings(rec: dict, character: Character, source: str) -> None:
                           "the character could touch terrain that is not simulated")
 
 
-def load(path: str | Path) -> dict:
+def _read_mapping(path: str | Path) -> dict:
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError as e:
@@ -257,6 +257,23 @@ def load(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping of keys")
+    return raw
+
+
+def merged_over(base: dict, override: dict) -> dict:
+    """`override` merged over `base` as Snakemake merges `--configfile` over the Snakefile's
+    configfile: mappings key by key, anything else (lists included) replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged_over(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load(path: str | Path, over: str | Path | None = None) -> dict:
+    """The validated config of `path`, merged first over the config file `over` when given."""
+    raw = _read_mapping(path)
+    if over is not None:
+        raw = merged_over(_read_mapping(over), raw)
     return validate(raw, str(path))
 
 
