@@ -1,5 +1,5 @@
 """A recorded motion read as PARC's MotionScope reads the files it is configured with (facts from
-PARC's source, as of its README's MotionScope section; this is not PARC's code).
+PARC's source, as of PARC's README's MotionScope section; this is not PARC's code).
 
 MotionScope loads each configured file with PARC's `load_ms_file` and builds a MotionLib
 from it: the outer pickle holds `motion_data`, `terrain_data` and `misc_data`, each pickled

@@ -126,12 +126,12 @@ def test_a_bad_checkpoint_fails_the_record_job_before_simulating(tmp_path, monke
 
 
 # -- exported programs --------------------------------------------------------------------------------
-def test_readme_export_example_gives_a_working_tracker(tmp_path, ch, monkeypatch):
-    text = (REPO / "README.md").read_text()
+def test_docs_export_example_gives_a_working_tracker(tmp_path, ch, monkeypatch):
+    text = (REPO / "docs" / "trackers.md").read_text()
     m = re.search(r"<!-- tested: export-policy -->\s*```python\n(.*?)```", text, re.S)
-    assert m, "README lost its tested export example"
+    assert m, "docs/trackers.md lost its tested export example"
     monkeypatch.chdir(tmp_path)
-    exec(compile(m.group(1), "README.md", "exec"), {})
+    exec(compile(m.group(1), "docs/trackers.md", "exec"), {})
     tracker = make_tracker({"kind": "exported", "model": "policy.pt2", "observation": "parc"}, ch)
     out = tracker.policy(torch.zeros(1, 1312))
     assert out.shape == (1, 28)

@@ -3,7 +3,7 @@
 The demo runs once through sbatch and once locally, and the outputs must be the same bytes;
 then a record job that fails must end the run with the SLURM job reported as failed. Every
 Snakemake run is under `timeout -k`: a status command that cannot see finished jobs makes
-Snakemake wait forever (README, "Running on SLURM"). The partition is given on the command
+Snakemake wait forever (docs/clusters.md, "Running on SLURM"). The partition is given on the command
 line, the way a site's keys are meant to be given, and the first status check comes after
 1 s instead of 40 s, so that each job takes seconds.
 """

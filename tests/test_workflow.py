@@ -913,7 +913,7 @@ def test_each_gpu_job_gets_a_device_of_its_own(tmp_path, monkeypatch):
 
 
 # ======================================================================================================
-# The rerun matrix (README, "What reruns when"): the rows no test above proves
+# The rerun matrix (docs/reruns.md, "What reruns when"): the rows no test above proves
 # ======================================================================================================
 def planned_batches(output: str, rule: str) -> set[str]:
     """Batches of the `rule` jobs that a dry run's printout plans."""

@@ -305,7 +305,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("parc-obs", help="PARC's observation for stored character states following a reference motion")
     s.add_argument("--reference", required=True, help="a PARC motion file; its own terrain is the terrain")
     s.add_argument("--states", required=True, help="STATES.npz: time, root_pos, root_rot, root_vel, root_ang_vel, "
-                                                   "dof, dof_vel, contacts (see the README)")
+                                                   "dof, dof_vel, contacts (see docs/trackers.md)")
     s.add_argument("--out", required=True, help="OBS.npy, float32 [N, 1312]")
     s.add_argument("--character", default="builtin:humanoid")
     s.add_argument("--control-hz", type=int, default=30, help="spacing of the target frames (PARC: 30)")

@@ -20,7 +20,7 @@ Everything runs on [N, ...] tensors of one device with PARC's float32 arithmetic
 all environments at once; nothing here loops over environments. Reference frames are
 looked up as PARC's ``MotionLib`` does (see :class:`MotionTable`), terrain heights as
 PARC's ``SubTerrain`` does (see :class:`TerrainStack`), except that every environment
-reads its own motion's terrain instead of PARC's global tiled one (see the README,
+reads its own motion's terrain instead of PARC's global tiled one (see docs/trackers.md,
 "Height rays").
 """
 

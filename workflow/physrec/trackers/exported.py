@@ -2,7 +2,7 @@
 
 The program maps an observation [N, O] of a named layout (``observation: parc``) to PD
 targets [N, D] in PARC's DOF coordinates; the recorder clips them to the bounds. How to
-write one is in the README ("Exported policies").
+write one is in docs/trackers.md ("Exported policies").
 
 ``torch.export.load`` can run code from an archive, so it only ever reads the archive that
 :mod:`physrec.trackers.pt2_archive` rebuilt from the checked members of the user's file.
