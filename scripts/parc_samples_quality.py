@@ -1,7 +1,6 @@
 """PARC's three samples with tracker {kind: sampling} (defaults), each recorded alone with later starts,
 the chosen attempt as selection chooses it under the default gates, and the raw simulator's rate."""
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ for name in ("TEASER_TERRAIN", "civilization", "sfu"):
            "start_fraction": best and float(best["start_fraction"]),
            "mean_body_pos_error_m": best and round(float(best["mean_body_pos_error"]), 4),
            "max_root_pos_error_m": best and round(float(best["max_root_pos_error"]), 4),
-           "max_root_rot_error_deg": best and round(math.degrees(float(best["max_root_rot_error"])), 1),
+           "max_root_rot_error_deg": best and round(float(best["max_root_rot_error_deg"]), 1),
            "cpu_s": round(cpu, 1), "cpu_s_per_motion_s": round(cpu / mf.motion.duration, 1), "attempts": len(tries)}
     rows.append(row); print(json.dumps(row), flush=True)
 json.dump({"machine": "2-core VM of this project (idle but this run), 1 thread", "date": "2026-12-07",

@@ -30,13 +30,13 @@ PROVENANCE = ("physrec:source_sha256", "physrec:start_time", "physrec:tracker", 
 
 
 # -- choose: pure logic ----------------------------------------------------------------------------------
-def _att(i, fraction, success, *, reason="", mean=0.05, root=0.1, rot=0.05, length=3.0):
+def _att(i, fraction, success, *, reason="", mean=0.05, root=0.1, rot=3.0, length=3.0):
     start = fraction * length
     end = length if success else start + 0.5
     return {"attempt": f"traj_{i}", "motion": "m", "start_fraction": repr(float(fraction)),
             "start_time": repr(start), "end_time": repr(end), "kept_end_time": repr(end),
             "success": "true" if success else "false", "fail_reason": "" if success else reason,
-            "mean_body_pos_error": repr(mean), "max_root_pos_error": repr(root), "max_root_rot_error": repr(rot)}
+            "mean_body_pos_error": repr(mean), "max_root_pos_error": repr(root), "max_root_rot_error_deg": repr(rot)}
 
 
 NO_LIMITS = {"max_mean_body_pos_error_m": None, "max_root_pos_error_m": None, "max_root_rot_error_deg": None,
@@ -69,21 +69,21 @@ def test_choose_failed_gives_the_last_reason():
 @pytest.mark.parametrize("limits, needle", [
     ({"max_mean_body_pos_error_m": 0.1}, "mean_body_pos_error"),
     ({"max_root_pos_error_m": 0.2}, "max_root_pos_error"),
-    ({"max_root_rot_error_deg": 30}, "max_root_rot_error"),
+    ({"max_root_rot_error_deg": 30}, "max_root_rot_error_deg 35.000 deg > 30 deg"),
     ({"min_duration_s": 2.5}, "duration"),
 ])
 def test_choose_rejects_by_thresholds(limits, needle):
     sel = {**NO_LIMITS, **limits}
-    tries = [_att(0, 0.0, False, reason="root_position"), _att(1, 0.3, True, mean=0.15, root=0.3, rot=0.6)]
+    tries = [_att(0, 0.0, False, reason="root_position"), _att(1, 0.3, True, mean=0.15, root=0.3, rot=35.0)]
     status, chosen, why = choose(tries, sel, 30)
     assert status == "rejected" and chosen is None
     assert needle in why
 
 
 def test_choose_thresholds_at_the_limit_pass():
-    tries = [_att(0, 0.0, True, mean=0.1, root=0.2, rot=0.5)]
+    tries = [_att(0, 0.0, True, mean=0.1, root=0.2, rot=28.6)]
     sel = {"max_mean_body_pos_error_m": 0.1, "max_root_pos_error_m": 0.2,
-           "max_root_rot_error_deg": math.degrees(0.5), "min_duration_s": 3.0}
+           "max_root_rot_error_deg": 28.6, "min_duration_s": 3.0}
     assert choose(tries, sel, 30)[0] == "recorded"
 
 
@@ -383,7 +383,7 @@ def test_the_summary_says_which_threshold_rejected_successes_and_what_to_change(
              "recorded_duration": None} for n, st, why in [
         ("a", "rejected", "mean_body_pos_error 0.168 m > 0.1 m"),
         ("b", "rejected", "mean_body_pos_error 0.129 m > 0.1 m"),
-        ("c", "rejected", "max_root_rot_error 72.000 deg > 45.0 deg"),
+        ("c", "rejected", "max_root_rot_error_deg 72.000 deg > 45.0 deg"),
         ("d", "failed", "root_position")]]
     assert rejected_by(rows) == {
         "max_mean_body_pos_error_m": {"motions": 2, "worst": 0.168, "limit": 0.1, "unit": "m"},
@@ -391,4 +391,4 @@ def test_the_summary_says_which_threshold_rejected_successes_and_what_to_change(
     text = summary_markdown(summarize("it", rows, []))
     assert "Succeeded in simulation, rejected by selection" in text
     assert "| `max_mean_body_pos_error_m` | 2 | 0.168 m | 0.1 m |" in text
-    assert "Failure reasons: root_position (1)" in text
+    assert "Failure reasons (motions): root_position (1)" in text

@@ -7,5 +7,5 @@ __version__ = "0.1.0"
 # SELECTION_VERSION with any change to what `select` writes; every other upgrade re-records
 # nothing. tests/test_output_versions.py holds the demo's recorded bytes per version and fails
 # when they change without a bump.
-RECORDING_VERSION = 5
-SELECTION_VERSION = 2
+RECORDING_VERSION = 6
+SELECTION_VERSION = 3

@@ -25,7 +25,7 @@ from physrec.stages.record_folder import RecordFolder
 
 log = logging.getLogger("physrec")
 _FACTS = ("start_fraction", "start_time", "end_time", "steps", "success", "fail_reason", "max_root_pos_error",
-          "max_root_rot_error", "mean_body_pos_error")
+          "max_root_rot_error_deg", "mean_body_pos_error")
 
 
 def videos_to_render(record_dir: str | Path, selected_tsv: str | Path, which: str,
@@ -52,7 +52,7 @@ def video_page(mp4: Path, row: dict, attempt: dict, batch: str) -> Path:
     parts = [f"<h3>{escape(row['motion'])}: {escape(row['status'])}</h3>",
              f"<video controls autoplay loop muted playsinline src='data:video/mp4;base64,{data}'></video>",
              "<p>The simulated character (grey) and its kinematic reference (translucent blue) on the motion's "
-             "terrain; errors in metres and radians.</p>", table(["", ""], facts)]
+             "terrain; errors in metres and degrees.</p>", table(["", ""], facts)]
     return write_page(mp4.with_suffix(".html"), parts)
 
 

@@ -4,13 +4,12 @@ needs neither MuJoCo nor h5py)."""
 
 from __future__ import annotations
 
-import math
 import re
 
-# The quality gates: (attempts.tsv column, selection key, scale to the key's unit, unit).
-GATES = (("mean_body_pos_error", "max_mean_body_pos_error_m", 1.0, "m"),
-         ("max_root_pos_error", "max_root_pos_error_m", 1.0, "m"),
-         ("max_root_rot_error", "max_root_rot_error_deg", math.degrees(1.0), "deg"))
+# The quality gates: (attempts.tsv column, selection key, unit of both).
+GATES = (("mean_body_pos_error", "max_mean_body_pos_error_m", "m"),
+         ("max_root_pos_error", "max_root_pos_error_m", "m"),
+         ("max_root_rot_error_deg", "max_root_rot_error_deg", "deg"))
 _REJECTED = re.compile(r"(\w+) (\S+) (m|deg) > (\S+) (?:m|deg)")
 _SHORT = re.compile(r"recorded duration (\S+) s < (\S+) s")
 
@@ -30,5 +29,5 @@ def rejected_gate(reason: str) -> tuple[str, float, float, str] | None:
     if m:
         return "min_duration_s", float(m.group(1)), float(m.group(2)), "s"
     m = _REJECTED.fullmatch(reason or "")
-    key = next((k for column, k, _, _ in GATES if m and column == m.group(1)), None)
+    key = next((k for column, k, _ in GATES if m and column == m.group(1)), None)
     return (key, float(m.group(2)), float(m.group(4)), m.group(3)) if key else None

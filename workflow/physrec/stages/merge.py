@@ -148,7 +148,7 @@ def summary_markdown(s: dict) -> str:
     lines += ["", "| class | valid | recorded | rate |", "| --- | --- | --- | --- |"]
     lines += [f"| {k} | {v['valid']} | {v['recorded']} | {v['rate']:.0%} |" for k, v in s["per_class"].items()]
     if s["fail_reasons"]:
-        lines += ["", "Failure reasons: " + ", ".join(f"{k or 'unknown'} ({v})" for k, v in s["fail_reasons"].items())]
+        lines += ["", "Failure reasons (motions): " + ", ".join(f"{k or 'unknown'} ({v})" for k, v in s["fail_reasons"].items())]
     if s.get("rejected_by"):
         lines += ["", "## Succeeded in simulation, rejected by selection", "", REJECTED_ADVICE, "",
                   "| selection key | motions | worst | limit |", "| --- | --- | --- | --- |"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import time
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from physrec.sim import devices
 from physrec.trackers.base import make_tracker
 
 ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_time", "steps", "success",
-                   "fail_reason", "kept_steps", "kept_end_time", "max_root_pos_error", "max_root_rot_error",
+                   "fail_reason", "kept_steps", "kept_end_time", "max_root_pos_error", "max_root_rot_error_deg",
                    "mean_body_pos_error"]
 
 
@@ -94,6 +95,14 @@ def kept_error_summary(errors: np.ndarray, kept_steps: int) -> dict[str, float]:
             "mean_body_pos_error": float(e[:, 3].mean())}
 
 
+def error_columns(summary: dict[str, float]) -> dict[str, float]:
+    """kept_error_summary as the tables write it (attempts.tsv, then selected.tsv): the rotation in
+    degrees, the unit the config and the messages use, named in the column."""
+    out = {k: v for k, v in summary.items() if k != "max_root_rot_error"}
+    out["max_root_rot_error_deg"] = math.degrees(summary["max_root_rot_error"])
+    return out
+
+
 def trajectory_info(rec: dict, tracker_spec: dict, backend_spec: dict, character_spec: str, seed: int,
                     character: Character, recording: BatchRecording) -> dict:
     """The top-level keys of rollouts.json: what the iteration's config decides (`env_info`, the same
@@ -122,7 +131,7 @@ def attempt_row(i: int, name: str, a: Attempt) -> dict:
     return {"attempt": f"traj_{i}", "motion": name, "start_fraction": a.start_fraction,
             "start_time": round(a.start_time, 9), "end_time": round(a.end_time, 9), "steps": a.steps,
             "success": a.success, "fail_reason": a.fail_reason or None, "kept_steps": a.kept_steps,
-            "kept_end_time": round(float(a.ref_time[a.kept_steps]), 9), **kept_error_summary(a.errors, a.kept_steps)}
+            "kept_end_time": round(float(a.ref_time[a.kept_steps]), 9), **error_columns(kept_error_summary(a.errors, a.kept_steps))}
 
 
 def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, backend_spec: dict, character_spec: str,

@@ -30,7 +30,7 @@ from physrec.stages.integrity import check_record_outputs, damaged, write_integr
 RECORDED_SUFFIX = "_rec"
 SELECTED_COLUMNS = ["motion", "status", "attempt", "start_fraction", "start_time", "end_time",
                     "recorded_duration", "attempts", "fail_reason", "recorded_file", "recorded_sha256",
-                    "mean_body_pos_error", "max_root_pos_error", "max_root_rot_error"]
+                    "mean_body_pos_error", "max_root_pos_error", "max_root_rot_error_deg"]
 # Per-frame extras of the source that no longer line up with a recorded motion's frames.
 _PER_FRAME_MISC = ("hf_mask_inds", "obs", "obs_shapes")
 
@@ -49,9 +49,9 @@ def rejection(attempt: dict[str, str], sel: dict, control_hz: int) -> str:
     The errors are over the frames a recorded motion would hold (none at or past a
     termination); see config/README.md for how the default thresholds were chosen.
     """
-    for column, key, scale, unit in GATES:
+    for column, key, unit in GATES:
         limit = sel.get(key)
-        value = float(attempt[column]) * scale
+        value = float(attempt[column])
         if not math.isfinite(value):  # NaN passes every `>`: a diverged attempt is never kept
             return f"{column} is {value} (a non-finite state)"
         if limit is not None and value > limit:
@@ -177,5 +177,5 @@ def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, i
                    recorded_duration=data.duration, recorded_file=path.name, recorded_sha256=sha256_file(path),
                    mean_body_pos_error=float(chosen["mean_body_pos_error"]),
                    max_root_pos_error=float(chosen["max_root_pos_error"]),
-                   max_root_rot_error=float(chosen["max_root_rot_error"]))
+                   max_root_rot_error_deg=float(chosen["max_root_rot_error_deg"]))
     return row
