@@ -783,6 +783,14 @@ def test_iterations_chain(tmp_path):
     from PIL import Image
     with Image.open(project / "results" / "run_summary.png") as plot:  # its plot, for the report
         assert plot.format == "PNG" and plot.size[0] > 600
+    # Another config sharing results/: its run summary keeps the iterations it finds there.
+    other = base_config("new/dataset.yaml")
+    other["iterations"][0]["name"] = "solo"
+    write_config(project, other)
+    snakemake(project)
+    run = read_tsv_records(project / "results" / "run_summary.tsv")
+    assert [(r["iteration"], r["tracker"]) for r in run] == [("solo", "pd"), (IT, "pd"), ("iter1", "pd")]
+    assert "from another config: iter0, iter1." in (project / "results" / "run_summary.md").read_text()
 
 
 def planned(output: str) -> dict[tuple[str, str], int]:
