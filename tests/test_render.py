@@ -66,7 +66,22 @@ def test_batch_videos_pick_the_kept_attempt_and_a_failed_motion_from_its_start(t
     episodes = json.loads((record / "rollouts.json").read_text())["episodes"]
     assert failed["motion"] == "glide_up_step" and episodes[int(attempt[5:])]["start_time"] == 0.0
     capped = videos_to_render(record, tmp_path / "select" / "selected.tsv", "kept", 1)
-    assert list(capped) == ["kept"] and len(capped["kept"]) == 1
+    assert len(capped["kept"]) == 1 and capped["failed"] == []  # failures only where nothing is kept
+
+
+def test_a_batch_that_keeps_nothing_shows_its_failures_under_kept(tmp_path):
+    """report.videos: kept (the default) on a batch where every motion failed renders the failures,
+    each from its start, so the report shows why; the quota still holds."""
+    from physrec import config
+    from physrec.render.batch_videos import videos_to_render
+    from physrec.stages.select import run_select
+    record = _record(tmp_path, {"kind": "pd"}, ("glide_up_step", "climb_step"))
+    rows = run_select(record, config.validate({"iterations": [{"name": "i", "dataset": "d"}]})["selection"],
+                      tmp_path / "select")
+    assert {r["status"] for r in rows} == {"failed"}
+    plan = videos_to_render(record, tmp_path / "select" / "selected.tsv", "kept", None)
+    assert plan["kept"] == [] and sorted(r["motion"] for r, _ in plan["failed"]) == ["climb_step", "glide_up_step"]
+    assert len(videos_to_render(record, tmp_path / "select" / "selected.tsv", "kept", 1)["failed"]) == 1
 
 
 def test_no_headless_opengl_is_named_with_its_fix(monkeypatch):
@@ -137,3 +152,23 @@ def test_kept_means_what_selection_kept(tmp_path):
               [{"motion": "m", "attempt": succeeded[0]}, {"motion": "n", "attempt": None}], ["motion", "attempt"])
     assert attempts_to_render(record, "kept") == [succeeded[0]]
     assert attempts_to_render(record, "succeeded") == succeeded
+
+
+def test_a_video_is_capped_at_max_seconds_a_failure_at_its_end(tmp_path):
+    """report.max_video_s: a long attempt's video holds its first seconds, a failure's its last
+    (where it fails); the page says which part is shown."""
+    from physrec.render.batch_videos import shown_span
+    from physrec.render.video import shown_frames
+    assert shown_frames(300, 30, None, False) == range(300) and shown_frames(300, 30, 20, False) == range(300)
+    assert shown_frames(5401, 30, 10, False) == range(301) and shown_frames(5401, 30, 10, True) == range(5100, 5401)
+    assert shown_span({"start_time": "0.0", "end_time": "180.0"}, 10, False).startswith(
+        "The video shows 0.0-10.0 s of this attempt's 0.0-180.0 s")
+    assert "170.0-180.0 s" in shown_span({"start_time": "0.0", "end_time": "180.0"}, 10, True)
+    assert shown_span({"start_time": "1.0", "end_time": "3.0"}, 10, True) == ""
+    record = _record(tmp_path, {"kind": "pd"}, ("stand_flat",))
+    r = _render("--record-dir", str(record), "--which", "all", "--out-dir", str(tmp_path / "videos"),
+                "--width", "160", "--height", "96", "--max-seconds", "0.5")
+    assert r.returncode == 0, r.stderr
+    assert "OpenGL_accelerate" not in r.stderr  # PyOpenGL's INFO line, which read like an error
+    meta, video = _frames(tmp_path / "videos" / "traj_0.mp4")
+    assert len(video) == 16  # 0.5 s at 30 fps and the first frame

@@ -142,14 +142,15 @@ def cmd_render(a: argparse.Namespace) -> None:
     names = a.attempt or attempts_to_render(a.record_dir, a.which)
     out = Path(a.out_dir)
     for i, name in enumerate(names):
-        path = render_attempt(a.record_dir, name, out / f"{name}.mp4", a.width, a.height, kind)
+        path = render_attempt(a.record_dir, name, out / f"{name}.mp4", a.width, a.height, kind, a.max_seconds or None)
         log.info("[%d/%d] wrote %s", i + 1, len(names), path)
 
 
 def cmd_videos(a: argparse.Namespace) -> None:
     kind = _enable_rendering()
     from physrec.render.batch_videos import batch_videos
-    paths = batch_videos(a.record_dir, a.selected, a.which, a.per_batch or None, a.out_dir, a.width, a.height, kind)
+    paths = batch_videos(a.record_dir, a.selected, a.which, a.per_batch or None, a.out_dir, a.width, a.height, kind,
+                         a.max_seconds or None)
     log.info("%s: wrote %d video(s) into %s", a.record_dir, len(paths), a.out_dir)
 
 
@@ -280,6 +281,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--out-dir", required=True, help=out_help)
         s.add_argument("--width", type=int, default=640)
         s.add_argument("--height", type=int, default=360)
+        s.add_argument("--max-seconds", type=float, default=0,
+                       help="cap each video at this many seconds (0: the whole attempt)")
 
     s = sub.add_parser("render", help="MP4 videos of recorded attempts beside their reference")
     video_args(s, "writes <attempt>.mp4 here")
@@ -291,7 +294,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("videos", help="a batch's videos for the report: kept and/or failed motions (report.videos)")
     video_args(s, "writes kept/<motion>.mp4 and failed/<motion>.mp4 here")
     s.add_argument("--selected", required=True, help="the batch's selected.tsv")
-    s.add_argument("--which", choices=["kept", "failed", "all"], default="kept")
+    s.add_argument("--which", choices=["kept", "failed", "all"], default="kept",
+                   help="kept: also the failures of a batch that keeps no motion")
     s.add_argument("--per-batch", type=int, default=0, help="at most this many of each kind (0: every motion)")
     s.set_defaults(func=cmd_videos)
 

@@ -68,6 +68,7 @@ if VIDEOS != "none":
         params:
             which=VIDEOS,
             per_batch=lambda wc: api.video_quota(CFG, plan_of(wc), wc.batch),
+            max_seconds=CFG["report"]["max_video_s"] or 0,
             width=CFG["report"]["video_width"],
             height=CFG["report"]["video_height"],
             record_dir=lambda wc, input: os.path.dirname(input.rollouts),
@@ -81,4 +82,4 @@ if VIDEOS != "none":
         shell:
             "python -m physrec --log {log} videos --record-dir {params.record_dir:q} --selected {input.selected:q}"
             " --which {params.which} --per-batch {params.per_batch} --width {params.width} --height {params.height}"
-            " --out-dir {params.out:q}"
+            " --max-seconds {params.max_seconds} --out-dir {params.out:q}"

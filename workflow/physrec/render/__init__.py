@@ -1,7 +1,8 @@
 """Rendering recorded attempts (MuJoCo's offscreen renderer, headless through EGL or OSMesa)."""
 
-# report.videos: the folders of a batch's videos that each value fills (kept/, failed/).
-VIDEO_KINDS = {"kept": ("kept",), "failed": ("failed",), "all": ("kept", "failed"), "none": ()}
+# report.videos: the folders of a batch's videos that each value fills (kept/, failed/). `kept`
+# has a failed/ too: a batch that keeps no motion shows its failures there (batch_videos.py).
+VIDEO_KINDS = {"kept": ("kept", "failed"), "failed": ("failed",), "all": ("kept", "failed"), "none": ()}
 
 
 def video_quotas(batches: list[str], max_videos: int | None) -> dict[str, int | None]:

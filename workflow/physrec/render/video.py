@@ -89,21 +89,32 @@ def _frames(model, sim_qpos: np.ndarray, ref_qpos: np.ndarray, width: int, heigh
         renderer.close()
 
 
-def _caption(ep: dict, t: float, errors: np.ndarray | None, last: bool) -> str:
+def shown_frames(frames: int, fps: float, max_seconds: float | None, tail: bool) -> range:
+    """The frames of an attempt a video shows: all, or at most `max_seconds` of them, the first
+    ones, or with `tail` the last ones (a failure's fall)."""
+    if not max_seconds or frames <= max_seconds * fps + 1:
+        return range(frames)
+    n = int(max_seconds * fps) + 1
+    return range(frames - n, frames) if tail else range(n)
+
+
+def _caption(ep: dict, t: float, errors: np.ndarray | None, last: bool, end_time: float) -> str:
     line = f"{ep['motion']}  t {t:5.2f} s  start {ep['start_fraction']:.0%}"
     if errors is not None:
         line += (f"  root {errors[0]:.2f} m  {math.degrees(errors[1]):4.1f} deg  body {errors[3]:.2f} m"
                  f"  offset {errors[2]:.2f}")
     if last:
-        line += "  | " + ("success" if ep["success"] else "failed") + (
-            f": {ep['fail_reason']}" if ep["fail_reason"] else "")
+        line += ("  | " if t >= end_time else f"  | cut; attempt ends at {end_time:.1f} s: ") + (
+            "success" if ep["success"] else "failed") + (f": {ep['fail_reason']}" if ep["fail_reason"] else "")
     return line
 
 
 def render_attempt(record_dir: str | Path, attempt: str, out: str | Path, width: int = 640,
-                   height: int = 360, renderer_kind: str = "opengl") -> Path:
+                   height: int = 360, renderer_kind: str = "opengl", max_seconds: float | None = None,
+                   tail: bool = False) -> Path:
     """Write the MP4 of one attempt (traj_<i>) of a record folder; returns its path.
-    `renderer_kind`: "opengl" (MuJoCo's, headless EGL or OSMesa) or "software" (render/software.py)."""
+    `renderer_kind`: "opengl" (MuJoCo's, headless EGL or OSMesa) or "software" (render/software.py).
+    `max_seconds` caps the video (shown_frames: the first seconds, the last with `tail`)."""
     ffmpeg, Image, ImageDraw = _encoder()
     folder, out = RecordFolder(record_dir), Path(out)
     folder.check_attempts([attempt])
@@ -113,7 +124,9 @@ def render_attempt(record_dir: str | Path, attempt: str, out: str | Path, width:
     with open_rollouts(folder.h5) as f:
         g = f[attempt]
         qpos, ref_time, errors = g["env_states/qpos"][()], g["ref_time"][()], g["tracking_errors"][()]
-    qpos = qpos.copy()
+    shown = shown_frames(len(qpos), settings.physics.control_hz, max_seconds, tail)
+    end_time = float(ref_time[-1])
+    qpos, ref_time, err_before = qpos[shown].copy(), ref_time[shown], [errors[k - 1] if k else None for k in shown]
     qpos[:, :2] -= np.asarray(ep["world_offset"])  # the motion's own frame, where its terrain is
     ref = build_reference(character, [motion])
     pose = ref.pose(np.zeros(len(ref_time), dtype=np.int64), ref_time)
@@ -138,7 +151,7 @@ def render_attempt(record_dir: str | Path, attempt: str, out: str | Path, width:
         for k, frame in enumerate(_frames(model, qpos, ref_qpos, width, height, renderer_kind)):
             img = Image.fromarray(frame)
             draw = ImageDraw.Draw(img)
-            text = _caption(ep, float(ref_time[k]), errors[k - 1] if k else None, k == len(qpos) - 1)
+            text = _caption(ep, float(ref_time[k]), err_before[k], k == len(qpos) - 1, end_time)
             draw.rectangle([0, 0, width, 14], fill=(0, 0, 0))
             draw.text((4, 1), text, fill=(255, 255, 255))
             writer.send(np.ascontiguousarray(np.asarray(img)))
