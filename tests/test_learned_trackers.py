@@ -388,3 +388,32 @@ def test_passes_cut_to_the_memory_budget_record_the_same_attempts(tmp_path, monk
         assert (a.motion, a.start_fraction, a.steps, a.fail_reason) == (b.motion, b.start_fraction, b.steps, b.fail_reason)
         for k in ("qpos", "qvel", "actions", "errors", "obs"):
             assert np.array_equal(getattr(a, k), getattr(b, k)), k
+
+
+def test_states_of_a_recorded_attempt_give_its_recorded_observations(tmp_path, monkeypatch):
+    """`physrec states` writes a recorded attempt's states as the STATES.npz that `parc-obs` reads:
+    parc-obs on them and the attempt's source motion gives back the observations the policy saw
+    (within the float32 tolerances of test_recorded_observations_equal_parcs_own_path)."""
+    from physrec import cli
+    monkeypatch.chdir(tmp_path)
+    write_demo("data")
+    write_manifest("manifest.tsv", index_dataset("data/dataset.yaml"))
+    write_plan("plan.tsv", make_plan(read_manifest("manifest.tsv"), 16))
+    rec = config.validate({"iterations": [{"name": "i", "dataset": "x"}]})["record"]
+    spec = {"kind": "parc", "model": str(_checkpoint(tmp_path / "model.pt"))}
+    run_record("plan.tsv", batch_ids("plan.tsv")[0], rec, spec, {"name": "mujoco"}, "builtin:humanoid", 0, 2, "rec",
+               ["physrec"], progress=lambda s: None)
+    episodes = json.loads(Path("rec/rollouts.json").read_text())["episodes"]
+    later = next(e for e in episodes if e["start_fraction"] > 0)  # a later start: its time does not begin at 0
+    for ep in (episodes[0], later):
+        name = f"traj_{ep['episode_id']}"
+        assert cli.main(["states", "--record-dir", "rec", "--attempt", name, "--out", f"{name}.npz"]) == 0
+        assert cli.main(["parc-obs", "--reference", ep["source_path"], "--states", f"{name}.npz",
+                         "--out", f"{name}.npy"]) == 0
+        with h5py.File("rec/rollouts.h5") as h5:
+            recorded = h5[name]["obs"][()]
+        diff = np.abs(np.load(f"{name}.npy") - recorded)
+        assert diff[:, 124:136].max() < 5e-5 and diff[:, 136:766].max() < 5e-5, name  # key bodies, targets
+        diff[:, 124:136] = diff[:, 136:766] = 0
+        assert diff.max() < 1e-5, name
+    assert cli.main(["states", "--record-dir", "rec", "--attempt", "traj_999", "--out", "x.npz"]) == 1

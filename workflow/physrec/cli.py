@@ -173,6 +173,13 @@ def cmd_parc_obs(a: argparse.Namespace) -> None:
     log.info("wrote %s: PARC observations %s (float32)", a.out, list(obs.shape))
 
 
+def cmd_states(a: argparse.Namespace) -> None:
+    from physrec.inspection import attempt_states
+    frames, source = attempt_states(Path(a.record_dir), a.attempt, Path(a.out))
+    log.info("wrote %s: %d states of %s; its observations: physrec parc-obs --reference %s --states %s --out OBS.npy",
+             a.out, frames, a.attempt, source, a.out)
+
+
 def cmd_parc_act(a: argparse.Namespace) -> None:
     from physrec.inspection import parc_act
     from physrec.motion.character import Character
@@ -314,6 +321,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--character", default="builtin:humanoid")
     s.add_argument("--control-hz", type=int, default=30, help="spacing of the target frames (PARC: 30)")
     s.set_defaults(func=cmd_parc_obs)
+
+    s = sub.add_parser("states", help="a recorded attempt's states as the STATES.npz that parc-obs reads")
+    s.add_argument("--record-dir", required=True, help="a record folder: results/<iteration>/record/<batch>")
+    s.add_argument("--attempt", required=True, help="the attempt, e.g. traj_0 (attempts.tsv lists them)")
+    s.add_argument("--out", required=True, help="STATES.npz: time, root_pos, root_rot, root_vel, root_ang_vel, "
+                                                "dof, dof_vel, contacts, in the motion's own coordinates")
+    s.set_defaults(func=cmd_states)
 
     s = sub.add_parser("parc-act", help="a PARC checkpoint's PD targets for stored observations")
     s.add_argument("--model", required=True, help="PARC's model.pt")

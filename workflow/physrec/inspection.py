@@ -1,5 +1,6 @@
 """Inspection commands for debugging a policy that does not track: observations and actions
-computed from files, outside any simulation (``physrec parc-obs``, ``physrec parc-act``).
+computed from files, outside any simulation (``physrec parc-obs``, ``physrec parc-act``), and
+the states of a recorded attempt in the form ``parc-obs`` reads (``physrec states``).
 
 The file formats are those of PARC's oracle fixtures: STATES.npz holds N character states
 (``time`` [N] reference time in seconds, ``root_pos`` [N,3], ``root_rot`` [N,4] x,y,z,w,
@@ -87,6 +88,28 @@ def read_states(path: Path, character: Character) -> tuple[np.ndarray, dict[str,
     if len(sizes) != 1:
         raise InspectionError(f"{path}: arrays disagree on N ({', '.join(f'{k} {len(v)}' for k, v in out.items())})")
     return out.pop("time"), {k: out[k] for k in CharacterState.FIELDS}
+
+
+def attempt_states(record_dir: Path, attempt: str, out: Path) -> tuple[int, str]:
+    """STATES.npz of a recorded attempt (traj_<i> of a record folder): every frame's state after
+    the reset and after each control step, in its motion's own coordinates (the batch's world
+    offset taken off) and PARC's quantities, at its reference time. Returns (frames, the motion's
+    source file, the reference `parc-obs` wants)."""
+    from physrec.formats.rollouts import open_rollouts
+    from physrec.stages.record_folder import RecordFolder
+    folder = RecordFolder(record_dir)
+    folder.check_attempts([attempt])
+    ep = folder.episodes[attempt]
+    with open_rollouts(folder.h5) as f:
+        g = f[attempt]
+        qpos, qvel = g["env_states/qpos"][()], g["env_states/qvel"][()]
+        contacts, time = g["body_contacts"][()], g["ref_time"][()]
+    qpos[:, :2] -= np.asarray(ep["world_offset"])
+    arrays = {"time": time, **folder.character().parc_state(qpos, qvel), "contacts": contacts}
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
+    atomic_write_bytes(out, buf.getvalue())
+    return len(time), ep["source_path"]
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
