@@ -142,7 +142,8 @@ def cmd_render(a: argparse.Namespace) -> None:
     names = a.attempt or attempts_to_render(a.record_dir, a.which)
     out = Path(a.out_dir)
     for i, name in enumerate(names):
-        path = render_attempt(a.record_dir, name, out / f"{name}.mp4", a.width, a.height, kind, a.max_seconds or None)
+        path = render_attempt(a.record_dir, name, out / f"{name}.mp4", a.width, a.height, kind,
+                              a.max_seconds or None)
         log.info("[%d/%d] wrote %s", i + 1, len(names), path)
 
 
