@@ -58,3 +58,28 @@ def test_the_checker_finds_a_broken_link_and_anchor(tmp_path):
     page = tmp_path / "p.md"
     page.write_text("# A title: `x`\n\n[ok](#a-title-x) [gone](missing.md) [bad](#nope)\n```\n# not a heading\n```\n")
     assert anchors(page) == {"a-title-x"} and links(page) == ["#a-title-x", "missing.md", "#nope"]
+
+
+def _keys(node: dict) -> set[str]:
+    """Every property name in a JSON schema, nested objects and $defs included."""
+    out = set()
+    for sub in (node.get("properties") or {}).values():
+        out |= _keys(sub)
+    out |= set(node.get("properties") or {})
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            out |= _keys(node[key])
+    for sub in (node.get("$defs") or {}).values():
+        out |= _keys(sub)
+    for key in ("oneOf", "anyOf", "allOf"):
+        for sub in node.get(key) or []:
+            out |= _keys(sub)
+    return out
+
+
+def test_every_config_key_is_documented_in_config_readme():
+    import yaml
+    schema = yaml.safe_load((REPO / "workflow" / "physrec" / "schemas" / "config.schema.yaml").read_text())
+    spans = re.findall(r"`([^`\n]+)`", prose(REPO / "config" / "README.md"))
+    named = set(re.findall(r"\w+", " ".join(spans)))  # `key`, `record.key`, `{key: 1, ...}`
+    assert not sorted(_keys(schema) - named), "config keys config/README.md does not name"
