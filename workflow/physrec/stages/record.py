@@ -117,6 +117,12 @@ def trajectory_info(rec: dict, tracker_spec: dict, backend_spec: dict, character
     }
 
 
+def episode(a: Attempt) -> dict:
+    """An attempt as formats.rollouts writes it."""
+    return {"actions": a.actions, "qpos": a.qpos, "qvel": a.qvel, "contacts": a.contacts, "errors": a.errors,
+            "ref_time": a.ref_time, "terminated": a.terminated, "success": a.success, "obs": a.obs}
+
+
 def attempt_row(i: int, name: str, a: Attempt) -> dict:
     """attempts.tsv's row of attempt `traj_<i>`."""
     return {"attempt": f"traj_{i}", "motion": name, "start_fraction": a.start_fraction,
@@ -150,10 +156,8 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     attempt_rows: list[dict] = []
 
     def on_attempts(found: list[Attempt]) -> None:
-        """Each pass's attempts written as they come (rollouts.h5), in the recording's order."""
-        add_episodes([{"actions": a.actions, "qpos": a.qpos, "qvel": a.qvel, "contacts": a.contacts,
-                       "errors": a.errors, "ref_time": a.ref_time, "terminated": a.terminated,
-                       "success": a.success, "obs": a.obs} for a in found])
+        """Attempts written as they come (rollouts.h5), a pass group at a time, in the recording's order."""
+        add_episodes([episode(a) for a in found])
         first = len(attempt_rows)
         attempt_rows.extend([attempt_row(first + j, rows[a.motion]["name"], a) for j, a in enumerate(found)])
 
