@@ -49,6 +49,13 @@ def recording_bytes(durations: list[float], control_hz: int, obs_floats: int = 0
     return SAFETY * 2 * buffers
 
 
+def reference_bytes(motion_frames: int, num_joints: int) -> int:
+    """Bytes of a batch's reference (motion.reference.ReferenceSet: root position, rotation and
+    joint rotations in float64), three copies while it is built. At PARC's 30 fps a 64 x 10-s
+    batch's is about 30 MB, within BASE_MB."""
+    return 3 * 8 * (7 + 4 * num_joints) * motion_frames
+
+
 def record_job_mb(durations: list[float], control_hz: int, backend: str, obs_floats: int = 0) -> int:
     """Megabytes a record job of motions of these `durations` (seconds) needs (see recording_bytes)."""
     if not durations:
