@@ -1,11 +1,12 @@
-"""Benchmark: the recorder's throughput against the raw simulator, measured in the same run.
+"""`physrec bench throughput`: the recorder's throughput against the raw simulator, measured in
+the same run.
 
-Open loop (``--tracker pd``): raw = the batch's world stepped by one ``mujoco.rollout``
+Open loop (`--tracker pd`): raw = the batch's world stepped by one `mujoco.rollout`
 call over the whole horizon with the recorder's PD targets, no Python between steps;
-recorder = :func:`physrec.recording.batch.record_batch` on the same motions (tracker, FK,
+recorder = physrec.recording.batch.record_batch on the same motions (tracker, FK,
 termination checks and bookkeeping at every control step).
 
-Closed loop (``--tracker parc``): a PARC-size policy (PARC's checkpoint layout, random
+Closed loop (`--tracker parc`): a PARC-size policy (PARC's checkpoint layout, random
 weights) drives the character. Three rates on the same batch and the same physics (the
 recorder's own actions replayed): raw (one rollout call), simulator + bare policy
 (one rollout call and one policy forward per control step, on the recorded
@@ -19,14 +20,13 @@ environment runs its whole motion whatever the tracker does; the checks still ru
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
 
-import mujoco
 import numpy as np
+
+from physrec.bench import add_backend_arguments, backend_spec, machine, write_json
 
 from physrec.demo import demo_motions
 from physrec.formats.motion_file import read_motion_file
@@ -42,11 +42,6 @@ from physrec.trackers.pd import PDTracker
 
 DEMO_KEEP = ("stand_flat", "wave_flat", "stand_step_top")  # demo motions that run their full length under pd
 NO_TERMINATION = TerminationSettings(root_pos_error=1e9, root_rot_error=1e9, body_offset_limits=(1e9,) * 14)
-
-
-def _backend_spec(a: argparse.Namespace) -> BackendSpec:
-    warp = a.backend == "mujoco_warp"
-    return BackendSpec(a.backend, a.device if warp else "cpu", a.threads, deterministic=warp and a.deterministic)
 
 
 def bench_motions(envs: int, files: list[Path] | None = None) -> list[BatchMotion]:
@@ -121,7 +116,7 @@ def measure(envs: int, a: argparse.Namespace, character: Character, tracker: Tra
     closed = a.tracker != "pd"
     settings = RecordSettings(start_fractions=(), termination=NO_TERMINATION)
     motions = bench_motions(envs, a.motions)
-    spec = _backend_spec(a)
+    spec = backend_spec(a)
     rec = record_batch(motions, character, tracker, settings, spec)  # warm-up, and the actions to replay
     replay = _Replay(spec, character, motions, settings, rec)
     raw = loop = recorder = float("inf")
@@ -182,57 +177,29 @@ def plot(results: list[dict], title: str, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--envs", default="48", help="environments (motions) in the batch; a comma list measures each")
-    p.add_argument("--threads", type=int, help="simulator threads (default: every core; sampling: 1, "
-                   "so that CPU seconds are core-seconds)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="simulator threads (default: every core)")
     p.add_argument("--repeats", type=int, default=5, help="best of this many runs of each")
-    p.add_argument("--tracker", choices=("pd", "parc", "sampling"), default="pd",
-                   help="sampling: each motion recorded alone, see physrec.bench_sampling")
-    p.add_argument("--samples", help="sampling: samples per window, a comma list measures each "
-                   "(default: the tracker's, 512; auto: from the GPU's memory)")
-    p.add_argument("--later-starts", action="store_true", help="sampling: also try PARC's later start times")
-    p.add_argument("--verbose", action="store_true", help="sampling: print the recorder's progress")
-    p.add_argument("--backend", choices=("mujoco", "mujoco_warp"), default="mujoco")
-    p.add_argument("--device", default="cuda", help="mujoco_warp: cuda, cuda:N or cpu")
-    p.add_argument("--deterministic", action="store_true",
-                   help="mujoco_warp: MuJoCo Warp's deterministic execution (config key `deterministic`)")
+    p.add_argument("--tracker", choices=("pd", "parc"), default="pd",
+                   help="pd: open loop; parc: a PARC-size policy with random weights")
+    add_backend_arguments(p)
     p.add_argument("--motions", nargs="*", type=Path, default=[],
                    help="PARC motion files to cycle through (default: demo motions that pd tracks)")
     p.add_argument("--json", type=Path, help="write the figures and the machine here")
     p.add_argument("--plot", type=Path, help="plot physics steps/s against batch size here (needs matplotlib)")
-    a = p.parse_args(argv)
-    if a.threads is None:
-        a.threads = 1 if a.tracker == "sampling" else os.cpu_count() or 1
+
+
+def run(a: argparse.Namespace) -> None:
     character = Character.load()
     physics = RecordSettings().physics
-    machine = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cores": os.cpu_count(),
-               "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-               "mujoco": mujoco.__version__, "date": time.strftime("%Y-%m-%d")}
-    print(f"machine: {machine['machine']} {machine['cores']} cores, {machine['system']}, MuJoCo {mujoco.__version__}")
-    # The figures are written after every measurement: a run stopped by a time limit keeps them.
-    if a.tracker == "sampling":
-        from physrec import bench_sampling
-        spec = _backend_spec(a)
-        head = {**machine, "threads": a.threads, "backend": a.backend, "device": spec.device, "tracker": "sampling"}
-        bench_sampling.run(a, character, spec, lambda found: _write_json(a.json, head, found))
-        return
+    head = machine()
     tracker = _tracker(a.tracker, character, a.threads)
     results: list[dict] = []
     for envs in (int(x) for x in a.envs.split(",")):
         results.append(measure(envs, a, character, tracker))
         report(results[-1], a, physics.physics_hz, physics.control_hz)
         device = results[-1]["backend"].get("device", "cpu")  # the same for every batch size
-        _write_json(a.json, {**machine, "device": device, "tracker": a.tracker, "backend": a.backend}, results)
+        write_json(a.json, {**head, "device": device, "tracker": a.tracker, "backend": a.backend}, results)
     if a.plot:
         plot(results, f"{a.backend} on {device}, {a.tracker} tracker ({', '.join(results[0]['motions'])})", a.plot)
-
-
-def _write_json(path: Path | None, head: dict, results: list[dict]) -> None:
-    if path is not None:
-        path.write_text(json.dumps({**head, "results": results}, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()
