@@ -2,7 +2,8 @@
 
 throughput (recorder against the raw simulator in one run), sampling (the sampling tracker,
 each motion alone), batch (one record job of N copies of PARC files through Snakemake),
-workflow (the workflow layer on many tiny motions). Each module has `add_arguments` and `run`.
+workflow (the workflow layer on many tiny motions), iteration (a synthetic PARC iteration's
+record job, end to end, with the time of a whole iteration projected). Each module has `add_arguments` and `run`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ SUBCOMMANDS = {
     "sampling": "the sampling tracker: each motion recorded alone, its success, errors and CPU-s per motion-second",
     "batch": "one record job of N copies of PARC motion files through Snakemake: wall time, peak memory, outputs",
     "workflow": "the workflow layer at scale: DAG builds, a full run and reruns on many tiny motions",
+    "iteration": "a synthetic PARC iteration's record job end to end with a PARC-size policy: motion-seconds per "
+                 "wall-second, where the time goes, and a 2000 x 10 s iteration's projected time",
 }
 
 

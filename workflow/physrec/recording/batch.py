@@ -27,7 +27,7 @@ from physrec.motion.character import Character
 from physrec.motion.terrain import tile_square
 from physrec.observations import observation_size
 from physrec.observations.observer import Observer
-from physrec.progress import PassProgress
+from physrec.progress import PassProgress, PhaseTimes
 from physrec.recording.data import Attempt, BatchMotion, BatchRecording
 from physrec.recording.host_pass import HostPass
 from physrec.recording.passes import Pass
@@ -89,8 +89,9 @@ class _Envs:
 
     def run(self, group: np.ndarray, fraction: float, tracker: Tracker | Planner, settings: RecordSettings,
             backend: BackendSpec, seed: int, progress: Callable[[str], None], say: str, pass_label: str,
-            done: PassProgress) -> list[Attempt]:
-        """The attempts of the batch's motions `group` (plan order) from `fraction`, in that order."""
+            done: PassProgress, times: PhaseTimes) -> list[Attempt]:
+        """The attempts of the batch's motions `group` (plan order) from `fraction`, in that order;
+        the control loop's time added to `times`."""
         local = np.searchsorted(self.index, group)
         with self.no_autograd():
             if is_planner(tracker):
@@ -99,8 +100,10 @@ class _Envs:
                 found = planned_pass(tracker, self.sim, self.ref, settings, local, fraction,  # type: ignore[arg-type]
                                      self.offsets, request, done, lambda text: progress(f"{say}: {text}"))
             else:
-                found = self.pass_type(self.sim, self.ref, settings, local, fraction, self.offsets,
-                                       self.observer).run(tracker, done)
+                run = self.pass_type(self.sim, self.ref, settings, local, fraction, self.offsets, self.observer)
+                found = run.run(tracker, done)
+                if hasattr(run, "times"):
+                    times.add(run.times)
         found.sort(key=lambda a: a.motion)
         for a in found:
             a.motion = int(self.index[a.motion])
@@ -155,6 +158,7 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     attempts: list[Attempt] = []
     provenance: dict[str, Any] = {}
     envs: _Envs | None = None
+    times = PhaseTimes()
 
     def close() -> None:
         nonlocal envs, provenance
@@ -185,10 +189,11 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
                     for group in pass_groups(chunk, attempt_steps(lengths[chunk], fraction * lengths[chunk], dt),
                                              frame_bytes(obs_floats)):
                         found = envs.run(group, fraction, tracker, settings, backend, seed, progress, say,
-                                         f"[{batch}] pass {p + 1}", done)
+                                         f"[{batch}] pass {p + 1}", done, times)
                         written += len(group)
                         if on_attempts is not None:
-                            on_attempts(found)
+                            with times("writing"):
+                                on_attempts(found)
                             found = [_released(a) for a in found]
                         attempts += found
                 except BackendOutOfMemory as e:
@@ -217,4 +222,4 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     progress(f"[{batch}] finished: {succeeded}/{n} motions succeeded in simulation in {len(attempts)} attempts "
              "(the select job says how many its thresholds keep)")
     return BatchRecording(motions, tiled, attempts, tracker.describe(), provenance,
-                          time.perf_counter() - wall, sim_steps, int(boxes.shape[1]))
+                          time.perf_counter() - wall, sim_steps, int(boxes.shape[1]), times.seconds)

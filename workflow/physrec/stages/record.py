@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -13,6 +12,7 @@ import yaml
 
 from physrec import RECORDING_VERSION, __version__, config
 from physrec.formats.atomic import atomic_write_text
+from physrec.progress import PhaseTimes
 from physrec.stages.batch_plan import batch_rows
 from physrec.motion.character import Character
 from physrec.formats.hashing import stable_hash
@@ -36,27 +36,6 @@ ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_tim
 
 class RecordError(RuntimeError):
     pass
-
-
-class PhaseTimes:
-    """Wall seconds of a job's phases, for its log: on a GPU the simulation of thousands of
-    motions can take less time than reading them and writing what was recorded."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-    def line(self) -> str:
-        """`<total> s (<phase> <s> s, ...)`, the phases under 0.05 s left out."""
-        parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items() if v >= 0.05)
-        return f"{sum(self.seconds.values()):.1f} s" + (f" ({parts})" if parts else "")
 
 
 def load_batch(plan: str | Path, batch: str, character: Character) -> tuple[list[BatchMotion], list[dict]]:
@@ -163,6 +142,10 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
 
     with rollouts_writer(out / "rollouts.h5", threads) as add_episodes:
         recording = record_batch(motions, character, tracker, settings, backend, progress, batch, seed, on_attempts)
+    if recording.seconds:
+        loop = PhaseTimes()
+        loop.seconds = recording.seconds
+        progress(f"[{batch}] recorded in {recording.wall_seconds:.1f} s; the control loop's share: {loop.line()}")
     # terrain.pkl is written beside rollouts.json: relative to it, the folder reads the same anywhere.
     per_batch = {"batch": batch, "terrain_file": "terrain.pkl", "terrain_slots": recording.terrain_slots}
     recorded_by = {"physrec_version": __version__, **recording.provenance}
