@@ -49,3 +49,19 @@ def test_throughput_measures_recorder_and_raw_in_one_run(tmp_path):
 def test_no_subcommand_lists_them():
     done = _physrec("bench")
     assert done.returncode == 2 and "SUBCOMMAND" in done.stderr
+
+
+def test_iteration_records_a_batch_end_to_end_and_projects_an_iteration(tmp_path):
+    """Two copies of PARC's shortest sample through the record job's own code at 1 thread:
+    the outputs are written, the shares add up, and the projection follows the measured rate."""
+    sfu = SHARED / "sfu.pkl"
+    if not sfu.is_file():
+        pytest.skip(f"needs PARC's sample {sfu}")
+    done = _physrec("bench", "iteration", "--files", str(sfu), "--copies", "2", "--threads", "1",
+                    "--dir", str(tmp_path / "it"), "--json", str(tmp_path / "f.json"), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (r,) = json.loads((tmp_path / "f.json").read_text())["results"]
+    assert (tmp_path / "it" / "record-1" / "rollouts.h5").is_file()
+    assert r["motions"] == 2 and r["attempts"] >= 2 and abs(sum(r["shares"].values()) - 1) < 1e-9
+    assert r["iteration_projection_s"] == pytest.approx(20000 / r["motion_s"] * (r["wall_s"] + r["startup_s"]))
+    assert "a 2000 x 10 s iteration" in done.stdout

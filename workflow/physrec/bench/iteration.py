@@ -4,18 +4,22 @@ full iteration would take on this machine.
 N copies of PARC motion files (distinct names, each copy raised 0.1 mm so that the files
 differ) are indexed and planned as one batch and recorded by the record job's own code
 (stages.record.run_record: PARC's later starts, observations saved in rollouts.h5, every
-output written) with a PARC-size policy: PARC's checkpoint when given, or PARC's layout with
-random weights (`--model random`: every attempt then falls within a second, so terminations
-are switched off and each attempt runs its whole motion, as in `physrec bench throughput`).
+output written) with a PARC-size policy: PARC's checkpoint (`--model`), or PARC's layout with random weights
+(`--model random`, the default: the same cost per step, but its attempts fall within about a
+second, so the job is mostly later starts; a trained checkpoint tracks for longer).
 Each thread count of `--threads` records the same batch; printed: motion-seconds recorded per
 wall-second, the share of the job's time in physics, policy, observation, termination and
-writing, and the projected time of an iteration of 2000 motions of 10 s (PARC's size).
+writing, and the projected time of an iteration of 2000 motions of 10 s (PARC's size) in jobs
+of this batch's motion-seconds, one after another, each also paying a new process's start-up
+(importing torch and physrec, measured once in a subprocess).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,12 +40,14 @@ SHARES = (("physics", ("physics",)), ("policy", ("tracker",)), ("observation", (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--files", type=Path, nargs="+", required=True, help="PARC motion files to cycle through")
-    p.add_argument("--copies", type=int, default=24, help="motions in the iteration (the files cycled)")
+    p.add_argument("--copies", type=int, default=64, help="motions in the batch, the files cycled (default: the "
+                   "CPU's batch_size, 64)")
     p.add_argument("--model", default="random", help="PARC's checkpoint (model_*.pt), or 'random' (default): "
-                   "PARC's layout with random weights, terminations off")
+                   "PARC's layout with random weights, whose attempts fall early")
     p.add_argument("--threads", default="1,2", help="record job threads, a comma list measures each")
     p.add_argument("--dir", type=Path, default=Path("/tmp/physrec-bench-iteration"))
     p.add_argument("--json", type=Path, help="write the figures and the machine here")
+    p.add_argument("--verbose", action="store_true", help="print the record job's log")
 
 
 def prepare(root: Path, files: list[Path], n: int) -> tuple[Path, str, float]:
@@ -59,43 +65,48 @@ def prepare(root: Path, files: list[Path], n: int) -> tuple[Path, str, float]:
     return root / "plan.tsv", batch, sum(float(r["duration"]) for r in rows)
 
 
-def measure(a: argparse.Namespace, plan: Path, batch: str, motion_s: float, threads: int) -> dict:
+def startup_seconds() -> float:
+    """A record job's imports in a new process (torch and physrec's recorder)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, physrec.stages.record, physrec.trackers.parc_policy"],
+                   check=True)
+    return time.perf_counter() - start
+
+
+def measure(a: argparse.Namespace, plan: Path, batch: str, motion_s: float, threads: int, startup: float) -> dict:
     model = random_checkpoint(a.dir / "random-parc.pt") if a.model == "random" else Path(a.model).resolve()
-    overrides: dict = {}
-    if a.model == "random":
-        overrides["termination"] = {"root_pos_error_m": 1e9, "root_rot_error_deg": 1e9,
-                                    "body_offset_limits_m": [1e9] * 14}
-    rec = config.validate({"iterations": [{"name": "i", "dataset": "d"}], "record": overrides})["record"]
-    lines: list[str] = []
+    rec = config.validate({"iterations": [{"name": "i", "dataset": "d"}]})["record"]
     start = time.perf_counter()
     recording = run_record(plan, batch, rec, {"kind": "parc", "model": str(model)}, {"name": "mujoco"},
                            "builtin:humanoid", 0, threads, a.dir / f"record-{threads}", ["physrec", "bench"],
-                           progress=lines.append)
+                           progress=print if a.verbose else lambda line: None)
     wall = time.perf_counter() - start
     shares = {name: sum(recording.seconds.get(k, 0.0) for k in keys) / wall for name, keys in SHARES}
-    shares["rest of the job (reading, other outputs, setup)"] = 1.0 - sum(shares.values())
+    shares["rest of the job (loading the policy, reading, other outputs)"] = 1.0 - sum(shares.values())
     attempted = sum(x.end_time - x.start_time for x in recording.attempts)
-    rate = motion_s / wall
-    return {"threads": threads, "wall_s": wall, "motion_s": motion_s, "attempted_motion_s": attempted,
-            "attempts": len(recording.attempts), "succeeded": len({x.motion for x in recording.attempts if x.success}),
-            "motions": len(recording.motions), "motion_s_per_wall_s": rate, "shares": shares,
-            "iteration_projection_s": ITERATION_MOTION_S / rate}
+    return {"threads": threads, "wall_s": wall, "startup_s": startup, "motion_s": motion_s,
+            "simulated_motion_s": attempted, "attempts": len(recording.attempts),
+            "succeeded": len({x.motion for x in recording.attempts if x.success}), "motions": len(recording.motions),
+            "motion_s_per_wall_s": motion_s / wall, "shares": shares,
+            "iteration_projection_s": ITERATION_MOTION_S / motion_s * (wall + startup)}
 
 
 def run(a: argparse.Namespace) -> None:
     head = {**machine(), "model": a.model, "files": [f.name for f in a.files], "copies": a.copies}
     a.dir.mkdir(parents=True, exist_ok=True)
     plan, batch, motion_s = prepare(a.dir, a.files, a.copies)
+    startup = startup_seconds()
+    import torch  # noqa: F401 - imported before the timed jobs, whose start-up is `startup`
     print(f"{a.copies} motions, {motion_s:.1f} motion-seconds, one batch; policy: "
-          f"{'PARC layout, random weights, terminations off' if a.model == 'random' else a.model}", flush=True)
+          f"{'PARC layout, random weights' if a.model == 'random' else a.model}", flush=True)
     results: list[dict] = []
     for threads in (int(t) for t in a.threads.split(",")):
-        r = measure(a, plan, batch, motion_s, threads)
+        r = measure(a, plan, batch, motion_s, threads, startup)
         results.append(r)
         print(f"{threads} thread(s): {r['wall_s']:.1f} s wall, {r['motion_s_per_wall_s']:.1f} motion-s per wall-s "
-              f"({r['attempts']} attempts, {r['attempted_motion_s']:.1f} motion-s simulated, {r['succeeded']}/"
-              f"{r['motions']} motions succeeded); a 2000 x 10 s iteration: "
-              f"{r['iteration_projection_s'] / 60:.1f} min", flush=True)
+              f"({r['attempts']} attempts, {r['simulated_motion_s']:.1f} motion-s simulated, {r['succeeded']}/"
+              f"{r['motions']} motions succeeded); a 2000 x 10 s iteration in such jobs, each with a "
+              f"{startup:.1f}-s start-up: {r['iteration_projection_s'] / 60:.1f} min", flush=True)
         print("  share of the job: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in r["shares"].items()), flush=True)
         write_json(a.json, head, results)
     if len(results) > 1 and results[0]["threads"] == 1:
