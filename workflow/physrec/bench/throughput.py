@@ -1,16 +1,17 @@
 """`physrec bench throughput`: the recorder's throughput against the raw simulator, measured in
 the same run.
 
-Open loop (`--tracker pd`): raw = the batch's world stepped by one `mujoco.rollout`
-call over the whole horizon with the recorder's PD targets, no Python between steps;
+Open loop (`--tracker pd`): raw = the batch's world stepped with the recorder's PD targets,
+every attempt to its own end, by one `mujoco.rollout` call per attempt length (no Python
+between steps; until 2026-12-07 every attempt was cut to the shortest one's length);
 recorder = physrec.recording.batch.record_batch on the same motions (tracker, FK,
 termination checks and bookkeeping at every control step).
 
 Closed loop (`--tracker parc`): a PARC-size policy (PARC's checkpoint layout, random
 weights) drives the character. Three rates on the same batch and the same physics (the
-recorder's own actions replayed): raw (one rollout call), simulator + bare policy
-(one rollout call and one policy forward per control step, on the recorded
-observations) and the recorder (observation, policy, termination, bookkeeping).
+recorder's own actions replayed): raw (one rollout call per attempt length), simulator +
+bare policy (per control step, one rollout call and one policy forward for the environments
+still running, on the recorded observations) and the recorder (observation, policy, termination, bookkeeping).
 
 Machines are shared and noisy: the runs interleave, the best of each is kept, and only
 the ratios are meaningful. Terminations are switched off (limits of 1e9), so every
@@ -56,42 +57,53 @@ def bench_motions(envs: int, files: list[Path] | None = None) -> list[BatchMotio
 
 
 class _Replay:
-    """The recorder's physics again, without the recorder: same worlds, initial states and actions."""
+    """The recorder's physics again, without the recorder: same worlds, initial states and actions,
+    every attempt to its own end (so the same physics steps as the recorder's)."""
 
     def __init__(self, spec: BackendSpec, character: Character, motions: list[BatchMotion],
                  settings: RecordSettings, rec: BatchRecording) -> None:
         self.sim = open_backend(spec, character, motions, settings)
-        steps = min(a.steps for a in rec.attempts)
-        self.actions = np.stack([a.actions[:steps] for a in rec.attempts]).astype(np.float64)  # [n, K, D]
-        self.obs = None if rec.attempts[0].obs is None else np.stack([a.obs[:steps] for a in rec.attempts])
+        self.lengths = np.array([a.steps for a in rec.attempts])
+        K = int(self.lengths.max())
+        self.actions = np.zeros((len(rec.attempts), K, character.num_dof))  # [n, K, D], zero past an end
+        for i, a in enumerate(rec.attempts):
+            self.actions[i, :a.steps] = a.actions
+        self.obs = None
+        if rec.attempts[0].obs is not None:
+            self.obs = np.zeros((len(rec.attempts), K + 1, rec.attempts[0].obs.shape[1]), dtype=np.float32)
+            for i, a in enumerate(rec.attempts):
+                self.obs[i, :a.steps + 1] = a.obs
         self.env = np.array([a.motion for a in rec.attempts])
         self.qpos0 = np.stack([a.qpos[0] for a in rec.attempts])
         self.qpos0[:, :2] -= rec.tiled.offsets[self.env]  # back into each motion's own frame
         self.qvel0 = np.stack([a.qvel[0] for a in rec.attempts])
-        self.steps, self.sub = steps, settings.physics.substeps
+        self.sub = settings.physics.substeps
 
     @property
     def physics_steps(self) -> int:
-        return len(self.actions) * self.steps * self.sub
+        return int(self.lengths.sum()) * self.sub
 
     def raw(self) -> float:
-        """Seconds for the whole horizon in one call of the backend."""
+        """Seconds for every attempt's horizon, one backend call per attempt length."""
         self.sim.reset(self.env, self.qpos0, self.qvel0)
         start = time.perf_counter()
-        self.sim.step(self.env, self.actions)
+        for k in np.unique(self.lengths):
+            rows = self.lengths == k
+            self.sim.step(self.env[rows], self.actions[rows, :k])
         return time.perf_counter() - start
 
     def with_policy(self, policy) -> float:
-        """Seconds for the horizon as a closed loop would run it: per control step, one backend
-        call for every environment and one policy forward on the batch's observations."""
+        """Seconds for the horizons as a closed loop would run them: per control step, one backend
+        call for the environments still running and one policy forward on their observations."""
         import torch
         obs = torch.as_tensor(self.obs)
         self.sim.reset(self.env, self.qpos0, self.qvel0)
         start = time.perf_counter()
         with torch.inference_mode():
-            for k in range(self.steps):
-                policy(obs[:, k])
-                self.sim.step(self.env, self.actions[:, k:k + 1])
+            for k in range(int(self.lengths.max())):
+                rows = self.lengths > k
+                policy(obs[torch.as_tensor(rows), k])
+                self.sim.step(self.env[rows], self.actions[rows, k:k + 1])
         return time.perf_counter() - start
 
 
@@ -143,10 +155,10 @@ def report(r: dict, a: argparse.Namespace, physics_hz: int, control_hz: int) -> 
     print(f"batch: {r['envs']} environments ({', '.join(r['motions'])}), {a.threads} threads, {physics_hz} Hz physics, "
           f"{control_hz} Hz control, {r['tracker']}")
     print(f"backend: {r['backend']}, {r['bytes_per_env']:,} bytes per environment")
-    print(f"raw {a.backend} (one call over the horizon, no Python between steps): "
+    print(f"raw {a.backend} (one call per attempt length, no Python between steps): "
           f"{r['raw_steps_per_s']:,.0f} physics steps/s")
     if "loop_steps_per_s" in r:
-        print(f"{a.backend} + bare policy forward (one call and one forward per control step): "
+        print(f"{a.backend} + bare policy forward (one call and one forward per control step, running environments): "
               f"{r['loop_steps_per_s']:,.0f} physics steps/s")
     print(f"recorder ({a.tracker} tracker{', observation' if 'loop_steps_per_s' in r else ''}, termination, "
           f"bookkeeping): {r['recorder_steps_per_s']:,.0f} physics steps/s, {r['motion_seconds_per_s']:,.1f} "
