@@ -110,19 +110,6 @@ def _write_obs(group: h5py.Group, obs: np.ndarray, chunks: list[tuple[tuple[int,
         d.id.write_direct_chunk(offset, data)
 
 
-# HDF5 keeps object headers (the compact datasets' data with them) in its metadata cache, which
-# grows to 32 MB by default: a writer's memory that would not depend on the batch.
-METADATA_CACHE_BYTES = 4 << 20
-
-
-def _bound_metadata_cache(f: h5py.File) -> None:
-    config = f.id.get_mdc_config()
-    config.max_size = METADATA_CACHE_BYTES
-    config.initial_size = min(config.initial_size, METADATA_CACHE_BYTES)
-    config.min_size = min(config.min_size, config.initial_size)
-    f.id.set_mdc_config(config)
-
-
 @contextmanager
 def rollouts_writer(path: str | Path, threads: int = 1) -> Iterator[Callable[[list[dict]], None]]:
     """rollouts.h5 written as its episodes come: yields `add(episodes)`, which writes them as the
@@ -132,8 +119,6 @@ def rollouts_writer(path: str | Path, threads: int = 1) -> Iterator[Callable[[li
     (a killed job leaves none); written in one call or many, its bytes are the same."""
     with atomic_output(path) as tmp, ThreadPoolExecutor(max(1, threads)) as pool, \
             h5py.File(tmp, "w", track_order=True) as f:
-        _bound_metadata_cache(f)
-
         def add(episodes: list[dict]) -> None:
             obs = [None if ep.get("obs") is None else np.ascontiguousarray(ep["obs"], dtype=np.float32)
                    for ep in episodes]
