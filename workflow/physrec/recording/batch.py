@@ -56,7 +56,7 @@ class _Envs:
     def __init__(self, index: np.ndarray, motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndarray,
                  character: Character, tracker: Tracker | Planner, settings: RecordSettings, backend: BackendSpec,
                  progress: Callable[[str], None], label: str) -> None:
-        self.index, self.label = index, label
+        self.index = index
         self.motions = [motions[i] for i in index]
         self.offsets, self.boxes = offsets[index], boxes[index]
         self.ref = build_reference(character, self.motions)
