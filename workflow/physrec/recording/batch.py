@@ -144,7 +144,7 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
              f"{int(round(seconds * settings.physics.control_hz)) * settings.physics.substeps} physics steps in all), "
              f"{boxes.shape[1]} collision boxes per environment; later starts retry what fails")
     capacity = backend_capacity(backend, character, settings.physics, boxes.shape[1])
-    size = max(1, min(n, capacity or n))
+    size = max(1, min(n, capacity or n))  # motions a backend holds
     if size < n:
         progress(f"[{batch}] {n} motions in chunks of {size} (what fits {backend.name} on {backend.device})")
     lengths = (np.array([len(m.motion.root_pos) for m in motions]) - 1) / np.array([m.motion.fps for m in motions],
@@ -157,6 +157,9 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     pending = np.ones(n, dtype=bool)
     attempts: list[Attempt] = []
     provenance: dict[str, Any] = {}
+    # Environments open at once: all the batch's motions, or on a device of limited memory, chunks of
+    # them; every pass opens the same chunks (on a GPU, a new world count compiles kernels again).
+    homes = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
     envs: _Envs | None = None
     times = PhaseTimes()
 
@@ -175,16 +178,17 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
             say = (f"[{batch}] pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
                    f"{n - int(pending.sum())}/{n} motions recorded before it)")
             done = PassProgress(progress, say, len(todo))
-            chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+            chunks = [(home, todo[np.isin(todo, home)]) for home in homes]
             while chunks:
-                chunk = chunks.pop(0)
+                home, chunk = chunks.pop(0)
+                if not len(chunk):
+                    continue
                 written = 0  # the chunk's motions recorded (and handed on) so far
                 try:
                     if envs is None or not envs.holds(chunk):
                         close()
-                        label = (f"[{batch}]" if len(chunk) == n else
-                                 f"[{batch}] motions {chunk[0] + 1}-{chunk[-1] + 1}/{n}")
-                        envs = _Envs(chunk, motions, tiled.offsets, boxes, character, tracker, settings, backend,
+                        label = f"[{batch}]" if len(home) == n else f"[{batch}] motions {home[0] + 1}-{home[-1] + 1}/{n}"
+                        envs = _Envs(home, motions, tiled.offsets, boxes, character, tracker, settings, backend,
                                      progress, label)
                     for group in pass_groups(chunk, attempt_steps(lengths[chunk], fraction * lengths[chunk], dt),
                                              frame_bytes(obs_floats)):
@@ -197,22 +201,24 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
                             found = [_released(a) for a in found]
                         attempts += found
                 except BackendOutOfMemory as e:
-                    rest = chunk[written:]
-                    if len(rest) == 1:
+                    if len(home) == 1:
                         raise
-                    progress(f"[{batch}] motions {rest[0] + 1}-{rest[-1] + 1}/{n}: {e}; taking these motions "
+                    progress(f"[{batch}] motions {home[0] + 1}-{home[-1] + 1}/{n}: {e}; taking these motions "
                              "again in halves")
                     close()  # the failed chunk's tensors are unreachable now: give their memory back
                     _release_device_memory()
-                    chunks[:0] = np.array_split(rest, 2)
-                    size = min(size, len(chunks[0]))  # later passes: chunks of what fitted
+                    halves = np.array_split(home, 2)
+                    at = next(i for i, h in enumerate(homes) if h is home)
+                    homes[at:at + 1] = halves
+                    rest = chunk[written:]
+                    chunks[:0] = [(h, rest[np.isin(rest, h)]) for h in halves]
                 except LimitExceeded as e:
                     if backend.limit_scale >= MAX_LIMIT_SCALE:
                         raise
                     backend = dataclasses.replace(backend, limit_scale=2 * backend.limit_scale)
                     progress(f"[{batch}] {e}; recording these motions again with {backend.limit_scale}x the limits")
                     close()
-                    chunks.insert(0, chunk[written:])
+                    chunks.insert(0, (home, chunk[written:]))
             pending[[a.motion for a in attempts if a.success]] = False
     finally:
         close()
