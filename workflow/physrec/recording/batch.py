@@ -147,8 +147,7 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     size = max(1, min(n, capacity or n))  # motions a backend holds
     if size < n:
         progress(f"[{batch}] {n} motions in chunks of {size} (what fits {backend.name} on {backend.device})")
-    lengths = (np.array([len(m.motion.root_pos) for m in motions]) - 1) / np.array([m.motion.fps for m in motions],
-                                                                                    dtype=np.float64)
+    lengths = np.array([m.motion.duration for m in motions])  # the reference's (ReferenceSet.length)
     obs_floats = 0
     if getattr(tracker, "observation", None) and settings.save_obs:
         obs_floats = observation_size(tracker.observation, character)
