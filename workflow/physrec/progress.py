@@ -21,8 +21,8 @@ class PhaseTimes:
     motions can take less time than reading them and writing what was recorded; inside the
     recorder, where its time goes (physics, policy, observation, termination, writing)."""
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
+    def __init__(self, seconds: dict[str, float] | None = None) -> None:
+        self.seconds: dict[str, float] = dict(seconds or {})
 
     @contextlib.contextmanager
     def __call__(self, name: str):

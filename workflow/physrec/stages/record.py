@@ -143,9 +143,8 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     with rollouts_writer(out / "rollouts.h5", threads) as add_episodes:
         recording = record_batch(motions, character, tracker, settings, backend, progress, batch, seed, on_attempts)
     if recording.seconds:
-        loop = PhaseTimes()
-        loop.seconds = recording.seconds
-        progress(f"[{batch}] recorded in {recording.wall_seconds:.1f} s; the control loop's share: {loop.line()}")
+        progress(f"[{batch}] recorded in {recording.wall_seconds:.1f} s; the control loop's share: "
+                 f"{PhaseTimes(recording.seconds).line()}")
     # terrain.pkl is written beside rollouts.json: relative to it, the folder reads the same anywhere.
     per_batch = {"batch": batch, "terrain_file": "terrain.pkl", "terrain_slots": recording.terrain_slots}
     recorded_by = {"physrec_version": __version__, **recording.provenance}

@@ -66,8 +66,8 @@ class PolicyTracker:
     def _forward(self, obs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():  # a pool thread's own mode
             n = len(obs)
-            rows = min(POLICY_CHUNK_ROWS, -(-n // self._pad_rows) * self._pad_rows) if self._pad_rows else \
-                POLICY_CHUNK_ROWS
+            pad = self._pad_rows or POLICY_CHUNK_ROWS
+            rows = min(POLICY_CHUNK_ROWS, -(-n // pad) * pad)
             if n < rows:
                 obs = torch.cat([obs, obs.new_zeros(rows - n, obs.shape[1])])
             return self.policy(obs)[:n]
