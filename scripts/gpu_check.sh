@@ -60,23 +60,23 @@ print(sys.version.split()[0], \"torch\", torch.__version__, torch.cuda.is_availa
       \"mujoco\", mujoco.__version__, \"mujoco_warp\", mujoco_warp.__version__)
 print([(d.alias, d.name) for d in warp.get_devices()])"' ;;
     pd)  # raw MuJoCo Warp and the recorder with pd, at several world counts (the first compiles the kernels)
-      run_step pd 150 python -m physrec bench --backend mujoco_warp --device "$dev" --envs "$pd_envs" \
+      run_step pd 150 python -m physrec bench throughput --backend mujoco_warp --device "$dev" --envs "$pd_envs" \
         --repeats 2 --motions "$teaser" "$civ" --json "$out/gpu-$name-pd.json" --plot "$out/gpu-$name-pd.png" ;;
     det)  # what MuJoCo Warp's deterministic execution costs (config key deterministic), at one size
-      run_step det 60 python -m physrec bench --backend mujoco_warp --device "$dev" --envs "$det_envs" --deterministic \
+      run_step det 60 python -m physrec bench throughput --backend mujoco_warp --device "$dev" --envs "$det_envs" --deterministic \
         --repeats 2 --motions "$teaser" "$civ" --json "$out/gpu-$name-pd-deterministic.json" ;;
     tests)  # the agreement and overflow tests, on the GPU instead of Warp's CPU device
       run_step tests 110 env PHYSREC_TEST_WARP_DEVICE="$dev" python -m pytest -q -p no:cacheprovider \
         tests/test_warp_backend.py ;;
     parc)  # the recorder with a PARC-size policy (random weights), observation and policy on the GPU
-      run_step parc 50 python -m physrec bench --backend mujoco_warp --device "$dev" --envs "$parc_envs" --repeats 2 \
+      run_step parc 50 python -m physrec bench throughput --backend mujoco_warp --device "$dev" --envs "$parc_envs" --repeats 2 \
         --tracker parc --motions "$teaser" "$civ" --json "$out/gpu-$name-parc.json" ;;
     batch)  # one record job of thousands of PARC motions with PARC's own policy, every phase timed in its log
-      run_step batch 80 python -m physrec.bench_batch --motions "$batch_motions" --files "$teaser" "$civ" \
+      run_step batch 80 python -m physrec bench batch --motions "$batch_motions" --files "$teaser" "$civ" \
         --backend mujoco_warp --device "$dev" --tracker parc --model "$model" --dir /tmp/physrec-gpu-batch ;;
     sampling)  # the sampling tracker, one sample per world: how far more samples take civilization
-      # (first), then TEASER_TERRAIN and the demo's climb and ramp; the JSON grows after each
-      run_step sampling 70 python -m physrec bench --tracker sampling --backend mujoco_warp --device "$dev" \
+      # (first), then TEASER_TERRAIN; the JSON grows after each
+      run_step sampling 70 python -m physrec bench sampling --backend mujoco_warp --device "$dev" \
         --samples "$samples_per_window" --later-starts --verbose --motions "$civ" "$teaser" --json "$out/gpu-$name-sampling.json" ;;
     *) echo "== unknown step $step (known: info pd det tests parc batch sampling)" | tee -a "$out/summary.txt" ;;
   esac

@@ -324,8 +324,8 @@ def test_the_cli_prints_its_own_errors_in_one_line_and_bugs_with_their_traceback
 
 def test_a_record_job_reserves_memory_for_its_plan(tmp_path):
     """mem_mb follows the batch: a 1000-s motion among 63 short ones with a learned tracker that
-    saves observations needs GBs (every attempt kept until written, and a pass group's buffers:
-    one pass's dense buffers would have been 12 GB); the demo's batch needs little more than the
+    saves observations needs GBs (a pass group's buffers and its attempts until written: one
+    pass's dense buffers would have been 12 GB); the demo's batch needs little more than the
     process itself."""
     from physrec.recording.memory import BASE_MB, record_job_mb
     from physrec.stages.batch_plan import write_plan
@@ -341,7 +341,7 @@ def test_a_record_job_reserves_memory_for_its_plan(tmp_path):
     assert 4000 < big < 8000, big
     cfg["record"]["save_obs"] = False
     assert BASE_MB["mujoco"] < record_mem_mb(cfg, "it", str(plan), "b0000000000") < big
-    assert record_job_mb([2.4] * 5, 30, [0.1, 0.2], "mujoco") < BASE_MB["mujoco"] + 20
+    assert record_job_mb([2.4] * 5, 30, "mujoco") < BASE_MB["mujoco"] + 20
 
 
 @pytest.mark.parametrize("keys, message", [

@@ -309,6 +309,32 @@ def test_recording_buffers_that_do_not_fit_the_gpu_are_taken_in_halves(ch, quick
         assert (a.motion, a.start_fraction, a.steps, a.success) == (b.motion, b.start_fraction, b.steps, b.success)
 
 
+def test_a_batch_cut_into_device_chunks_streams_rollouts_with_the_same_bytes(ch, quick_falls, both, monkeypatch,
+                                                                            tmp_path):
+    """A device that holds 2 environments: rollouts.h5 is written chunk by chunk, pass after
+    pass, as the job's writer gets them, with the bytes of the same recording written at once.
+    (MuJoCo Warp's float32 states depend on a world's neighbours in the last bits, about 1e-6 m
+    between chunks of 2 and the whole batch, measured 2026-12-07 on Warp's CPU device: the
+    comparison is between two runs chunked alike.)"""
+    from physrec.formats.rollouts import rollouts_writer, write_h5
+    from physrec.recording.batch import record_batch
+    from physrec.recording.settings import RecordSettings
+    from physrec.stages.record import episode
+    from physrec.trackers.pd import PDTracker
+    monkeypatch.setattr(mujoco_warp, "capacity", lambda *args: 2)
+    handed: list[int] = []
+    with rollouts_writer(tmp_path / "streamed.h5") as add:
+        def write(found):
+            handed.append(len(found))
+            add([episode(a) for a in found])
+        streamed = record_batch(quick_falls, ch, PDTracker(), RecordSettings(), WARP, on_attempts=write)
+    whole = record_batch(quick_falls, ch, PDTracker(), RecordSettings(), WARP)
+    write_h5(tmp_path / "whole.h5", [episode(a) for a in whole.attempts])
+    assert max(handed) == 2 and sum(handed) == len(whole.attempts) == len(both[1].attempts)
+    assert all(a.qpos.size == 0 for a in streamed.attempts)  # handed on: the recording keeps no frames
+    assert (tmp_path / "streamed.h5").read_bytes() == (tmp_path / "whole.h5").read_bytes()
+
+
 def test_the_workflow_records_on_the_warp_backend(tmp_path):
     """The demo through Snakemake with backend: mujoco_warp (Warp's CPU device here): the same
     outcomes as the CPU backend's, and the backend named in every recorded file."""

@@ -338,7 +338,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_parc_act)
 
     s = sub.add_parser("bench", add_help=False,
-                       help="recorder throughput against the raw simulator, in one run (physrec bench --help)")
+                       help="benchmarks: throughput, sampling, batch, workflow (physrec bench --help)")
     s.set_defaults(func=cmd_bench)
     return p
 
@@ -346,7 +346,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
-    if extra and args.command != "bench":  # bench forwards its own options to physrec.bench
+    if extra and args.command != "bench":  # bench forwards its own arguments to physrec.bench
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     _setup_logging(args.log)

@@ -16,6 +16,38 @@ import time
 from typing import Any, Callable, Iterator
 
 
+class PhaseTimes:
+    """Wall seconds of a job's phases, for its log: on a GPU the simulation of thousands of
+    motions can take less time than reading them and writing what was recorded; inside the
+    recorder, where its time goes (physics, policy, observation, termination, writing)."""
+
+    def __init__(self, seconds: dict[str, float] | None = None) -> None:
+        self.seconds: dict[str, float] = dict(seconds or {})
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def lap(self, name: str, since: float) -> float:
+        """Adds the time since `since` (time.perf_counter()) to `name`; returns now, for the next lap."""
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - since
+        return now
+
+    def add(self, other: "PhaseTimes") -> None:
+        for k, v in other.seconds.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + v
+
+    def line(self) -> str:
+        """`<total> s (<phase> <s> s, ...)`, the phases under 0.05 s left out."""
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items() if v >= 0.05)
+        return f"{sum(self.seconds.values()):.1f} s" + (f" ({parts})" if parts else "")
+
+
 def bar_wanted() -> bool:
     choice = os.environ.get("PHYSREC_PROGRESS", "auto")
     return choice == "bar" or (choice != "lines" and sys.stderr.isatty())

@@ -91,8 +91,8 @@ def record_mem_mb(cfg: dict, iteration: str, plan: str, batch: str) -> int:
     tracker = cfg["iterations"][[it["name"] for it in cfg["iterations"]].index(iteration)]["tracker"]
     learned = tracker.get("observation") or ("parc" if tracker["kind"] == "parc" else None)
     obs = _observation_size(learned, cfg["character"]) if learned and rec["save_obs"] else 0
-    return record_job_mb([float(r["duration"]) for r in batch_rows(plan, batch)], rec["control_hz"],
-                         rec["start_fractions"], cfg["backend"], obs)
+    return record_job_mb([float(r["duration"]) for r in batch_rows(plan, batch)], rec["control_hz"], cfg["backend"],
+                         obs)
 
 
 def record_gpus(cfg: dict) -> int:

@@ -6,7 +6,7 @@ skipping starts that leave less than the minimum remaining length. Every attempt
 for the trajectory file; selection decides later which one becomes the recorded motion.
 
 Each motion is simulated in its own coordinates over only the part of its terrain its
-character can reach, in environment i of the backend for motion i. The batch's tiled world
+character can reach, one environment of the backend per motion. The batch's tiled world
 (PARC's layout, see motion.terrain.tile_square) exists only in the outputs: attempts are
 moved into it by the motion's offset when they are collected.
 """
@@ -25,8 +25,9 @@ import numpy as np
 
 from physrec.motion.character import Character
 from physrec.motion.terrain import tile_square
+from physrec.observations import observation_size
 from physrec.observations.observer import Observer
-from physrec.progress import PassProgress
+from physrec.progress import PassProgress, PhaseTimes
 from physrec.recording.data import Attempt, BatchMotion, BatchRecording
 from physrec.recording.host_pass import HostPass
 from physrec.recording.passes import Pass
@@ -48,62 +49,65 @@ def _released(a: Attempt) -> Attempt:
                                contacts=empty, errors=empty, ref_time=empty, obs=None)
 
 
-def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndarray, character: Character,
-                 tracker: Tracker | Planner, settings: RecordSettings, backend: BackendSpec,
-                 progress: Callable[[str], None], label: str, seed: int,
-                 on_pass: Callable[[list[Attempt]], None] | None = None) -> tuple[list[Attempt], dict[str, Any]]:
-    """Every pass over `motions`, one environment each, on one backend: (attempts, provenance).
-    `on_pass` takes each pass's attempts in plan order as it ends; they are kept released."""
-    ref = build_reference(character, motions)
-    observer = None
-    if getattr(tracker, "observation", None):
-        observer = Observer(tracker.observation, character, [m.motion for m in motions], [m.terrain for m in motions],
-                            1.0 / settings.physics.control_hz, tensor_device(backend))
-    n = len(motions)
-    pending = np.ones(n, dtype=bool)
-    attempts: list[Attempt] = []
-    fractions = settings.pass_fractions
-    no_autograd = contextlib.nullcontext() if observer is None else observer.inference_mode()
-    ready_from = time.perf_counter()
-    sim = make_backend(backend, character, settings.physics, n, boxes.shape[1])
-    # On a GPU, compiling MuJoCo Warp's kernels (cached after the first job) can outlast the physics.
-    progress(f"{label} {backend.name} ready with {n} environments in {time.perf_counter() - ready_from:.1f} s")
-    pass_type: Callable[..., Pass] = HostPass
-    if hasattr(sim, "step_tensors"):  # a backend on a device: the control loop stays there
-        from physrec.recording.device_pass import DevicePass, DeviceTables
-        pass_type = functools.partial(DevicePass, tables=DeviceTables(character, motions, sim.tensor_device))
-        no_autograd = DevicePass.inference_mode()
-    with contextlib.closing(sim), no_autograd:
-        sim.set_terrain(np.arange(n), boxes)
-        obs_floats = int(observer.size) if observer is not None and settings.save_obs else 0
-        for p, fraction in enumerate(fractions):
-            todo = np.flatnonzero(start_plan(ref.length, fraction, pending, settings.min_remaining))
-            if len(todo) == 0:
-                continue
-            say = (f"{label} pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
-                   f"{n - int(pending.sum())}/{n} motions recorded before it)")
-            done = PassProgress(progress, say, len(todo))
-            dt = 1.0 / settings.physics.control_hz
-            found = []
-            for group in pass_groups(todo, attempt_steps(ref.length[todo], fraction * ref.length[todo], dt),
-                                     frame_bytes(obs_floats)):
-                if is_planner(tracker):
-                    found += planned_pass(tracker, sim, ref, settings, group, fraction, offsets,  # type: ignore[arg-type]
-                                          functools.partial(plan_request, ref, motions, boxes, character, settings,
-                                                            backend, fraction, seed, progress,
-                                                            f"{label} pass {p + 1}"),
-                                          done, lambda text, say=say: progress(f"{say}: {text}"))
-                else:
-                    found += pass_type(sim, ref, settings, group, fraction, offsets, observer).run(tracker, done)
-            found.sort(key=lambda a: a.motion)
-            if on_pass is not None:
-                on_pass(found)
-                found = [_released(a) for a in found]
-            for a in found:
-                attempts.append(a)
-                if a.success:
-                    pending[a.motion] = False
-        return attempts, sim.provenance()
+class _Envs:
+    """A backend opened on some of the batch's motions (environment i holds motion `index[i]`),
+    with what every pass over them reads; a later pass reuses it for any of its motions."""
+
+    def __init__(self, index: np.ndarray, motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndarray,
+                 character: Character, tracker: Tracker | Planner, settings: RecordSettings, backend: BackendSpec,
+                 progress: Callable[[str], None], label: str) -> None:
+        self.index = index
+        self.motions = [motions[i] for i in index]
+        self.offsets, self.boxes = offsets[index], boxes[index]
+        self.ref = build_reference(character, self.motions)
+        self.observer = None
+        if getattr(tracker, "observation", None):
+            self.observer = Observer(tracker.observation, character, [m.motion for m in self.motions],
+                                     [m.terrain for m in self.motions], 1.0 / settings.physics.control_hz,
+                                     tensor_device(backend))
+        self.no_autograd: Callable[[], contextlib.AbstractContextManager] = (
+            contextlib.nullcontext if self.observer is None else self.observer.inference_mode)
+        ready_from = time.perf_counter()
+        self.sim = make_backend(backend, character, settings.physics, len(index), self.boxes.shape[1])
+        try:
+            # On a GPU, compiling MuJoCo Warp's kernels (cached after the first job) can outlast the physics.
+            progress(f"{label} {backend.name} ready with {len(index)} environments in "
+                     f"{time.perf_counter() - ready_from:.1f} s")
+            self.pass_type: Callable[..., Pass] = HostPass
+            if hasattr(self.sim, "step_tensors"):  # a backend on a device: the control loop stays there
+                from physrec.recording.device_pass import DevicePass, DeviceTables
+                self.pass_type = functools.partial(DevicePass,
+                                                   tables=DeviceTables(character, self.motions, self.sim.tensor_device))
+                self.no_autograd = DevicePass.inference_mode
+            self.sim.set_terrain(np.arange(len(index)), self.boxes)
+        except BaseException:
+            self.sim.close()
+            raise
+
+    def holds(self, motions: np.ndarray) -> bool:
+        return bool(np.isin(motions, self.index).all())
+
+    def run(self, group: np.ndarray, fraction: float, tracker: Tracker | Planner, settings: RecordSettings,
+            backend: BackendSpec, seed: int, progress: Callable[[str], None], say: str, pass_label: str,
+            done: PassProgress, times: PhaseTimes) -> list[Attempt]:
+        """The attempts of the batch's motions `group` (plan order) from `fraction`, in that order;
+        the control loop's time added to `times`."""
+        local = np.searchsorted(self.index, group)
+        with self.no_autograd():
+            if is_planner(tracker):
+                request = functools.partial(plan_request, self.ref, self.motions, self.boxes, self.ref.character,
+                                            settings, backend, fraction, seed, progress, pass_label)
+                found = planned_pass(tracker, self.sim, self.ref, settings, local, fraction,  # type: ignore[arg-type]
+                                     self.offsets, request, done, lambda text: progress(f"{say}: {text}"))
+            else:
+                run = self.pass_type(self.sim, self.ref, settings, local, fraction, self.offsets, self.observer)
+                found = run.run(tracker, done)
+                if hasattr(run, "times"):
+                    times.add(run.times)
+        found.sort(key=lambda a: a.motion)
+        for a in found:
+            a.motion = int(self.index[a.motion])
+        return found
 
 
 def _release_device_memory() -> None:
@@ -122,15 +126,14 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     """Track every motion of a batch; return all attempts in one canonical order: by pass (start
     fraction), then plan order, then start time.
 
-    A backend with limited memory (the GPU) takes the batch in chunks that fit it, each chunk
-    with every pass; a chunk that still runs out of memory is taken again in halves. The order
-    does not depend on that chunking, so `traj_<i>` ids and file bytes never depend on what else
-    held the device's memory.
+    Pass after pass, a pass's motions run in consecutive plan-order groups: chunks that fit a
+    backend of limited memory (the GPU; a chunk that runs out of memory is taken again in
+    halves), cut again into groups whose buffers fit the host's budget (recording.memory). The
+    order does not depend on that cutting, so `traj_<i>` ids and file bytes never depend on
+    what else held the device's memory.
 
-    `on_attempts` takes the attempts in that order, and the recording keeps them released (no
-    frames): on a backend without a device limit (the CPU) pass by pass as each ends, so that
-    the job holds one pass's frames at a time; elsewhere all at the end, since a chunk may be
-    taken again.
+    `on_attempts` takes each group's attempts in that order as the group ends, and the recording
+    keeps them released (no frames): the job holds one group's frames at a time.
     """
     wall = time.perf_counter()
     tiled = tile_square([m.terrain for m in motions])
@@ -141,49 +144,87 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
              f"{int(round(seconds * settings.physics.control_hz)) * settings.physics.substeps} physics steps in all), "
              f"{boxes.shape[1]} collision boxes per environment; later starts retry what fails")
     capacity = backend_capacity(backend, character, settings.physics, boxes.shape[1])
-    size = min(n, capacity or n)
-    stream = on_attempts if capacity is None else None
+    size = max(1, min(n, capacity or n))  # motions a backend holds
     if size < n:
         progress(f"[{batch}] {n} motions in chunks of {size} (what fits {backend.name} on {backend.device})")
-    todo = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
+    lengths = np.array([m.motion.duration for m in motions])  # the reference's (ReferenceSet.length)
+    obs_floats = 0
+    if getattr(tracker, "observation", None) and settings.save_obs:
+        obs_floats = observation_size(tracker.observation, character)
+    dt = 1.0 / settings.physics.control_hz
+    fractions = settings.pass_fractions
+    pending = np.ones(n, dtype=bool)
     attempts: list[Attempt] = []
     provenance: dict[str, Any] = {}
-    out_of_memory = False
-    while todo:
-        if out_of_memory:  # the failed chunk's tensors are unreachable now: give their memory back
-            _release_device_memory()
-            out_of_memory = False
-        chunk = todo.pop(0)
-        label = f"[{batch}]" if len(chunk) == n else f"[{batch}] motions {chunk[0] + 1}-{chunk[-1] + 1}/{n}"
-        try:
-            found, provenance = _record_envs([motions[i] for i in chunk], tiled.offsets[chunk], boxes[chunk],
-                                             character, tracker, settings, backend, progress, label, seed, stream)
-        except BackendOutOfMemory as e:
-            if len(chunk) == 1:
-                raise
-            progress(f"{label} {e}; taking these motions again in halves")
-            todo[:0] = np.array_split(chunk, 2)
-            out_of_memory = True
-            continue
-        except LimitExceeded as e:
-            if backend.limit_scale >= MAX_LIMIT_SCALE:
-                raise
-            backend = dataclasses.replace(backend, limit_scale=2 * backend.limit_scale)
-            progress(f"{label} {e}; recording these motions again with {backend.limit_scale}x the limits")
-            todo.insert(0, chunk)
-            continue
-        for a in found:
-            a.motion = int(chunk[a.motion])
-        attempts += found
-    passes = {f: p for p, f in enumerate(settings.pass_fractions)}
-    attempts.sort(key=lambda a: (passes[a.start_fraction], a.motion, a.start_time))
-    if on_attempts is not None and stream is None:
-        on_attempts(attempts)
-        attempts = [_released(a) for a in attempts]
+    # Environments open at once: all the batch's motions, or on a device of limited memory, chunks of
+    # them; every pass opens the same chunks (on a GPU, a new world count compiles kernels again).
+    homes = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
+    envs: _Envs | None = None
+    times = PhaseTimes()
+
+    def close() -> None:
+        nonlocal envs, provenance
+        if envs is not None:
+            provenance = envs.sim.provenance()
+            envs.sim.close()
+            envs = None
+
+    try:
+        for p, fraction in enumerate(fractions):
+            todo = np.flatnonzero(start_plan(lengths, fraction, pending, settings.min_remaining))
+            if len(todo) == 0:
+                continue
+            say = (f"[{batch}] pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
+                   f"{n - int(pending.sum())}/{n} motions recorded before it)")
+            done = PassProgress(progress, say, len(todo))
+            chunks = [(home, todo[np.isin(todo, home)]) for home in homes]
+            while chunks:
+                home, chunk = chunks.pop(0)
+                if not len(chunk):
+                    continue
+                written = 0  # the chunk's motions recorded (and handed on) so far
+                try:
+                    if envs is None or not envs.holds(chunk):
+                        close()
+                        label = f"[{batch}]" if len(home) == n else f"[{batch}] motions {home[0] + 1}-{home[-1] + 1}/{n}"
+                        envs = _Envs(home, motions, tiled.offsets, boxes, character, tracker, settings, backend,
+                                     progress, label)
+                    for group in pass_groups(chunk, attempt_steps(lengths[chunk], fraction * lengths[chunk], dt),
+                                             frame_bytes(obs_floats)):
+                        found = envs.run(group, fraction, tracker, settings, backend, seed, progress, say,
+                                         f"[{batch}] pass {p + 1}", done, times)
+                        written += len(group)
+                        if on_attempts is not None:
+                            with times("writing"):
+                                on_attempts(found)
+                            found = [_released(a) for a in found]
+                        attempts += found
+                except BackendOutOfMemory as e:
+                    if len(home) == 1:
+                        raise
+                    progress(f"[{batch}] motions {home[0] + 1}-{home[-1] + 1}/{n}: {e}; taking these motions "
+                             "again in halves")
+                    close()  # the failed chunk's tensors are unreachable now: give their memory back
+                    _release_device_memory()
+                    halves = np.array_split(home, 2)
+                    at = next(i for i, h in enumerate(homes) if h is home)
+                    homes[at:at + 1] = halves
+                    rest = chunk[written:]
+                    chunks[:0] = [(h, rest[np.isin(rest, h)]) for h in halves]
+                except LimitExceeded as e:
+                    if backend.limit_scale >= MAX_LIMIT_SCALE:
+                        raise
+                    backend = dataclasses.replace(backend, limit_scale=2 * backend.limit_scale)
+                    progress(f"[{batch}] {e}; recording these motions again with {backend.limit_scale}x the limits")
+                    close()
+                    chunks.insert(0, (home, chunk[written:]))
+            pending[[a.motion for a in attempts if a.success]] = False
+    finally:
+        close()
     succeeded = len({a.motion for a in attempts if a.success})
     sim_steps = sum(a.steps for a in attempts) * settings.physics.substeps + sum(
         int((a.search or {}).get("physics_steps", 0)) for a in attempts)  # a planner's search simulates too
     progress(f"[{batch}] finished: {succeeded}/{n} motions succeeded in simulation in {len(attempts)} attempts "
              "(the select job says how many its thresholds keep)")
     return BatchRecording(motions, tiled, attempts, tracker.describe(), provenance,
-                          time.perf_counter() - wall, sim_steps, int(boxes.shape[1]))
+                          time.perf_counter() - wall, sim_steps, int(boxes.shape[1]), times.seconds)

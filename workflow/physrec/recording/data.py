@@ -65,6 +65,9 @@ class BatchRecording:
     wall_seconds: float = 0.0
     sim_steps: int = 0  # physics steps simulated, summed over environments (a planner's search included)
     terrain_slots: int = 1  # terrain box slots of every environment (sim.world): a replay needs the same
+    # Wall seconds by what the control loop did (physics, tracker, observation, termination, ...,
+    # writing: handing attempts on): progress.PhaseTimes of the host passes
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def world_boxes(self) -> np.ndarray:
         """The tiled world as boxes, for the terrain mesh of PARC's terrain file: drawn, never

@@ -4,6 +4,7 @@ buffers are numpy, in float64."""
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from physrec.motion import termination
 from physrec.motion.reference import Lookahead, ReferenceSet
 from physrec.observations.observer import Observer
+from physrec.progress import PhaseTimes
 from physrec.recording.data import Attempt
 from physrec.recording.passes import Pass
 from physrec.recording.settings import RecordSettings
@@ -26,6 +28,7 @@ class HostPass(Pass):
                  fraction: float, offsets: np.ndarray, observer: Observer | None = None,
                  plans: list[Plan] | None = None) -> None:
         super().__init__(sim, ref, settings, motion, fraction, offsets, observer)
+        self.times = PhaseTimes()  # where the control loop's time went
         # A planner's targets may stop short of the end: the attempt ends there, for its reason.
         self.cut = [""] * len(motion)
         if plans is not None:
@@ -73,6 +76,7 @@ class HostPass(Pass):
         reasons = [""] * n
         active = np.ones(n, dtype=bool)
         k = 0
+        times, lap = self.times, time.perf_counter()
         while k < K and active.any():
             idx = np.flatnonzero(active)
             H = min(horizon, int(self.steps[idx].max()) - k)
@@ -81,12 +85,15 @@ class HostPass(Pass):
             ref_dof = None if ref_dof is None else ref_dof[rows, col:col + H]
             inp = TrackingInput(qpos_now[idx], qvel_now[idx], self.motion[idx], self.t0[idx] + k * self.dt, self.dt,
                                 ref_dof, None if obs is None else obs[idx])
+            lap = times.lap("reference", lap)
             # float32, as `actions` are stored: the recording replays exactly (physrec replay)
             targets = ch.clip_action(tracker.act(inp)).astype(np.float32).astype(np.float64)
             h = targets.shape[1]
             bad = ~np.isfinite(targets).all(axis=(1, 2))  # a policy's NaN ends its attempt, not the batch
             targets[bad] = 0.0
+            lap = times.lap("tracker", lap)
             out = sim.step(self.motion[idx], targets)
+            lap = times.lap("physics", lap)
             qpos, contacts = out.qpos, out.contacts  # [m, h, nq], [m, h, B]
             root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos)
             body_pos = ch.body_positions(root_pos, root_rot, joint_rot)  # [m, h, B, 3]
@@ -95,16 +102,19 @@ class HostPass(Pass):
                 body_pos.reshape(m * h, -1, 3), root_rot.reshape(m * h, 4),
                 ref_body[:, :h].reshape(m * h, -1, 3), ref_root_rot[:, :h].reshape(m * h, 4),
                 self.settings.termination)
+            lap = times.lap("termination", lap)
             window = slice(k + 1, k + 1 + h)
             Q[idx, window], V[idx, window], C[idx, window] = qpos, out.qvel, contacts
             A[idx, k:k + h], E[idx, k:k + h] = targets, chk.errors.reshape(m, h, -1)
             qpos_now[idx], qvel_now[idx] = qpos[:, -1], out.qvel[:, -1]
+            lap = times.lap("bookkeeping", lap)
             if obs is not None:
                 seen = self.observer(qpos[:, -1], out.qvel[:, -1], contacts[:, -1], idx, k + h,
                                      joint_rot[:, -1], body_pos[:, -1])
                 obs[idx] = seen
                 if O is not None:
                     O[idx, k + h] = seen.cpu().numpy()
+                lap = times.lap("observation", lap)
             tick = getattr(on_finish, "tick", None)
             if tick is not None:
                 tick(k + h, K, m, self.dt)
@@ -118,4 +128,5 @@ class HostPass(Pass):
                 active[e] = False
                 on_finish(e, self._success(e, int(end[e]), reasons[e]))
             k += h
+            lap = times.lap("bookkeeping", lap)
         return [self._attempt(e, int(end[e]), reasons[e], Q, V, C, A, E, O) for e in range(n)]

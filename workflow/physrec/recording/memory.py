@@ -1,8 +1,8 @@
 """The host memory a record job needs, from its plan, so that Snakemake (and SLURM) reserve it.
 
 What grows with a batch: the recorder's buffers, dense [environments x the pass's longest
-attempt] for each pass (host_pass, device_pass), and every finished attempt, which the job keeps
-until it writes rollouts.h5. A frame of an attempt holds qpos, qvel, contacts, actions and
+attempt] for each pass group (host_pass, device_pass), and the group's finished attempts until
+they are written to rollouts.h5. A frame of an attempt holds qpos, qvel, contacts, actions and
 errors (about 1 kB) and, for a learned tracker with record.save_obs, its observation (float32).
 """
 
@@ -38,16 +38,28 @@ def pass_groups(envs: np.ndarray, steps: np.ndarray, frame: int, budget: int | N
     return groups
 
 
-def record_job_mb(durations: list[float], control_hz: int, start_fractions: list[float], backend: str,
-                  obs_floats: int = 0) -> int:
-    """Megabytes a record job of motions of these `durations` (seconds) needs. `obs_floats`:
+def recording_bytes(durations: list[float], control_hz: int, obs_floats: int = 0) -> float:
+    """Bytes a batch's recording holds at most above the job's base: one pass group's dense
+    buffers and the attempts cut out of them (no more frames than the buffers), until the
+    writer has them; record_batch hands each group's attempts on as the group ends. `obs_floats`:
     the observation's size when it is saved (0 otherwise)."""
-    if not durations:
-        return BASE_MB.get(backend, BASE_MB["mujoco"])
     frame = frame_bytes(obs_floats)
     longest = max(durations) * control_hz + 2
     buffers = min(len(durations) * longest * frame, PASS_BUDGET_BYTES + longest * frame)  # one pass group's
-    # every pass's attempts, kept until written: a later start retries what is left of a motion
-    kept = sum(durations) * control_hz * (1 + sum(1 - f for f in start_fractions)) * frame
+    return SAFETY * 2 * buffers
+
+
+def reference_bytes(motion_frames: int, num_joints: int) -> int:
+    """Bytes of a batch's reference (motion.reference.ReferenceSet: root position, rotation and
+    joint rotations in float64), three copies while it is built. At PARC's 30 fps a 64 x 10-s
+    batch's is about 30 MB, within BASE_MB."""
+    return 3 * 8 * (7 + 4 * num_joints) * motion_frames
+
+
+def record_job_mb(durations: list[float], control_hz: int, backend: str, obs_floats: int = 0) -> int:
+    """Megabytes a record job of motions of these `durations` (seconds) needs (see recording_bytes)."""
+    if not durations:
+        return BASE_MB.get(backend, BASE_MB["mujoco"])
     extra = LEARNED_MB if obs_floats else 0
-    return int(BASE_MB.get(backend, BASE_MB["mujoco"]) + extra + SAFETY * (buffers + kept) / 1e6)
+    return int(BASE_MB.get(backend, BASE_MB["mujoco"]) + extra + recording_bytes(durations, control_hz,
+                                                                                 obs_floats) / 1e6)

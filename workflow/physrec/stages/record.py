@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import shlex
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +13,7 @@ import yaml
 
 from physrec import RECORDING_VERSION, __version__, config
 from physrec.formats.atomic import atomic_write_text
+from physrec.progress import PhaseTimes
 from physrec.stages.batch_plan import batch_rows
 from physrec.motion.character import Character
 from physrec.formats.hashing import stable_hash
@@ -37,27 +37,6 @@ ATTEMPT_COLUMNS = ["attempt", "motion", "start_fraction", "start_time", "end_tim
 
 class RecordError(RuntimeError):
     pass
-
-
-class PhaseTimes:
-    """Wall seconds of a job's phases, for its log: on a GPU the simulation of thousands of
-    motions can take less time than reading them and writing what was recorded."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-    def line(self) -> str:
-        """`<total> s (<phase> <s> s, ...)`, the phases under 0.05 s left out."""
-        parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items() if v >= 0.05)
-        return f"{sum(self.seconds.values()):.1f} s" + (f" ({parts})" if parts else "")
 
 
 def load_batch(plan: str | Path, batch: str, character: Character) -> tuple[list[BatchMotion], list[dict]]:
@@ -126,6 +105,12 @@ def trajectory_info(rec: dict, tracker_spec: dict, backend_spec: dict, character
     }
 
 
+def episode(a: Attempt) -> dict:
+    """An attempt as formats.rollouts writes it."""
+    return {"actions": a.actions, "qpos": a.qpos, "qvel": a.qvel, "contacts": a.contacts, "errors": a.errors,
+            "ref_time": a.ref_time, "terminated": a.terminated, "success": a.success, "obs": a.obs}
+
+
 def attempt_row(i: int, name: str, a: Attempt) -> dict:
     """attempts.tsv's row of attempt `traj_<i>`."""
     return {"attempt": f"traj_{i}", "motion": name, "start_fraction": a.start_fraction,
@@ -159,15 +144,16 @@ def run_record(plan: str | Path, batch: str, rec: dict, tracker_spec: dict, back
     attempt_rows: list[dict] = []
 
     def on_attempts(found: list[Attempt]) -> None:
-        """Each pass's attempts written as they come (rollouts.h5), in the recording's order."""
-        add_episodes([{"actions": a.actions, "qpos": a.qpos, "qvel": a.qvel, "contacts": a.contacts,
-                       "errors": a.errors, "ref_time": a.ref_time, "terminated": a.terminated,
-                       "success": a.success, "obs": a.obs} for a in found])
+        """Attempts written as they come (rollouts.h5), a pass group at a time, in the recording's order."""
+        add_episodes([episode(a) for a in found])
         first = len(attempt_rows)
         attempt_rows.extend([attempt_row(first + j, rows[a.motion]["name"], a) for j, a in enumerate(found)])
 
     with rollouts_writer(out / "rollouts.h5", threads) as add_episodes:
         recording = record_batch(motions, character, tracker, settings, backend, progress, batch, seed, on_attempts)
+    if recording.seconds:
+        progress(f"[{batch}] recorded in {recording.wall_seconds:.1f} s; the control loop's share: "
+                 f"{PhaseTimes(recording.seconds).line()}")
     # terrain.pkl is written beside rollouts.json: relative to it, the folder reads the same anywhere.
     per_batch = {"batch": batch, "terrain_file": "terrain.pkl", "terrain_slots": recording.terrain_slots}
     recorded_by = {"physrec_version": __version__, **recording.provenance}

@@ -1,15 +1,17 @@
-"""Benchmark: the recorder's throughput against the raw simulator, measured in the same run.
+"""`physrec bench throughput`: the recorder's throughput against the raw simulator, measured in
+the same run.
 
-Open loop (``--tracker pd``): raw = the batch's world stepped by one ``mujoco.rollout``
-call over the whole horizon with the recorder's PD targets, no Python between steps;
-recorder = :func:`physrec.recording.batch.record_batch` on the same motions (tracker, FK,
+Open loop (`--tracker pd`): raw = the batch's world stepped with the recorder's PD targets,
+every attempt to its own end, by one `mujoco.rollout` call per attempt length (no Python
+between steps; until 2026-12-07 every attempt was cut to the shortest one's length);
+recorder = physrec.recording.batch.record_batch on the same motions (tracker, FK,
 termination checks and bookkeeping at every control step).
 
-Closed loop (``--tracker parc``): a PARC-size policy (PARC's checkpoint layout, random
+Closed loop (`--tracker parc`): a PARC-size policy (PARC's checkpoint layout, random
 weights) drives the character. Three rates on the same batch and the same physics (the
-recorder's own actions replayed): raw (one rollout call), simulator + bare policy
-(one rollout call and one policy forward per control step, on the recorded
-observations) and the recorder (observation, policy, termination, bookkeeping).
+recorder's own actions replayed): raw (one rollout call per attempt length), simulator +
+bare policy (per control step, one rollout call and one policy forward for the environments
+still running, on the recorded observations) and the recorder (observation, policy, termination, bookkeeping).
 
 Machines are shared and noisy: the runs interleave, the best of each is kept, and only
 the ratios are meaningful. Terminations are switched off (limits of 1e9), so every
@@ -19,14 +21,13 @@ environment runs its whole motion whatever the tracker does; the checks still ru
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
 
-import mujoco
 import numpy as np
+
+from physrec.bench import add_backend_arguments, backend_spec, machine, write_json
 
 from physrec.demo import demo_motions
 from physrec.formats.motion_file import read_motion_file
@@ -44,11 +45,6 @@ DEMO_KEEP = ("stand_flat", "wave_flat", "stand_step_top")  # demo motions that r
 NO_TERMINATION = TerminationSettings(root_pos_error=1e9, root_rot_error=1e9, body_offset_limits=(1e9,) * 14)
 
 
-def _backend_spec(a: argparse.Namespace) -> BackendSpec:
-    warp = a.backend == "mujoco_warp"
-    return BackendSpec(a.backend, a.device if warp else "cpu", a.threads, deterministic=warp and a.deterministic)
-
-
 def bench_motions(envs: int, files: list[Path] | None = None) -> list[BatchMotion]:
     """`envs` environments cycling through the given PARC motion files, or through demo motions."""
     if files:
@@ -61,42 +57,53 @@ def bench_motions(envs: int, files: list[Path] | None = None) -> list[BatchMotio
 
 
 class _Replay:
-    """The recorder's physics again, without the recorder: same worlds, initial states and actions."""
+    """The recorder's physics again, without the recorder: same worlds, initial states and actions,
+    every attempt to its own end (so the same physics steps as the recorder's)."""
 
     def __init__(self, spec: BackendSpec, character: Character, motions: list[BatchMotion],
                  settings: RecordSettings, rec: BatchRecording) -> None:
         self.sim = open_backend(spec, character, motions, settings)
-        steps = min(a.steps for a in rec.attempts)
-        self.actions = np.stack([a.actions[:steps] for a in rec.attempts]).astype(np.float64)  # [n, K, D]
-        self.obs = None if rec.attempts[0].obs is None else np.stack([a.obs[:steps] for a in rec.attempts])
+        self.lengths = np.array([a.steps for a in rec.attempts])
+        K = int(self.lengths.max())
+        self.actions = np.zeros((len(rec.attempts), K, character.num_dof))  # [n, K, D], zero past an end
+        for i, a in enumerate(rec.attempts):
+            self.actions[i, :a.steps] = a.actions
+        self.obs = None
+        if rec.attempts[0].obs is not None:
+            self.obs = np.zeros((len(rec.attempts), K + 1, rec.attempts[0].obs.shape[1]), dtype=np.float32)
+            for i, a in enumerate(rec.attempts):
+                self.obs[i, :a.steps + 1] = a.obs
         self.env = np.array([a.motion for a in rec.attempts])
         self.qpos0 = np.stack([a.qpos[0] for a in rec.attempts])
         self.qpos0[:, :2] -= rec.tiled.offsets[self.env]  # back into each motion's own frame
         self.qvel0 = np.stack([a.qvel[0] for a in rec.attempts])
-        self.steps, self.sub = steps, settings.physics.substeps
+        self.sub = settings.physics.substeps
 
     @property
     def physics_steps(self) -> int:
-        return len(self.actions) * self.steps * self.sub
+        return int(self.lengths.sum()) * self.sub
 
     def raw(self) -> float:
-        """Seconds for the whole horizon in one call of the backend."""
+        """Seconds for every attempt's horizon, one backend call per attempt length."""
         self.sim.reset(self.env, self.qpos0, self.qvel0)
         start = time.perf_counter()
-        self.sim.step(self.env, self.actions)
+        for k in np.unique(self.lengths):
+            rows = self.lengths == k
+            self.sim.step(self.env[rows], self.actions[rows, :k])
         return time.perf_counter() - start
 
     def with_policy(self, policy) -> float:
-        """Seconds for the horizon as a closed loop would run it: per control step, one backend
-        call for every environment and one policy forward on the batch's observations."""
+        """Seconds for the horizons as a closed loop would run them: per control step, one backend
+        call for the environments still running and one policy forward on their observations."""
         import torch
         obs = torch.as_tensor(self.obs)
         self.sim.reset(self.env, self.qpos0, self.qvel0)
         start = time.perf_counter()
         with torch.inference_mode():
-            for k in range(self.steps):
-                policy(obs[:, k])
-                self.sim.step(self.env, self.actions[:, k:k + 1])
+            for k in range(int(self.lengths.max())):
+                rows = self.lengths > k
+                policy(obs[torch.as_tensor(rows), k])
+                self.sim.step(self.env[rows], self.actions[rows, k:k + 1])
         return time.perf_counter() - start
 
 
@@ -121,7 +128,7 @@ def measure(envs: int, a: argparse.Namespace, character: Character, tracker: Tra
     closed = a.tracker != "pd"
     settings = RecordSettings(start_fractions=(), termination=NO_TERMINATION)
     motions = bench_motions(envs, a.motions)
-    spec = _backend_spec(a)
+    spec = backend_spec(a)
     rec = record_batch(motions, character, tracker, settings, spec)  # warm-up, and the actions to replay
     replay = _Replay(spec, character, motions, settings, rec)
     raw = loop = recorder = float("inf")
@@ -148,10 +155,10 @@ def report(r: dict, a: argparse.Namespace, physics_hz: int, control_hz: int) -> 
     print(f"batch: {r['envs']} environments ({', '.join(r['motions'])}), {a.threads} threads, {physics_hz} Hz physics, "
           f"{control_hz} Hz control, {r['tracker']}")
     print(f"backend: {r['backend']}, {r['bytes_per_env']:,} bytes per environment")
-    print(f"raw {a.backend} (one call over the horizon, no Python between steps): "
+    print(f"raw {a.backend} (one call per attempt length, no Python between steps): "
           f"{r['raw_steps_per_s']:,.0f} physics steps/s")
     if "loop_steps_per_s" in r:
-        print(f"{a.backend} + bare policy forward (one call and one forward per control step): "
+        print(f"{a.backend} + bare policy forward (one call and one forward per control step, running environments): "
               f"{r['loop_steps_per_s']:,.0f} physics steps/s")
     print(f"recorder ({a.tracker} tracker{', observation' if 'loop_steps_per_s' in r else ''}, termination, "
           f"bookkeeping): {r['recorder_steps_per_s']:,.0f} physics steps/s, {r['motion_seconds_per_s']:,.1f} "
@@ -182,57 +189,29 @@ def plot(results: list[dict], title: str, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--envs", default="48", help="environments (motions) in the batch; a comma list measures each")
-    p.add_argument("--threads", type=int, help="simulator threads (default: every core; sampling: 1, "
-                   "so that CPU seconds are core-seconds)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="simulator threads (default: every core)")
     p.add_argument("--repeats", type=int, default=5, help="best of this many runs of each")
-    p.add_argument("--tracker", choices=("pd", "parc", "sampling"), default="pd",
-                   help="sampling: each motion recorded alone, see physrec.bench_sampling")
-    p.add_argument("--samples", help="sampling: samples per window, a comma list measures each "
-                   "(default: the tracker's, 512; auto: from the GPU's memory)")
-    p.add_argument("--later-starts", action="store_true", help="sampling: also try PARC's later start times")
-    p.add_argument("--verbose", action="store_true", help="sampling: print the recorder's progress")
-    p.add_argument("--backend", choices=("mujoco", "mujoco_warp"), default="mujoco")
-    p.add_argument("--device", default="cuda", help="mujoco_warp: cuda, cuda:N or cpu")
-    p.add_argument("--deterministic", action="store_true",
-                   help="mujoco_warp: MuJoCo Warp's deterministic execution (config key `deterministic`)")
+    p.add_argument("--tracker", choices=("pd", "parc"), default="pd",
+                   help="pd: open loop; parc: a PARC-size policy with random weights")
+    add_backend_arguments(p)
     p.add_argument("--motions", nargs="*", type=Path, default=[],
                    help="PARC motion files to cycle through (default: demo motions that pd tracks)")
     p.add_argument("--json", type=Path, help="write the figures and the machine here")
     p.add_argument("--plot", type=Path, help="plot physics steps/s against batch size here (needs matplotlib)")
-    a = p.parse_args(argv)
-    if a.threads is None:
-        a.threads = 1 if a.tracker == "sampling" else os.cpu_count() or 1
+
+
+def run(a: argparse.Namespace) -> None:
     character = Character.load()
     physics = RecordSettings().physics
-    machine = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cores": os.cpu_count(),
-               "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-               "mujoco": mujoco.__version__, "date": time.strftime("%Y-%m-%d")}
-    print(f"machine: {machine['machine']} {machine['cores']} cores, {machine['system']}, MuJoCo {mujoco.__version__}")
-    # The figures are written after every measurement: a run stopped by a time limit keeps them.
-    if a.tracker == "sampling":
-        from physrec import bench_sampling
-        spec = _backend_spec(a)
-        head = {**machine, "threads": a.threads, "backend": a.backend, "device": spec.device, "tracker": "sampling"}
-        bench_sampling.run(a, character, spec, lambda found: _write_json(a.json, head, found))
-        return
+    head = machine()
     tracker = _tracker(a.tracker, character, a.threads)
     results: list[dict] = []
     for envs in (int(x) for x in a.envs.split(",")):
         results.append(measure(envs, a, character, tracker))
         report(results[-1], a, physics.physics_hz, physics.control_hz)
         device = results[-1]["backend"].get("device", "cpu")  # the same for every batch size
-        _write_json(a.json, {**machine, "device": device, "tracker": a.tracker, "backend": a.backend}, results)
+        write_json(a.json, {**head, "device": device, "tracker": a.tracker, "backend": a.backend}, results)
     if a.plot:
         plot(results, f"{a.backend} on {device}, {a.tracker} tracker ({', '.join(results[0]['motions'])})", a.plot)
-
-
-def _write_json(path: Path | None, head: dict, results: list[dict]) -> None:
-    if path is not None:
-        path.write_text(json.dumps({**head, "results": results}, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()

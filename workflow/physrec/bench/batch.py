@@ -1,4 +1,5 @@
-"""Benchmark of one large record job: N PARC motions in a single batch, through the workflow.
+"""`physrec bench batch`: one large record job, N PARC motions in a single batch, through the
+workflow.
 
 On a GPU a batch of thousands of motions simulates in seconds, so what the job does around
 the physics (reading the motions, preparing the terrains, compiling kernels, writing the
@@ -7,7 +8,7 @@ given PARC files, each copy raised by a tenth of a millimetre more so that every
 differs; the record job's log times each phase, and is printed at the end with the job's
 wall time and peak memory (Snakemake's benchmark file).
 
-    python -m physrec.bench_batch --motions 4096 --files ../shared/parc_samples/TEASER_TERRAIN.pkl \\
+    physrec bench batch --motions 4096 --files ../shared/parc_samples/TEASER_TERRAIN.pkl \\
         ../shared/parc_samples/civilization.pkl --backend mujoco_warp --device cuda:0 \\
         --tracker parc --model ../shared/parc_samples/oracle/model_seed1.pt --dir /tmp/physrec-batch
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from physrec.bench_workflow import scaffold, snakemake
+from physrec.bench.workflow import scaffold, snakemake
 from physrec.formats.motion_file import MotionFile, read_motion_file
 
 STEP_M = 1e-4  # height added per copy of a source motion: files differ, tracking does not
@@ -53,8 +54,7 @@ def random_checkpoint(path: Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--motions", type=int, default=4096, help="motions in the batch")
     p.add_argument("--files", type=Path, nargs="+", required=True, help="PARC motion files to cycle through")
     p.add_argument("--frames", type=int, help="cut every motion to at most this many frames")
@@ -67,9 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-terrain-mesh", action="store_true", help="record.terrain_mesh: false")
     p.add_argument("--dir", type=Path, default=Path("/tmp/physrec-bench-batch"))
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
-    a = p.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> None:
     if a.tracker == "parc" and a.model is None:
-        p.error("--tracker parc needs --model")
+        raise SystemExit("physrec bench batch: --tracker parc needs --model")
     start = time.perf_counter()
     a.dir.parent.mkdir(parents=True, exist_ok=True)  # the random checkpoint goes beside the project
     model = random_checkpoint(a.dir.parent / f"{a.dir.name}-random-parc.pt") if a.model == "random" else a.model
@@ -97,7 +99,3 @@ def main(argv: list[str] | None = None) -> None:
           f"the whole run {wall:.1f} s")
     sizes = {p.name: p.stat().st_size for p in (root / "results" / "iter0" / "record").glob("*/*")}
     print("record outputs: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sorted(sizes.items())))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,15 +1,14 @@
-"""Benchmark of the sampling tracker (``physrec bench --tracker sampling``).
+"""`physrec bench sampling`: the sampling tracker's cost and quality.
 
-Each motion is recorded alone by :func:`physrec.recording.batch.record_batch` with the sampling
+Each motion is recorded alone by physrec.recording.batch.record_batch with the sampling
 tracker at its defaults, so its compute is its own: success, tracking errors, the part recorded,
 physics steps, CPU seconds per motion-second (one thread by default: "per core-second")
 and wall seconds. In the same run the raw simulator steps the search's batch shape (one
 world per sample, window + look-ahead control steps from the motion's start, one call) to
 give the search's physics rate as a ratio of raw: what the search's bookkeeping costs.
 
-Default motions: the demo's three that `pd` fails (climb_step, ramp_descent_then_stand,
-glide_up_step);
-`--motions` adds PARC files (TEASER_TERRAIN, civilization).
+Motions: `--motions` (PARC files such as TEASER_TERRAIN, civilization), only those; without
+it, the demo's three that `pd` fails (climb_step, ramp_descent_then_stand, glide_up_step).
 """
 
 from __future__ import annotations
@@ -17,10 +16,11 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from physrec.bench import add_backend_arguments, backend_spec, machine, write_json
 from physrec.demo import demo_motions
 from physrec.formats.motion_file import read_motion_file
 from physrec.motion.character import Character
@@ -37,14 +37,15 @@ DEMO_FAILING = ("climb_step", "ramp_descent_then_stand", "glide_up_step")
 
 
 def load_motions(files: list[Path]) -> list[BatchMotion]:
-    """The PARC files first, in the order given (a run cut short by a time limit has measured
-    them), then the demo's motions that pd fails."""
+    """The given motion files in their order, or without any, the demo's motions that pd fails."""
+    if not files:
+        demo = demo_motions()
+        return [BatchMotion(n, demo[n].motion, demo[n].terrain) for n in DEMO_FAILING]
     out = []
     for p in files:
         mf = read_motion_file(p)
         out.append(BatchMotion(p.stem, mf.motion, mf.terrain))  # type: ignore[arg-type]
-    demo = demo_motions()
-    return out + [BatchMotion(n, demo[n].motion, demo[n].terrain) for n in DEMO_FAILING]
+    return out
 
 
 def raw_rate(motion: BatchMotion, character: Character, planner: SamplingPlanner, settings: RecordSettings,
@@ -100,10 +101,27 @@ def measure(motion: BatchMotion, character: Character, spec_dict: dict, settings
     }
 
 
-def run(a: argparse.Namespace, character: Character, backend: BackendSpec,
-        on_result: Callable[[list[dict[str, Any]]], None] = lambda results: None) -> list[dict[str, Any]]:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--motions", nargs="*", type=Path, default=[],
+                   help="PARC motion files, recorded in this order and only these (default: the demo's three "
+                        "motions that pd fails)")
+    p.add_argument("--samples", help="samples per window, a comma list measures each (default: the tracker's, "
+                   "512; auto: from the GPU's memory)")
+    p.add_argument("--later-starts", action="store_true", help="also try PARC's later start times")
+    p.add_argument("--threads", type=int, default=1, help="simulator threads (default 1, so that CPU seconds are "
+                   "core-seconds)")
+    p.add_argument("--repeats", type=int, default=5, help="the raw simulator's rate: best of this many runs")
+    add_backend_arguments(p)
+    p.add_argument("--verbose", action="store_true", help="print the recorder's progress")
+    p.add_argument("--json", type=Path, help="write the figures and the machine here")
+
+
+def run(a: argparse.Namespace) -> list[dict[str, Any]]:
     """Every motion at every sample count of `--samples` (a comma list; default the tracker's);
-    `on_result` gets the results so far after each."""
+    the figures are written after each."""
+    character = Character.load()
+    backend = backend_spec(a)
+    head = {**machine(), "threads": a.threads, "backend": a.backend, "device": backend.device, "tracker": "sampling"}
     counts = [c if c == "auto" else int(c) for c in (a.samples or "").split(",") if c] or [None]
     settings = RecordSettings() if a.later_starts else RecordSettings(start_fractions=())
     results = []
@@ -122,5 +140,5 @@ def run(a: argparse.Namespace, character: Character, backend: BackendSpec,
                   f"restarts {r['restarts']}  {r['cpu_s']:7.1f} CPU-s ({r['cpu_s_per_motion_s']:.1f} per motion-s), "
                   f"{r['wall_s']:.1f} s wall  search {r['search_steps_per_s']:,.0f} physics steps/s = "
                   f"{r['search_over_raw']:.2f} x raw ({r['raw_steps_per_s']:,.0f})", flush=True)
-            on_result(results)
+            write_json(a.json, head, results)
     return results

@@ -1,4 +1,5 @@
-"""Benchmark of the workflow layer at scale: a dataset of many tiny motions through Snakemake.
+"""`physrec bench workflow`: the workflow layer at scale, a dataset of many tiny motions through
+Snakemake.
 
 Prints, for N motions (10,000 by default): the DAG build from scratch (a dry run before
 anything exists), index + split, the DAG build once the plan exists, the full run, a
@@ -6,7 +7,7 @@ no-op rerun, and the dry run after adding one motion (which must re-record one b
 Each motion is 2 frames of the demo's standing pose on a 4 x 4 flat terrain, so the
 figures are the workflow's own costs, not the recording's.
 
-    python -m physrec.bench_workflow --motions 10000 --dir /tmp/physrec-10k [--cores 2]
+    physrec bench workflow --motions 10000 --dir /tmp/physrec-10k [--cores 2]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from physrec import demo
 from physrec.formats.dataset_yaml import write_dataset
 from physrec.formats.motion_file import MotionFile, write_motion_file
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def tiny_motion(i: int):
@@ -87,12 +88,13 @@ def mean_job_seconds(root: Path, rule: str) -> tuple[int, float]:
     return len(times), sum(times) / max(1, len(times))
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--motions", type=int, default=10000)
     p.add_argument("--dir", type=Path, default=Path("/tmp/physrec-bench-workflow"))
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
-    a = p.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> None:
     start = time.perf_counter()
     root = make_project(a.dir, a.motions)
     print(f"{a.motions} motions written in {time.perf_counter() - start:.1f} s ({root})", flush=True)
@@ -121,7 +123,3 @@ def main(argv: list[str] | None = None) -> None:
     dry, out = snakemake(root, a.cores, "-n")
     print(f"add one motion: index + split {wall:.1f} s, then a dry run of {dry:.1f} s plans "
           f"{jobs(out, 'record')} record job(s)", flush=True)
-
-
-if __name__ == "__main__":
-    main()
