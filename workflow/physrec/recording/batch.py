@@ -92,7 +92,7 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
                                           functools.partial(plan_request, ref, motions, boxes, character, settings,
                                                             backend, fraction, seed, progress,
                                                             f"{label} pass {p + 1}"),
-                                          done, lambda text, say=say: progress(f"{say}: {text}"))
+                                          done, lambda text, say=say: progress(f"{say}: {text}"), observer)
                 else:
                     found += pass_type(sim, ref, settings, group, fraction, offsets, observer).run(tracker, done)
             found.sort(key=lambda a: a.motion)
