@@ -110,8 +110,8 @@ def validate(config: dict, source: str = "config") -> dict:
 
 # The keys each tracker kind takes besides `kind`, and which of them it needs
 # (`sampling`: the keys of the schema's $defs.sampling_tracker, each with a default).
-TRACKER_KEYS = {"pd": ((), ()), "parc": (("model",), ("model",)),
-                "exported": (("model", "observation"), ("model", "observation"))}
+TRACKER_KEYS = {"pd": ((), ()), "parc": (("model", "rescue"), ("model",)),
+                "exported": (("model", "observation", "rescue"), ("model", "observation"))}
 
 
 def tracker_spec(spec: dict, where: str = "tracker") -> dict:
@@ -127,6 +127,11 @@ def tracker_spec(spec: dict, where: str = "tracker") -> dict:
     for key in required:
         if key not in spec:
             raise ConfigError(f"{where}: kind '{spec['kind']}' needs '{key}'")
+    if "rescue" in spec:  # the search that takes over what the policy fails: a sampling tracker's keys
+        rescue = dict(spec["rescue"])
+        if rescue.setdefault("kind", "sampling") != "sampling":
+            raise ConfigError(f"{where}.rescue: kind must be 'sampling' (the search), not '{rescue['kind']}'")
+        return {**spec, "rescue": tracker_spec(rescue, f"{where}.rescue")}
     return spec
 
 

@@ -98,7 +98,8 @@ class _Envs:
                 request = functools.partial(plan_request, self.ref, self.motions, self.boxes, self.ref.character,
                                             settings, backend, fraction, seed, progress, pass_label)
                 found = planned_pass(tracker, self.sim, self.ref, settings, local, fraction,  # type: ignore[arg-type]
-                                     self.offsets, request, done, lambda text: progress(f"{say}: {text}"))
+                                     self.offsets, request, done, lambda text: progress(f"{say}: {text}"),
+                                     self.observer)
             else:
                 run = self.pass_type(self.sim, self.ref, settings, local, fraction, self.offsets, self.observer)
                 found = run.run(tracker, done)

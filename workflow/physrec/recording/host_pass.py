@@ -54,7 +54,7 @@ class HostPass(Pass):
         ch, sim, n, K = self.ch, self.sim, len(self.motion), int(self.steps.max())
         horizon = min(self.settings.max_steps_per_call, tracker.max_horizon or self.settings.max_steps_per_call)
         self.horizon = horizon
-        with_dof = self.observer is None
+        with_dof = self.observer is None or tracker.observation is None  # a replay beside a policy reads DOFs
         reference = Lookahead(n, 1 if horizon > 1 else Observer.window,
                               lambda env, step, count: self._reference_window(env, step, count, with_dof))
         qpos0, qvel0, contacts0 = self._reset()

@@ -3,12 +3,14 @@ replayed by the host pass; and what a planner is given to plan with."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import numpy as np
 
 from physrec.motion.character import Character
 from physrec.motion.reference import ReferenceSet
+from physrec.observations.observer import Observer
 from physrec.recording.data import Attempt, BatchMotion
 from physrec.recording.host_pass import HostPass
 from physrec.recording.plan import episode_seed
@@ -46,13 +48,15 @@ class PlanReplay:
 
 def planned_pass(planner: Planner, sim: SimBackend, ref: ReferenceSet, settings: RecordSettings,
                  todo: np.ndarray, fraction: float, offsets: np.ndarray, request: Callable[..., PlanRequest],
-                 progress: Callable[[int, bool], None], say: Callable[[str], None]) -> list[Attempt]:
-    """One pass of a planner: its open-loop tracker first (pd), then a plan for each attempt
-    that one failed, replayed by the recorder; the attempts in `todo` order."""
+                 progress: Callable[[int, bool], None], say: Callable[[str], None],
+                 observer: Observer | None = None) -> list[Attempt]:
+    """One pass of a planner: its first tracker (pd, or the policy it rescues), then a plan for
+    each attempt that one failed, replayed by the recorder; the attempts in `todo` order."""
     found: dict[int, Attempt] = {}
     first: dict[int, Attempt] = {}
     if planner.first is not None:
-        for a in HostPass(sim, ref, settings, todo, fraction, offsets).run(planner.first, lambda e, ok: None):
+        for a in HostPass(sim, ref, settings, todo, fraction, offsets, observer).run(planner.first,
+                                                                                    lambda e, ok: None):
             first[a.motion] = a
             if a.success:
                 a.search = {"method": planner.first.kind}
@@ -61,8 +65,12 @@ def planned_pass(planner: Planner, sim: SimBackend, ref: ReferenceSet, settings:
         say(f"{planner.first.kind} recorded {len(found)}/{len(todo)}; searching {len(todo) - len(found)}")
     rest = np.array([m for m in todo if m not in found], dtype=np.int64)
     if len(rest):
-        plans = planner.plan(request(rest))
-        run = HostPass(sim, ref, settings, rest, fraction, offsets, plans=plans)
+        req = request(rest)
+        if first:
+            req = dataclasses.replace(req, first_targets=[first[int(m)].actions[:first[int(m)].steps]
+                                                          if int(m) in first else None for m in rest])
+        plans = planner.plan(req)
+        run = HostPass(sim, ref, settings, rest, fraction, offsets, observer, plans=plans)
         for a, p in zip(run.run(PlanReplay(planner, plans, run), progress), plans):
             a.search = dict(p.stats)
             if a.motion in first:

@@ -90,6 +90,9 @@ class PlanRequest:
     # [m, slots, 6] each attempt's terrain boxes in its motion's frame (recording.batch_boxes), for
     # a planner's own CPU model of the world (the sampling search's inverse dynamics); None: unknown
     terrain_boxes: np.ndarray | None = None
+    # [m] the first tracker's targets up to where it stopped (None where it did not run): a
+    # planner rescuing a policy searches around them
+    first_targets: list[np.ndarray | None] | None = None
 
 
 @dataclass
@@ -134,4 +137,9 @@ def make_tracker(spec: dict, character: Character, device: str = "cpu") -> Track
         raise TrackerError(f"unknown tracker kind {kind!r}; available: {', '.join(sorted(TRACKERS))}")
     module, name = TRACKERS[kind].split(":")
     factory: Callable[..., Tracker | Planner] = getattr(importlib.import_module(module), name)
-    return factory(spec, character, device)
+    rescue = spec.get("rescue")
+    if rescue is None:
+        return factory(spec, character, device)
+    from physrec.trackers.sampling import rescuing
+    policy = factory({k: v for k, v in spec.items() if k != "rescue"}, character, device)
+    return rescuing(policy, rescue, character)  # type: ignore[arg-type]

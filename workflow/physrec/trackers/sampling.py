@@ -48,7 +48,7 @@ from physrec.motion import termination
 from physrec.motion.character import Character
 from physrec.motion.reference import reference_state
 from physrec.trackers import feedforward
-from physrec.trackers.base import Plan, PlanRequest, TrackerError
+from physrec.trackers.base import Plan, PlanRequest, Tracker, TrackerError
 from physrec.trackers.pd import PDTracker
 
 # The defaults (config schema, $defs.sampling_tracker) are the spec measured on this
@@ -89,6 +89,7 @@ class SamplingSettings:
     refine_noise_rad: float
     refine_smooth_steps: int
     refine_cost_weights: dict[str, float]
+    policy_margin_s: float  # rescuing a policy: the search takes over this long before the policy failed
 
     @classmethod
     def from_spec(cls, spec: dict) -> SamplingSettings:
@@ -106,11 +107,14 @@ class SamplingSettings:
 
 class SamplingPlanner:
     kind = "sampling"
-    observation = None
 
-    def __init__(self, settings: SamplingSettings, character: Character) -> None:
-        self.settings, self.ch = settings, character
-        self.first = PDTracker() if settings.pd_first else None
+    def __init__(self, settings: SamplingSettings, character: Character, rescues: Tracker | None = None) -> None:
+        """`rescues`: a learned tracker that records first; the search takes over the attempts it
+        fails, with its targets as the nominal ones (`tracker.rescue`)."""
+        self.settings, self.ch, self.rescues = settings, character, rescues
+        self.first = rescues if rescues is not None else PDTracker() if settings.pd_first else None
+        # The recorder computes the first tracker's observation (and keeps it for every attempt).
+        self.observation = getattr(rescues, "observation", None)
         self.replay_steps = settings.window_steps
         names = character.body_names
         unknown = sorted(set(settings.body_noise_scale) - set(names[1:]))
@@ -124,7 +128,11 @@ class SamplingPlanner:
 
     def describe(self) -> str:
         s = self.settings
-        first = "pd first, then " if s.pd_first else ""
+        if self.rescues is not None:
+            first = (f"{self.rescues.describe()}; its failures searched from {s.policy_margin_s:g} s before they "
+                     f"fail, its targets as the nominal ones: ")
+        else:
+            first = "pd first, then " if s.pd_first else ""
         return (f"sampling: {first}beam search over PD-target offsets, {s.samples} samples x {s.kept} kept per "
                 f"{s.window_steps}-step window, {s.lookahead_steps}-step look-ahead, {s.restarts} restarts")
 
@@ -176,6 +184,13 @@ class _Attempt:
         self.ref_root_rot = pose.root_rot[1:]
         self.ref_root_vel = vel.root_lin_vel[1:]
         self.qpos0, self.qvel0 = reference_state(ref, motion[:1], times[:1])  # where the recorder resets
+        # Rescuing a policy: its targets up to where it failed (the nominal there), and the steps
+        # before `policy_margin_s` of that, whose windows are simulated with those targets alone.
+        first = None if planner.rescues is None or request.first_targets is None else request.first_targets[row]
+        self.first = None if first is None else np.asarray(first[:self.T], dtype=np.float64)
+        margin = int(round(s.policy_margin_s / request.control_dt))
+        self.fixed = 0 if self.first is None else max(0, len(self.first) - margin)
+        self.policy_steps = 0  # of the path found: steps whose targets are the policy's own
         self._motion, self._times = motion, times
         self.restart, self.sim_steps, self.windows, self.retried_windows = -1, 0, 0, 0
         self.refined, self.passes, self.refine_mode = 0, 1, False
@@ -195,13 +210,23 @@ class _Attempt:
                                         self._motion[:-1], self._times[:-1], request.control_dt, s.feedforward_scale)
         self.nominal = self.base_nominal = self.nominal + ff
 
+    def use_first_targets(self) -> None:
+        """The rescued policy's targets replace the reference's where it has them."""
+        if self.first is not None:
+            self.nominal = self.nominal.copy()
+            self.nominal[:len(self.first)] = self.first
+            self.base_nominal = self.nominal
+
     def _start_over(self) -> None:
         self.restart += 1
+        if self.restart:  # the search died after the policy's part: search all of it this time
+            self.fixed = 0
         self._begin(np.random.SeedSequence([self.seed, self.restart]))
 
     def _begin(self, seeds: np.random.SeedSequence) -> None:
         self.rng = np.random.default_rng(seeds)
         self.k, self.retry = 0, 0
+        self.searched_from = self.T  # this try's first step with searched targets
         self.qpos, self.qvel = self.qpos0.copy(), self.qvel0.copy()
         self.offset = np.zeros((1, self.planner.ch.num_dof))
         self.acc = np.zeros(1)  # per kept state: its path's summed mean body error
@@ -220,6 +245,9 @@ class _Attempt:
     def children(self, samples: int) -> tuple[np.ndarray, np.ndarray]:
         """(parent index [n], offset [n, D]) of this window's children."""
         s, K = self.planner.settings, len(self.qpos)
+        if self.k + min(s.window_steps, self.T - self.k) <= self.fixed and not self.retry:
+            return np.arange(K), np.zeros((K, self.offset.shape[1]))  # the rescued policy's own targets
+        self.searched_from = min(self.searched_from, self.k)
         n = samples * 2 ** self.retry
         parent = np.repeat(np.arange(K), np.diff(np.linspace(0, n, K + 1).round().astype(np.int64)))
         noise = self.rng.standard_normal((n, self.offset.shape[1]))
@@ -286,7 +314,7 @@ class _Attempt:
         if self.refine_mode:
             self.refined += 1
         if err < self.found_err:
-            self.found, self.found_err = path, err
+            self.found, self.found_err, self.policy_steps = path, err, self.searched_from
         self._next_pass()
 
     def _next_pass(self) -> None:
@@ -352,6 +380,7 @@ class _Attempt:
                 "searched_to_s": round(float(request.start_time[self.row] + len(self.best) * dt), 6),
                 "physics_steps": int(self.sim_steps),
                 "physics_steps_per_motion_second": round(self.sim_steps / seconds),
+                **({"policy_steps": int(self.policy_steps)} if self.first is not None else {}),
                 **({"search_passes": self.passes, "refine_passes": self.refined,
                     "searched_mean_body_pos_error": round(float(self.found_err), 6)} if self.found is not None else {}),
                 "sample_terminations": dict(sorted(self.deaths.items()))}
@@ -376,6 +405,8 @@ class _GroupSearch:
             models = feedforward.world_models(self.planner.ch, boxes, len(rows), req.control_dt, req.substeps)
             for a, model in zip(self.attempts, models):
                 a.add_feedforward(model, req)
+        for a in self.attempts:
+            a.use_first_targets()
         # The judge (kinematics, termination, cost) runs on the host whatever the backend: with
         # many threads (or the GPU) stepping, one thread judging would hold the search back.
         self.pool = ThreadPoolExecutor(req.threads) if req.threads > 1 else None
@@ -474,3 +505,9 @@ class _GroupSearch:
 
 def make(spec: dict, character: Character, device: str = "cpu") -> SamplingPlanner:
     return SamplingPlanner(SamplingSettings.from_spec(spec), character)
+
+
+def rescuing(policy: Tracker, spec: dict, character: Character) -> SamplingPlanner:
+    """`policy` records first; the search (`spec`, a sampling tracker's keys) rescues what it fails."""
+    return SamplingPlanner(SamplingSettings.from_spec({k: v for k, v in spec.items() if k != "kind"}), character,
+                           policy)

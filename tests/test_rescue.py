@@ -1,0 +1,119 @@
+"""`tracker.rescue`: a learned tracker records first; the search takes over the attempts it fails,
+with the policy's targets as its nominal ones, and the other motions cost nothing extra."""
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from first_target_policy import FirstTargetFrame
+from snakemake_project import IT, REPO, base_config, make_project, snakemake
+from physrec import config
+from physrec.demo import demo_motions
+from physrec.formats.dataset_yaml import write_dataset
+from physrec.formats.motion_file import read_motion_file, write_motion_file
+from physrec.formats.tables import read_tsv_records
+from physrec.recording.batch import record_batch
+from physrec.recording.data import BatchMotion
+from physrec.recording.settings import RecordSettings
+from physrec.stages.replay import replay_folder
+from physrec.trackers.base import make_tracker
+
+SHARED = REPO.parent / "shared" / "parc_samples"
+TEASER = SHARED / "TEASER_TERRAIN.pkl"
+BIAS = 0.03  # rad on the right hip: it still stands the demo's stand_flat, and falls on TEASER_TERRAIN
+# Small enough for the suite; it still tracks TEASER_TERRAIN and climb_step to their ends.
+RESCUE = {"samples": 128, "kept": 16, "search_passes": 1}
+
+
+class Biased(torch.nn.Module):
+    """The `pd` tracker as an exported policy (the observation's first target frame), degraded by a bias."""
+
+    def __init__(self, ch) -> None:
+        super().__init__()
+        self.targets = FirstTargetFrame(ch)
+        bias = torch.zeros(ch.num_dof)
+        bias[ch.dof_slices[ch.body_names.index("right_thigh") - 1]] = BIAS
+        self.register_buffer("bias", bias)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.targets(obs) + self.bias
+
+
+def _export(ch, path: Path) -> Path:
+    n = torch.export.Dim("n", min=1)
+    torch.export.save(torch.export.export(Biased(ch), (torch.zeros(2, 1312),), dynamic_shapes={"obs": {0: n}}), path)
+    return path
+
+
+def test_rescue_is_a_sampling_spec_written_out_whole():
+    spec = config.tracker_spec({"kind": "exported", "model": "p.pt2", "observation": "parc",
+                                "rescue": {"samples": 64}})
+    assert spec["rescue"]["kind"] == "sampling" and spec["rescue"]["samples"] == 64
+    assert spec["rescue"]["policy_margin_s"] == 1.0 and spec["rescue"]["kept"] == 32
+    with pytest.raises(config.ConfigError, match=r"tracker.rescue: kind must be 'sampling'"):
+        config.tracker_spec({"kind": "parc", "model": "m.pt", "rescue": {"kind": "pd"}})
+    with pytest.raises(config.ConfigError, match="tracker.rescue.*samples_per_window"):
+        config.tracker_spec({"kind": "parc", "model": "m.pt", "rescue": {"samples_per_window": 3}})
+    with pytest.raises(config.ConfigError, match="kind 'pd' takes no 'rescue'"):
+        config.tracker_spec({"kind": "pd", "rescue": {}})
+
+
+@pytest.mark.skipif(not TEASER.is_file(), reason=f"needs PARC's TEASER_TERRAIN in {SHARED}")
+def test_a_degraded_policy_is_rescued_through_snakemake(tmp_path, ch):
+    project = tmp_path / "project"
+    project.mkdir()
+    policy = _export(ch, project / "policy.pt2")
+    spec = {"kind": "exported", "model": str(policy), "observation": "parc"}
+    teaser, demo = read_motion_file(TEASER), demo_motions()
+    names = ("TEASER_TERRAIN", "climb_step", "stand_flat")
+    motions = [BatchMotion("TEASER_TERRAIN", teaser.motion, teaser.terrain)] + [
+        BatchMotion(n, demo[n].motion, demo[n].terrain) for n in names[1:]]
+
+    # Alone, the policy falls on TEASER_TERRAIN early and on climb_step's step late; it stands stand_flat.
+    alone = record_batch(motions, ch, make_tracker(config.tracker_spec(spec), ch), RecordSettings(start_fractions=()))
+    fell = dict(zip(names, alone.attempts))
+    assert not fell["TEASER_TERRAIN"].success and fell["TEASER_TERRAIN"].end_time < 1.0
+    assert not fell["climb_step"].success and fell["climb_step"].end_time > 2.0
+    assert fell["stand_flat"].success
+
+    data = tmp_path / "data"
+    for n in names[1:]:
+        write_motion_file(data / f"{n}.pkl", demo[n])
+    write_dataset(data / "dataset.yaml", [(str(TEASER), 1.0)] + [(f"{n}.pkl", 1.0) for n in names[1:]])
+    cfg = base_config(str(data / "dataset.yaml"), record={"threads": 2, "start_fractions": []})
+    cfg["iterations"][0]["tracker"] = {**spec, "rescue": RESCUE}
+    make_project(project, cfg)
+    snakemake(project, timeout=600)
+
+    res = project / "results" / IT
+    record_dir = next(res.glob("record/*"))
+    attempts = {r["motion"]: r for r in read_tsv_records(record_dir / "attempts.tsv")}
+    episodes = {e["motion"]: e for e in json.loads((record_dir / "rollouts.json").read_text())["episodes"]}
+    assert episodes["stand_flat"]["search"] == {"method": "exported"}  # the policy's success: not searched
+    margin = round(1.0 * 30)  # policy_margin_s, in control steps
+    with h5py.File(record_dir / "rollouts.h5") as h5:
+        for name in names[:2]:
+            length = teaser.motion.duration if name == "TEASER_TERRAIN" else demo[name].motion.duration
+            assert attempts[name]["success"] == "true", name
+            assert float(attempts[name]["end_time"]) >= length - 2 / 30 - 1e-6, name  # full length
+            s = episodes[name]["search"]
+            assert s["method"] == "search" and s["first_tracker"] == "exported"
+            assert s["first_end_time"] == pytest.approx(fell[name].end_time)
+            assert s["first_fail_reason"] == fell[name].fail_reason
+            # Provenance: the steps before policy_margin_s ahead of the fall are the policy's own
+            # targets (whole windows of 3); TEASER_TERRAIN falls too early for any.
+            assert s["policy_steps"] == max(0, fell[name].steps - margin) // 3 * 3
+            g = h5[f"traj_{episodes[name]['episode_id']}"]
+            np.testing.assert_array_equal(g["actions"][:s["policy_steps"]], fell[name].actions[:s["policy_steps"]])
+            assert not np.array_equal(g["actions"][s["policy_steps"]:s["policy_steps"] + 3],
+                                      fell[name].actions[s["policy_steps"]:s["policy_steps"] + 3])
+            assert g["obs"].shape == (len(g["actions"]) + 1, 1312)  # what the policy would have seen, every frame
+    assert episodes["climb_step"]["search"]["policy_steps"] > 0
+    env = yaml.safe_load((record_dir / "record_env.yaml").read_text())
+    assert env["tracker"]["rescue"]["samples"] == 128 and env["tracker"]["rescue"]["lookahead_steps"] == 10
+    assert all(r.ok and r.exact for r in replay_folder(record_dir))  # the rescued frames replay bit for bit
