@@ -131,6 +131,10 @@ TRACKERS: dict[str, str] = {
 }
 
 
+# What takes over a learned tracker's failures (`tracker.rescue`): (policy, spec, character) -> Planner.
+RESCUE = "physrec.trackers.sampling:rescuing"
+
+
 def make_tracker(spec: dict, character: Character, device: str = "cpu") -> Tracker | Planner:
     kind = spec.get("kind")
     if kind not in TRACKERS:
@@ -140,6 +144,6 @@ def make_tracker(spec: dict, character: Character, device: str = "cpu") -> Track
     rescue = spec.get("rescue")
     if rescue is None:
         return factory(spec, character, device)
-    from physrec.trackers.sampling import rescuing
+    module, name = RESCUE.split(":")
     policy = factory({k: v for k, v in spec.items() if k != "rescue"}, character, device)
-    return rescuing(policy, rescue, character)  # type: ignore[arg-type]
+    return getattr(importlib.import_module(module), name)(policy, rescue, character)
