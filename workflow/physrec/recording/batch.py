@@ -1,9 +1,11 @@
 """Recording one batch: every motion tracked in simulation, with later-start retries.
 
-The full-length pass runs first. Motions that failed are retried from later start
-fractions (PARC: 0.1 ... 0.5), one pass per fraction and only for motions still failing,
-skipping starts that leave less than the minimum remaining length. Every attempt is kept
-for the trajectory file; selection decides later which one becomes the recorded motion.
+The full-length pass runs first. With record.recovery: parc, motions that failed are retried
+from later start fractions (PARC: 0.1 ... 0.5), one pass per fraction and only for motions
+still failing, skipping starts that leave less than the minimum remaining length. With
+segments, each pass restarts every attempt that failed in the pass before from the reference
+where that attempt ended, while record.min_segment_s of its motion is left. Every attempt is
+kept for the trajectory file; selection decides later what becomes recorded motions.
 
 Each motion is simulated in its own coordinates over only the part of its terrain its
 character can reach, in environment i of the backend for motion i. The batch's tiled world
@@ -30,7 +32,7 @@ from physrec.progress import PassProgress
 from physrec.recording.data import Attempt, BatchMotion, BatchRecording
 from physrec.recording.host_pass import HostPass
 from physrec.recording.passes import Pass
-from physrec.recording.plan import batch_boxes, build_reference, start_plan
+from physrec.recording.plan import batch_boxes, build_reference, pass_starts
 from physrec.recording.planned_pass import plan_request, planned_pass
 from physrec.recording.memory import frame_bytes, pass_groups
 from physrec.recording.settings import RecordSettings, attempt_steps
@@ -61,8 +63,8 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
                             1.0 / settings.physics.control_hz, tensor_device(backend))
     n = len(motions)
     pending = np.ones(n, dtype=bool)
+    restart = np.zeros(n)  # where each motion's last attempt ended (record.recovery: segments)
     attempts: list[Attempt] = []
-    fractions = settings.pass_fractions
     no_autograd = contextlib.nullcontext() if observer is None else observer.inference_mode()
     ready_from = time.perf_counter()
     sim = make_backend(backend, character, settings.physics, n, boxes.shape[1])
@@ -76,33 +78,43 @@ def _record_envs(motions: list[BatchMotion], offsets: np.ndarray, boxes: np.ndar
     with contextlib.closing(sim), no_autograd:
         sim.set_terrain(np.arange(n), boxes)
         obs_floats = int(observer.size) if observer is not None and settings.save_obs else 0
-        for p, fraction in enumerate(fractions):
-            todo = np.flatnonzero(start_plan(ref.length, fraction, pending, settings.min_remaining))
+        for p in range(settings.passes):
+            todo, fraction = pass_starts(settings, p, ref.length, pending, restart)
             if len(todo) == 0:
                 continue
-            say = (f"{label} pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
-                   f"{n - int(pending.sum())}/{n} motions recorded before it)")
+            if np.ndim(fraction) == 0:
+                say = (f"{label} pass {p + 1}/{settings.passes} (start {fraction:.0%}, "
+                       f"{n - int(pending.sum())}/{n} motions recorded before it)")
+            else:
+                say = f"{label} pass {p + 1}/{settings.passes} ({len(todo)} failed attempts restarted where they ended)"
             done = PassProgress(progress, say, len(todo))
             dt = 1.0 / settings.physics.control_hz
             found = []
+            first = 0
             for group in pass_groups(todo, attempt_steps(ref.length[todo], fraction * ref.length[todo], dt),
                                      frame_bytes(obs_floats)):
+                part = fraction if np.ndim(fraction) == 0 else fraction[first:first + len(group)]
+                first += len(group)
                 if is_planner(tracker):
-                    found += planned_pass(tracker, sim, ref, settings, group, fraction, offsets,  # type: ignore[arg-type]
+                    found += planned_pass(tracker, sim, ref, settings, group, part, offsets,  # type: ignore[arg-type]
                                           functools.partial(plan_request, ref, motions, boxes, character, settings,
-                                                            backend, fraction, seed, progress,
-                                                            f"{label} pass {p + 1}"),
+                                                            backend, seed, progress, f"{label} pass {p + 1}"),
                                           done, lambda text, say=say: progress(f"{say}: {text}"))
                 else:
-                    found += pass_type(sim, ref, settings, group, fraction, offsets, observer).run(tracker, done)
+                    found += pass_type(sim, ref, settings, group, part, offsets, observer).run(tracker, done)
             found.sort(key=lambda a: a.motion)
+            for a in found:
+                a.pass_index = p
             if on_pass is not None:
                 on_pass(found)
                 found = [_released(a) for a in found]
+            if settings.recovery == "segments":  # the next pass restarts this pass's failures only
+                pending[:] = False
             for a in found:
                 attempts.append(a)
-                if a.success:
-                    pending[a.motion] = False
+                restart[a.motion] = a.end_time
+                if a.success or settings.recovery == "segments":
+                    pending[a.motion] = not a.success
         return attempts, sim.provenance()
 
 
@@ -175,8 +187,7 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
         for a in found:
             a.motion = int(chunk[a.motion])
         attempts += found
-    passes = {f: p for p, f in enumerate(settings.pass_fractions)}
-    attempts.sort(key=lambda a: (passes[a.start_fraction], a.motion, a.start_time))
+    attempts.sort(key=lambda a: (a.pass_index, a.motion, a.start_time))
     if on_attempts is not None and stream is None:
         on_attempts(attempts)
         attempts = [_released(a) for a in attempts]

@@ -36,8 +36,12 @@ def videos_to_render(record_dir: str | Path, selected_tsv: str | Path, which: st
     for name, ep in sorted(episodes.items(), key=lambda kv: (kv[1]["start_time"], kv[1]["episode_id"])):
         first_attempt.setdefault(ep["motion"], name)
     chosen: dict[str, list[tuple[dict, str]]] = {kind: [] for kind in VIDEO_KINDS[which]}
+    shown: set[str] = set()
     for row in read_tsv_records(selected_tsv):
         kind = "kept" if row["status"] in RECORDED_STATUSES else "failed"
+        if row["motion"] in shown:  # a motion kept in segments: its first one (a page per motion)
+            continue
+        shown.add(row["motion"])
         if kind in chosen and (per_batch is None or len(chosen[kind]) < per_batch):
             chosen[kind].append((row, row["attempt"] if kind == "kept" else first_attempt[row["motion"]]))
     return chosen

@@ -6,6 +6,8 @@ folders (attempts.tsv, rollouts.h5). matplotlib with the Agg backend: no display
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import json
 from pathlib import Path
 
@@ -82,8 +84,12 @@ def iteration_plots(iteration: str, summary_json: Path, manifest_tsv: Path, reco
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
     valid = [m for m in motions if m["valid"] == "true"]
-    src = [float(m["source_duration"]) for m in valid]
-    rec = [float(m["recorded_duration"] or 0.0) for m in valid]
+    kept_seconds: dict[str, float] = defaultdict(float)  # a motion kept in segments: their sum
+    for m in valid:
+        kept_seconds[m["name"]] += float(m["recorded_duration"] or 0.0)
+    source_seconds = {m["name"]: float(m["source_duration"]) for m in valid}
+    src = [source_seconds[n] for n in kept_seconds]
+    rec = list(kept_seconds.values())
     ax.scatter(src, rec, color="#2c6fbb")
     top = max(src + [1.0])
     ax.plot([0, top], [0, top], color="grey", lw=0.8, ls="--", label="full length")
