@@ -39,6 +39,15 @@ SELECTED_COLUMNS = ["motion", "status", "attempt", "start_fraction", "start_time
 _PER_FRAME_MISC = ("hf_mask_inds", "obs", "obs_shapes")
 
 
+def recorded_file_name(name: str, segment_start: float | None = None) -> str:
+    """`<name>_rec.pkl`, or for a segment (one of several pieces of its source) starting at
+    `segment_start` seconds `<name>_<start in ms>ms_rec.pkl`: unique, within NAME_MAX bytes."""
+    suffix = f"{RECORDED_SUFFIX}.pkl"
+    if segment_start is None:
+        return fitting_stem(name, suffix) + suffix
+    return fitting_stem(name, SEGMENT_SUFFIX_LONGEST) + f"_{round(segment_start * 1000)}ms{suffix}"
+
+
 def choose(attempts: list[dict[str, str]], sel: dict, control_hz: int) -> tuple[str, dict[str, str] | None, str]:
     """(status, chosen attempt, reason) for one motion's attempts, recorded at `control_hz`."""
     ordered = sorted(attempts, key=lambda a: float(a["start_fraction"]))
@@ -165,14 +174,10 @@ def _write_piece(name: str, piece: Segment, attempts: int, sel: dict, h5: Any, i
         "physrec:selection_hash": stable_hash(sel), "physrec:physrec_version": __version__,
         "physrec:seed": int(ep_info["episode_seed"]), "physrec:batch": ep_info["batch"],
         "physrec:attempt": chosen["attempt"]})
-    suffix = f"{RECORDED_SUFFIX}.pkl"
-    if piece.status == SEGMENT:  # one of several pieces of its source: named by where it starts
+    if piece.status == SEGMENT:
         misc.update({"physrec:recovery": "segments", "physrec:attempt_end_time": float(chosen["end_time"]),
                      "physrec:attempt_fail_reason": chosen["fail_reason"]})
-        path = out / "motions" / (fitting_stem(name, SEGMENT_SUFFIX_LONGEST) +
-                                  f"_{round(float(chosen['start_time']) * 1000)}ms{suffix}")
-    else:
-        path = out / "motions" / (fitting_stem(name, suffix) + suffix)
+    path = out / "motions" / recorded_file_name(name, float(chosen["start_time"]) if piece.status == SEGMENT else None)
     write_motion_file(path, MotionFile(motion=data, terrain=terrain, misc=misc))
     row = {c: None for c in SELECTED_COLUMNS}
     row.update(motion=name, status=piece.status, attempts=attempts, attempt=chosen["attempt"],
