@@ -247,3 +247,24 @@ def test_the_stages_write_the_same_bytes_again_on_any_thread_count(staged, tmp_p
         return [{k: v for k, v in r.items() if k != "recorded_path"}
                 for r in read_tsv_records(root / "merge" / "manifest.tsv")]
     assert manifest(again) == manifest(staged[recovery])
+
+
+def test_the_report_shows_each_motions_kept_and_lost_time(staged, tmp_path):
+    from physrec.report.plots import gaps, iteration_plots, kept_spans, seconds_per_class, summary_html
+    root = staged["segments"]
+    manifest = read_tsv_records(root / "merge" / "manifest.tsv")
+    spans = kept_spans(manifest)
+    source, kept, _ = spans["climb_step"]
+    assert kept == [(0.0, pytest.approx(2.0333333, abs=1e-6))]
+    assert gaps(source, kept) == [(pytest.approx(2.0333333, abs=1e-6), 3.6)]
+    assert gaps(2.0, [(0.5, 1.0), (1.0, 2.0)]) == [(0.0, 0.5)]
+    per_class = seconds_per_class(manifest)
+    assert per_class["step"][0] == pytest.approx(2.4 + 3.6 + 3.0)  # each motion's source counted once
+    assert sum(k for _, k in per_class.values()) == pytest.approx(
+        json.loads((root / "merge" / "summary.json").read_text())["recorded_seconds"])
+    paths = iteration_plots("it0", root / "merge" / "summary.json", root / "merge" / "manifest.tsv",
+                            [root / "record"], tmp_path)
+    assert (tmp_path / "kept_time.png") in paths and (tmp_path / "kept_time.png").stat().st_size > 1000
+    page = summary_html(root / "merge" / "summary.json", tmp_path / "summary.html",
+                        root / "merge" / "manifest.tsv").read_text()
+    assert "2 in 2 segments" in page and "kept seconds" in page
