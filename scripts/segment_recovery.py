@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import tempfile
 import time
@@ -155,8 +156,17 @@ def compare(out: Path, sampling: str, samples: Path) -> None:
     write(out, {"rows": rows})
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what platform knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def write(out: Path, body: dict) -> None:
-    out.write_text(json.dumps({"machine": f"{platform.processor() or platform.machine()}, 1 thread",
+    out.write_text(json.dumps({"machine": f"{cpu_name()} ({os.cpu_count()} CPUs), 1 thread",
                                "date": time.strftime("%Y-%m-%d"), **body}, indent=1) + "\n")
 
 
