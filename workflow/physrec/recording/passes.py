@@ -1,7 +1,6 @@
 """What the host and the device pass share: a pass's environments (one start fraction, or one
-each for segment restarts), their
-start times and step counts, the reset onto the reference, the success rule, and the episode
-writer that cuts an Attempt out of the pass's buffers."""
+each for segment restarts), their start times and step counts, the reset onto the reference,
+the success rule, and the episode writer that cuts an Attempt out of the pass's buffers."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ reruns alone when only thresholds change.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,56 +101,65 @@ def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path, integrity
     rows = []
     (out / "motions").mkdir(parents=True, exist_ok=True)
     with open_rollouts(record_dir / "rollouts.h5") as h5:
+        batch = _Batch(record_dir, info, h5, {f"traj_{e['episode_id']}": e for e in info["episodes"]})
         for name, tries in by_motion.items():
-            rows += _select_motion(name, tries, sel, h5, info, character, fps, out, record_dir)
+            rows += _select_motion(name, tries, sel, batch, character, fps, out)
     write_tsv(out / "selected.tsv", rows, SELECTED_COLUMNS)
     write_integrity(out, integrity_token)
     return rows
 
 
-def _episode(info: dict, h5: Any, attempt: str, record_dir: Path) -> dict:
-    """The rollouts.json record of an attempts.tsv row, paired by id, which rollouts.h5 must hold too."""
-    episodes = {f"traj_{e['episode_id']}": e for e in info["episodes"]}
-    if attempt not in episodes:
-        raise damaged(record_dir / "rollouts.json", f"no episode {attempt}, which attempts.tsv lists")
-    if attempt not in h5:
-        raise damaged(record_dir / "rollouts.h5", f"no group {attempt}, which rollouts.json lists")
-    return episodes[attempt]
+@dataclass(frozen=True)
+class _Batch:
+    """A record folder as selection reads it."""
+
+    dir: Path
+    info: dict  # its rollouts.json
+    h5: Any  # its rollouts.h5, open
+    episodes: dict[str, dict]  # rollouts.json's episode records by attempt id (traj_<i>)
+
+    def episode(self, attempt: str) -> dict:
+        """The rollouts.json record of an attempts.tsv row, paired by id, which rollouts.h5 must hold too."""
+        if attempt not in self.episodes:
+            raise damaged(self.dir / "rollouts.json", f"no episode {attempt}, which attempts.tsv lists")
+        if attempt not in self.h5:
+            raise damaged(self.dir / "rollouts.h5", f"no group {attempt}, which rollouts.json lists")
+        return self.episodes[attempt]
 
 
-def _kept(tries: list[dict[str, str]], sel: dict, h5: Any, info: dict, fps: int,
-          record_dir: Path) -> tuple[str, list[Segment], str]:
+def _kept(tries: list[dict[str, str]], sel: dict, batch: _Batch, fps: int) -> tuple[str, list[Segment], str]:
     """(status, the pieces kept in source order, reason) of one motion under its record.recovery:
     PARC's one chosen attempt, or every clean segment (stages/segments.py)."""
-    rec = info["env_info"]["env_kwargs"]["record"]
+    rec = batch.info["env_info"]["env_kwargs"]["record"]
     if rec.get("recovery", "parc") == "parc":
         status, chosen, reason = choose(tries, sel, fps)
         return status, [] if chosen is None else [Segment(chosen, recorded_steps(chosen, fps), chosen, status)], reason
 
     def errors(a: dict[str, str]) -> np.ndarray:
-        return read_errors(h5, int(_episode(info, h5, a["attempt"], record_dir)["episode_id"]))
+        return read_errors(batch.h5, int(batch.episode(a["attempt"])["episode_id"]))
     return choose_segments(tries, errors, sel, rec["min_segment_s"], fps)
 
 
-def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, info: dict, character: Character,
-                   fps: int, out: Path, record_dir: Path) -> list[dict]:
+def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, batch: _Batch, character: Character,
+                   fps: int, out: Path) -> list[dict]:
     """The selected.tsv rows of one motion, one per piece kept (writing its motion file), or one
-    saying why none was; `info`: the batch's rollouts.json."""
-    status, kept, reason = _kept(tries, sel, h5, info, fps, record_dir)
+    saying why none was."""
+    status, kept, reason = _kept(tries, sel, batch, fps)
     if not kept:
         row = {c: None for c in SELECTED_COLUMNS}
         row.update(motion=name, status=status, attempts=len(tries), fail_reason=reason or None)
         return [row]
-    return [_write_piece(name, piece, len(tries), sel, h5, info, character, fps, out, record_dir) for piece in kept]
+    return [_write_piece(name, piece, len(tries), sel, batch, character, fps, out) for piece in kept]
 
 
-def _write_piece(name: str, piece: Segment, attempts: int, sel: dict, h5: Any, info: dict, character: Character,
-                 fps: int, out: Path, record_dir: Path) -> dict:
+def _write_piece(name: str, piece: Segment, attempts: int, sel: dict, batch: _Batch, character: Character,
+                 fps: int, out: Path) -> dict:
     """Write one kept piece of motion `name` as a PARC motion file; its selected.tsv row."""
+    info = batch.info
     config_hash = info["env_info"]["env_kwargs"]["config_hash"]
     chosen, steps = piece.attempt, piece.steps
-    ep_info = _episode(info, h5, chosen["attempt"], record_dir)
-    qpos, contacts = read_states(h5, int(ep_info["episode_id"]))
+    ep_info = batch.episode(chosen["attempt"])
+    qpos, contacts = read_states(batch.h5, int(ep_info["episode_id"]))
     end_time = round(float(chosen["start_time"]) + steps / fps, 9)  # as attempts.tsv writes times
     try:
         source = read_indexed(ep_info["source_path"], ep_info["source_sha256"], num_joints=character.num_joints,
