@@ -268,3 +268,30 @@ def test_the_report_shows_each_motions_kept_and_lost_time(staged, tmp_path):
     page = summary_html(root / "merge" / "summary.json", tmp_path / "summary.html",
                         root / "merge" / "manifest.tsv").read_text()
     assert "2 in 2 segments" in page and "kept seconds" in page
+
+
+def test_a_learned_tracker_restarts_at_each_attempts_own_time(tmp_path, monkeypatch, ch, demo_batch):
+    """The observation's targets follow each restart's own start time (one fraction per
+    environment): an exported policy that plays the observation's first target frame records the
+    attempts pd records, also when a pass is cut into groups of one motion."""
+    torch = pytest.importorskip("torch")
+    from first_target_policy import FirstTargetFrame
+    from physrec.recording import memory
+    from physrec.trackers.base import make_tracker
+    n = torch.export.Dim("n", min=1)
+    path = tmp_path / "p.pt2"
+    torch.export.save(torch.export.export(FirstTargetFrame(ch), (torch.zeros(2, 1312),),
+                                          dynamic_shapes={"obs": {0: n}}), path)
+    tracker = make_tracker({"kind": "exported", "model": str(path), "observation": "parc"}, ch)
+    failing = [m for m in demo_batch if m.name in ("climb_step", "ramp_descent_then_stand", "glide_up_step")]
+    pd = record_batch(failing, ch, PDTracker(), SEGMENTS)
+    whole = record_batch(failing, ch, tracker, SEGMENTS)
+    monkeypatch.setattr(memory, "PASS_BUDGET_BYTES", 120 * memory.frame_bytes(1312))  # a motion a group
+    cut = record_batch(failing, ch, tracker, SEGMENTS)
+    assert any(a.start_fraction not in (0.0,) for a in whole.attempts)  # restarts ran
+    assert [(a.motion, a.start_time, a.steps, a.fail_reason) for a in whole.attempts] == \
+        [(a.motion, a.start_time, a.steps, a.fail_reason) for a in pd.attempts]
+    for a, b in zip(whole.attempts, cut.attempts):
+        assert (a.motion, a.start_time, a.steps) == (b.motion, b.start_time, b.steps)
+        for k in ("qpos", "actions", "obs"):
+            assert np.array_equal(getattr(a, k), getattr(b, k)), k
