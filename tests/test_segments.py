@@ -121,19 +121,37 @@ def segments_rec(ch, demo_batch):
 
 
 def test_each_failed_attempt_restarts_where_it_ended(segments_rec):
-    lengths = [m.motion.duration for m in segments_rec.motions]
-    restarted = 0
-    for k, length in enumerate(lengths):
+    assert _restarts_where_each_ended(segments_rec) >= 2  # the demo's ramp fails twice on its way down under pd
+    for k, m in enumerate(segments_rec.motions):
         chain = sorted((a for a in segments_rec.attempts if a.motion == k), key=lambda a: a.start_time)
         assert chain[0].start_time == 0.0
-        for before, after in zip(chain, chain[1:]):
-            assert not before.success and after.start_time == pytest.approx(before.end_time, abs=1e-9)
-            assert length - after.start_time >= SEGMENTS.min_segment - 1e-9
-            restarted += 1
         last = chain[-1]  # the chain ends in a success, or where no segment is left to win
-        assert last.success or length - last.end_time < SEGMENTS.min_segment or len(chain) == 1 + SEGMENTS.max_restarts
-    assert restarted >= 2  # the demo's ramp fails twice on its way down under pd
+        assert last.success or m.motion.duration - last.end_time < SEGMENTS.min_segment or \
+            len(chain) == 1 + SEGMENTS.max_restarts
     assert [a.pass_index for a in segments_rec.attempts] == sorted(a.pass_index for a in segments_rec.attempts)
+
+
+def _restarts_where_each_ended(rec) -> int:
+    """Asserts that every restart of `rec` starts where its motion's attempt before it ended;
+    returns how many restarts there were."""
+    restarted = 0
+    for k, m in enumerate(rec.motions):
+        chain = sorted((a for a in rec.attempts if a.motion == k), key=lambda a: a.start_time)
+        for before, after in zip(chain, chain[1:]):
+            assert not before.success and after.start_time == pytest.approx(before.end_time, abs=1e-6)
+            assert m.motion.duration - after.start_time >= SEGMENTS.min_segment - 1e-6
+            restarted += 1
+    return restarted
+
+
+def test_segment_restarts_on_a_device_backend(ch, demo_batch):
+    """The device's control loop (recording.device_pass, MuJoCo Warp's CPU device here) takes one
+    start time per environment too."""
+    pytest.importorskip("mujoco_warp", reason="needs MuJoCo Warp: pip install -e '.[gpu]'")
+    failing = [m for m in demo_batch if m.name in ("ramp_descent_then_stand", "glide_up_step")]
+    rec = record_batch(failing, ch, PDTracker(), SEGMENTS,
+                       BackendSpec(name="mujoco_warp", device="cpu", deterministic=True))
+    assert _restarts_where_each_ended(rec) >= 2
 
 
 def test_restarts_are_bounded(ch, demo_batch):
