@@ -313,3 +313,17 @@ def test_a_learned_tracker_restarts_at_each_attempts_own_time(tmp_path, monkeypa
         assert (a.motion, a.start_time, a.steps) == (b.motion, b.start_time, b.steps)
         for k in ("qpos", "actions", "obs"):
             assert np.array_equal(getattr(a, k), getattr(b, k)), k
+
+
+def test_a_planner_searches_each_restart_from_its_own_time(ch, demo_batch):
+    """The sampling tracker (a planner) under segments: a search too weak to track the glide fails,
+    and each restart is searched from where its attempt ended."""
+    from physrec.trackers.base import make_tracker
+    weak = make_tracker({"kind": "sampling", "samples": 8, "kept": 2, "restarts": 0, "search_passes": 1,
+                         "window_retries": 0, "full_length": False}, ch)
+    glide = [m for m in demo_batch if m.name == "glide_up_step"]
+    rec = record_batch(glide, ch, weak, dataclasses.replace(SEGMENTS, max_restarts=2))
+    assert _restarts_where_each_ended(rec) >= 1
+    for a in rec.attempts:  # searched in windows of 3 steps from the attempt's own start to its end
+        assert a.search["searched_to_s"] == pytest.approx(a.end_time, abs=1e-6)
+        assert a.steps // 3 <= a.search["windows"] <= a.steps // 3 + 2
