@@ -10,6 +10,7 @@ recording's CPU seconds.
 
     python scripts/segment_recovery.py onsets docs/bench/cpu-segment-onsets.json
     python scripts/segment_recovery.py compare docs/bench/cpu-segment-recovery.json [--sampling demo|all]
+        [--recoveries parc,segments] [--trackers pd,sampling]
 """
 
 from __future__ import annotations
@@ -106,10 +107,10 @@ def onsets(out: Path, samples: Path) -> None:
                 "most_height_diverged_before_onset_s": round(max(before), 3), "rows": rows})
 
 
-def compare(out: Path, sampling: str, samples: Path) -> None:
-    runs = [("pd", "parc", True), ("pd", "segments", True)]
-    if sampling != "none":
-        runs += [("sampling", recovery, sampling == "all") for recovery in ("parc", "segments")]
+def compare(out: Path, sampling: str, samples: Path, recoveries: list[str], trackers: list[str]) -> None:
+    runs = [("pd", recovery, True) for recovery in recoveries if "pd" in trackers]
+    if sampling != "none" and "sampling" in trackers:
+        runs += [("sampling", recovery, sampling == "all") for recovery in recoveries]
     rows = []
     for tracker, recovery, parc in runs:
         with tempfile.TemporaryDirectory() as tmp:
@@ -177,5 +178,10 @@ if __name__ == "__main__":
     p.add_argument("--sampling", choices=["none", "demo", "all"], default="none",
                    help="also tracker sampling, on the demo or on the demo and PARC's samples (slow)")
     p.add_argument("--samples", type=Path, default=SAMPLES, help="the folder of PARC's sample files")
+    p.add_argument("--recoveries", default="parc,segments", help="which record.recovery modes (comma-separated)")
+    p.add_argument("--trackers", default="pd,sampling", help="which trackers (comma-separated)")
     a = p.parse_args()
-    onsets(a.out, a.samples) if a.what == "onsets" else compare(a.out, a.sampling, a.samples)
+    if a.what == "onsets":
+        onsets(a.out, a.samples)
+    else:
+        compare(a.out, a.sampling, a.samples, a.recoveries.split(","), a.trackers.split(","))
