@@ -327,3 +327,11 @@ def test_a_planner_searches_each_restart_from_its_own_time(ch, demo_batch):
     for a in rec.attempts:  # searched in windows of 3 steps from the attempt's own start to its end
         assert a.search["searched_to_s"] == pytest.approx(a.end_time, abs=1e-6)
         assert a.steps // 3 <= a.search["windows"] <= a.steps // 3 + 2
+
+
+def test_the_summary_counts_motions_not_rows():
+    from physrec.stages.merge import first_rows
+    row = {"name": "m", "source_path": "a/m.pkl", "start_time": None}
+    invalid_twins = [dict(row), dict(row)]  # two bad entries with one name: two motions
+    pieces = [{**row, "name": "s", "source_path": "s.pkl", "start_time": t} for t in (0.0, 1.5, 4.0)]
+    assert first_rows(invalid_twins + pieces) == invalid_twins + pieces[:1]

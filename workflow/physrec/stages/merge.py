@@ -84,11 +84,23 @@ def _merged_row(m: dict[str, str], s: dict[str, str], batch_of: dict[str, str], 
     return row
 
 
+def first_rows(rows: list[dict]) -> list[dict]:
+    """Each motion's first manifest row: a motion kept in segments has one per segment, one after
+    the other, each starting later (names alone do not tell motions apart: invalid rows repeat them)."""
+    out: list[dict] = []
+    for before, r in zip([None] + rows[:-1], rows):
+        if (before is not None and (before["name"], before["source_path"]) == (r["name"], r["source_path"])
+                and None not in (before["start_time"], r["start_time"]) and r["start_time"] > before["start_time"]):
+            continue
+        out.append(r)
+    return out
+
+
 def summarize(iteration: str, rows: list[dict], attempts: list[dict[str, str]], recovery: str = "parc") -> dict:
     """The iteration's counts per motion (a motion kept in segments has a manifest row per segment:
     its first row counts for it), and seconds kept against seconds of valid source. Attempts count
     per start fraction; segment restarts (`recovery`: segments) start anywhere and count together."""
-    firsts = list({r["name"]: r for r in reversed(rows)}.values())[::-1]
+    firsts = first_rows(rows)
     status = Counter(r["status"] for r in firsts)
     valid = sum(1 for r in firsts if r["valid"])
     # merged into the next dataset
