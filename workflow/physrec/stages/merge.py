@@ -89,8 +89,9 @@ def first_rows(rows: list[dict]) -> list[dict]:
     the other, each starting later (names alone do not tell motions apart: invalid rows repeat them)."""
     out: list[dict] = []
     for before, r in zip([None] + rows[:-1], rows):
-        if (before is not None and (before["name"], before["source_path"]) == (r["name"], r["source_path"])
-                and None not in (before["start_time"], r["start_time"]) and r["start_time"] > before["start_time"]):
+        same = before is not None and all(before.get(k) == r.get(k) for k in ("name", "source_path"))
+        if same and None not in (before.get("start_time"), r.get("start_time")) and \
+                r["start_time"] > before["start_time"]:
             continue
         out.append(r)
     return out
