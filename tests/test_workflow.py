@@ -1068,6 +1068,37 @@ def test_the_merged_trajectory_file_follows_the_config(matrix_project, tmp_path)
     assert {name: (res / name).read_bytes() for name in before} == before
 
 
+def test_the_recovery_mode_reruns_what_it_must_and_nothing_else(matrix_project, tmp_path):
+    """record.recovery: segments simulates other attempts: record, select and merge for every batch.
+    Then selection.segment_margin_s reruns select and merge only; back to parc, every batch again,
+    and PARC's recording comes back byte for byte. Under parc the segment keys change nothing."""
+    project = _copy(matrix_project, tmp_path / "rec")
+    res = project / "results" / IT
+    parc_files = sorted(res.glob("record/*/*.h5")) + sorted(res.glob("select/*/motions/*.pkl")) + [res / "manifest.tsv"]
+    before = {p: p.read_bytes() for p in parc_files}
+    n = len(plan_members(project))
+    every_batch = {("record", IT): n, ("select", IT): n, ("merge", IT): 1, ("plots", IT): 1}
+    cfg = matrix_config()
+    parc_with_segment_keys = {**cfg, "record": {**cfg["record"], "min_segment_s": 0.5, "max_restarts": 3},
+                              "selection": {"segment_margin_s": 0.2}}
+    write_config(project, parc_with_segment_keys)
+    assert "Nothing to be done" in snakemake(project, "-n").stdout
+    segments = {**cfg, "record": {**cfg["record"], "recovery": "segments"}}
+    write_config(project, segments)
+    assert planned(snakemake(project, "-n").stdout) == every_batch
+    r = snakemake(project)
+    assert jobs_run(r.stdout + r.stderr, "record") == n
+    kept = read_tsv_records(res / "manifest.tsv")
+    assert {m["name"] for m in kept if m["status"] == "recorded_segment"} == {"climb_step", "ramp_descent_then_stand"}
+    write_config(project, {**segments, "selection": {"segment_margin_s": 0.2}})
+    assert planned(snakemake(project, "-n").stdout) == {("select", IT): n, ("merge", IT): 1, ("plots", IT): 1}
+    write_config(project, cfg)
+    assert planned(snakemake(project, "-n").stdout) == every_batch
+    snakemake(project)
+    assert {p: p.read_bytes() for p in parc_files} == before
+    assert not list(res.glob("recorded_motions/*ms_rec.pkl"))  # merge left no segment of the other mode
+
+
 def test_a_new_batch_size_rerecords_exactly_the_batches_whose_members_changed(matrix_project, tmp_path):
     project = _copy(matrix_project, tmp_path / "bs")
     old_plan, old_mtimes = plan_members(project), h5_mtimes(project)

@@ -125,7 +125,7 @@ def cmd_plots(a: argparse.Namespace) -> None:
     from physrec.report.plots import iteration_plots, summary_html
     out = Path(a.out_dir)
     paths = iteration_plots(a.iteration, Path(a.summary), Path(a.manifest), [Path(d) for d in a.record_dirs], out)
-    paths.append(summary_html(Path(a.summary), out / "summary.html"))
+    paths.append(summary_html(Path(a.summary), out / "summary.html", Path(a.manifest)))
     log.info("%s: wrote %s", a.iteration, ", ".join(p.name for p in paths))
 
 

@@ -80,6 +80,8 @@ def json_section(name: str, text: str, option: str) -> Any:
         value = _check(value, sch, option)
         return backend_spec({"backend": value["name"], "device": value["device"],
                              "deterministic": value["deterministic"]})
+    if name == "record" and isinstance(value, dict):  # without it, PARC's (record_physics_keys leaves it out)
+        value.setdefault("recovery", "parc")
     return _check(value, props[name], option)
 
 
@@ -296,6 +298,9 @@ def record_settings(rec: dict) -> RecordSettings:
             body_offset_limits=tuple(term["body_offset_limits_m"]), end_tolerance=term["end_tolerance_s"]),
         start_fractions=tuple(sorted(rec["start_fractions"])),
         min_remaining=rec["min_remaining_s"],
+        recovery=rec["recovery"],
+        min_segment=rec["min_segment_s"],
+        max_restarts=rec["max_restarts"],
         max_steps_per_call=rec["max_steps_per_call"],
         save_obs=rec["save_obs"],
         terrain_margin=rec["terrain_margin_m"],
@@ -332,8 +337,18 @@ def backend_spec(cfg: dict) -> dict:
 
 # `record` keys that change how or where, not what is recorded.
 NOT_RECORDED_KEYS = ("threads", "merged_trajectories")
+# The keys of record.recovery: segments (and `selection`'s), left out of the params and hashes
+# with recovery: parc, so that PARC's recordings keep the hashes they had before the keys existed.
+SEGMENT_RECORD_KEYS = ("recovery", "min_segment_s", "max_restarts")
+SEGMENT_SELECTION_KEYS = ("segment_margin_s",)
 
 
 def record_physics_keys(rec: dict) -> dict:
     """The part of `record` that changes what is simulated and written per batch."""
-    return {k: v for k, v in rec.items() if k not in NOT_RECORDED_KEYS}
+    drop = NOT_RECORDED_KEYS + (SEGMENT_RECORD_KEYS if rec.get("recovery", "parc") == "parc" else ())
+    return {k: v for k, v in rec.items() if k not in drop}
+
+
+def selection_keys(sel: dict, recovery: str) -> dict:
+    """The part of `selection` that applies to recordings of `recovery` (record.recovery)."""
+    return {k: v for k, v in sel.items() if recovery == "segments" or k not in SEGMENT_SELECTION_KEYS}

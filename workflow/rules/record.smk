@@ -61,7 +61,7 @@ rule select:
         motions=directory(f"{R}/{{it}}/select/{{batch}}/motions"),
         integrity=f"{R}/{{it}}/select/{{batch}}/integrity.txt",
     params:
-        selection=api.json_arg(CFG["selection"]),
+        selection=api.json_arg(physrec_config.selection_keys(CFG["selection"], CFG["record"]["recovery"])),
         selection_version=api.SELECTION_VERSION,
         recording=lambda wc: api.recording_identity(CFG, wc.it, plan_of(wc), wc.batch),
         integrity=lambda wc: api.select_token(workflow, R, wc.it, wc.batch),

@@ -40,6 +40,8 @@ rule plots:
                          category="{it}", subcategory="plots"),
         failures=report(f"{R}/{{it}}/report/failure_location.png", caption="../report/failure_location.rst",
                         category="{it}", subcategory="plots"),
+        kept_time=report(f"{R}/{{it}}/report/kept_time.png", caption="../report/kept_time.rst",
+                         category="{it}", subcategory="plots"),
     params:
         record_dirs=lambda wc: [f"{R}/{wc.it}/record/{b}" for b in batches_of(wc)],
         out=folder_of("success"),

@@ -30,7 +30,7 @@ from physrec.recording.data import BatchMotion
 from physrec.recording.plan import batch_boxes, build_reference
 from physrec.recording.settings import RecordSettings
 from physrec.sim.backend import BackendSpec, make_backend
-from physrec.stages.record import kept_error_summary
+from physrec.stages.gates import kept_error_summary
 from physrec.trackers.sampling import SamplingPlanner, SamplingSettings
 
 DEMO_FAILING = ("climb_step", "ramp_descent_then_stand", "glide_up_step")

@@ -190,6 +190,11 @@ def read_states(f: h5py.File, index: int) -> tuple[np.ndarray, np.ndarray]:
     return g["env_states/qpos"][()], g["body_contacts"][()]
 
 
+def read_errors(f: h5py.File, index: int) -> np.ndarray:
+    """Tracking errors [T, 4] of one attempt (ERROR_COLUMNS): where segment selection cuts it."""
+    return f[f"traj_{index}"]["tracking_errors"][()]
+
+
 def write_json(path: str | Path, info: dict, episodes: list[dict]) -> None:
     """`info`: the :data:`TOP_KEYS`; the episodes come last."""
     atomic_write_text(path, json.dumps({**{k: info[k] for k in TOP_KEYS}, "episodes": episodes},

@@ -40,8 +40,9 @@ class Observer:
         recording needs gradients."""
         return self._torch.inference_mode()
 
-    def start(self, motion: np.ndarray, fraction: float) -> None:
-        """A new pass: environment e follows motion[e] from `fraction` of its length."""
+    def start(self, motion: np.ndarray, fraction: float | np.ndarray) -> None:
+        """A new pass: environment e follows motion[e] from `fraction` of its length (one float, or
+        one per environment: segment restarts)."""
         self.motion, self.fraction = motion, fraction
         self._targets = Lookahead(len(motion), self.window, self._lookup_targets)
         self._env: np.ndarray | None = None
@@ -54,15 +55,13 @@ class Observer:
             self._ids = self._torch.as_tensor(self.motion[env], device=self.device)
         return self._ids
 
-    def _time(self, motion, steps):
-        return self.layout.motion_time(motion, self.fraction, steps)
-
     def _lookup_targets(self, env: np.ndarray, step: int, count: int):
         """Target frames of `env` at steps step .. step+count-1, step-major: row column * len(env) + e."""
         torch = self._torch
         ids = self._motion_ids(env).repeat(count)
         steps = torch.arange(step, step + count, dtype=torch.int32, device=self.device).repeat_interleave(len(env))
-        return self.layout.targets(ids, self._time(ids, steps))
+        fraction = self.fraction if np.ndim(self.fraction) == 0 else np.tile(np.asarray(self.fraction)[env], count)
+        return self.layout.targets(ids, self.layout.motion_time(ids, fraction, steps))
 
     def __call__(self, qpos: np.ndarray, qvel: np.ndarray, contacts: np.ndarray, env: np.ndarray, step: int,
                  joint_rot: np.ndarray | None = None, body_pos: np.ndarray | None = None):

@@ -210,10 +210,11 @@ class Observation:
         self.control_dt = control_dt
         self.tar_offsets = control_dt * torch.tensor(TAR_OBS_STEPS, dtype=torch.int32, device=self.device)
 
-    def motion_time(self, motion: torch.Tensor, start_fraction: float, steps: torch.Tensor) -> torch.Tensor:
-        """PARC's motion time `steps` control steps after a reset at `start_fraction` of the motion:
-        float32(control_dt) * steps (an int32 tensor) plus float32 length * float32 fraction."""
-        start = self.table.length[motion] * torch.tensor(start_fraction, dtype=torch.float32, device=self.device)
+    def motion_time(self, motion: torch.Tensor, start_fraction: float | np.ndarray, steps: torch.Tensor) -> torch.Tensor:
+        """PARC's motion time `steps` control steps after a reset at `start_fraction` of the motion
+        (one, or one per row): float32(control_dt) * steps (an int32 tensor) plus float32 length *
+        float32 fraction."""
+        start = self.table.length[motion] * torch.as_tensor(start_fraction, dtype=torch.float32, device=self.device)
         return self.control_dt * steps + start
 
     def _ray_points(self, heading: torch.Tensor, root_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

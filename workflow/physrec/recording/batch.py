@@ -1,9 +1,11 @@
 """Recording one batch: every motion tracked in simulation, with later-start retries.
 
-The full-length pass runs first. Motions that failed are retried from later start
-fractions (PARC: 0.1 ... 0.5), one pass per fraction and only for motions still failing,
-skipping starts that leave less than the minimum remaining length. Every attempt is kept
-for the trajectory file; selection decides later which one becomes the recorded motion.
+The full-length pass runs first. With record.recovery: parc, motions that failed are retried
+from later start fractions (PARC: 0.1 ... 0.5), one pass per fraction and only for motions
+still failing, skipping starts that leave less than the minimum remaining length. With
+segments, each pass restarts every attempt that failed in the pass before from the reference
+where that attempt ended, while record.min_segment_s of its motion is left. Every attempt is
+kept for the trajectory file; selection decides later what becomes recorded motions.
 
 Each motion is simulated in its own coordinates over only the part of its terrain its
 character can reach, one environment of the backend per motion. The batch's tiled world
@@ -31,7 +33,7 @@ from physrec.progress import PassProgress, PhaseTimes
 from physrec.recording.data import Attempt, BatchMotion, BatchRecording
 from physrec.recording.host_pass import HostPass
 from physrec.recording.passes import Pass
-from physrec.recording.plan import batch_boxes, build_reference, start_plan
+from physrec.recording.plan import batch_boxes, build_reference, pass_starts
 from physrec.recording.planned_pass import plan_request, planned_pass
 from physrec.recording.memory import frame_bytes, pass_groups
 from physrec.recording.settings import RecordSettings, attempt_steps
@@ -87,16 +89,16 @@ class _Envs:
     def holds(self, motions: np.ndarray) -> bool:
         return bool(np.isin(motions, self.index).all())
 
-    def run(self, group: np.ndarray, fraction: float, tracker: Tracker | Planner, settings: RecordSettings,
+    def run(self, group: np.ndarray, fraction: float | np.ndarray, tracker: Tracker | Planner, settings: RecordSettings,
             backend: BackendSpec, seed: int, progress: Callable[[str], None], say: str, pass_label: str,
             done: PassProgress, times: PhaseTimes) -> list[Attempt]:
-        """The attempts of the batch's motions `group` (plan order) from `fraction`, in that order;
-        the control loop's time added to `times`."""
+        """The attempts of the batch's motions `group` (plan order) from `fraction` (one, or one per
+        motion of `group`), in that order; the control loop's time added to `times`."""
         local = np.searchsorted(self.index, group)
         with self.no_autograd():
             if is_planner(tracker):
                 request = functools.partial(plan_request, self.ref, self.motions, self.boxes, self.ref.character,
-                                            settings, backend, fraction, seed, progress, pass_label)
+                                            settings, backend, seed, progress, pass_label)
                 found = planned_pass(tracker, self.sim, self.ref, settings, local, fraction,  # type: ignore[arg-type]
                                      self.offsets, request, done, lambda text: progress(f"{say}: {text}"),
                                      self.observer)
@@ -153,8 +155,8 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
     if getattr(tracker, "observation", None) and settings.save_obs:
         obs_floats = observation_size(tracker.observation, character)
     dt = 1.0 / settings.physics.control_hz
-    fractions = settings.pass_fractions
     pending = np.ones(n, dtype=bool)
+    restart = np.zeros(n)  # where each motion's last attempt ended (record.recovery: segments)
     attempts: list[Attempt] = []
     provenance: dict[str, Any] = {}
     # Environments open at once: all the batch's motions, or on a device of limited memory, chunks of
@@ -171,12 +173,18 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
             envs = None
 
     try:
-        for p, fraction in enumerate(fractions):
-            todo = np.flatnonzero(start_plan(lengths, fraction, pending, settings.min_remaining))
+        for p in range(settings.passes):
+            todo, fraction = pass_starts(settings, p, lengths, pending, restart)
             if len(todo) == 0:
                 continue
-            say = (f"[{batch}] pass {p + 1}/{len(fractions)} (start {fraction:.0%}, "
-                   f"{n - int(pending.sum())}/{n} motions recorded before it)")
+            if np.ndim(fraction) == 0:
+                say = (f"[{batch}] pass {p + 1}/{settings.passes} (start {fraction:.0%}, "
+                       f"{n - int(pending.sum())}/{n} motions recorded before it)")
+            else:
+                say = f"[{batch}] pass {p + 1}/{settings.passes} ({len(todo)} failed attempts restarted where they ended)"
+            start = np.zeros(n)
+            start[todo] = fraction  # each motion's start fraction in this pass
+            this_pass: list[Attempt] = []
             done = PassProgress(progress, say, len(todo))
             chunks = [(home, todo[np.isin(todo, home)]) for home in homes]
             while chunks:
@@ -190,16 +198,20 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
                         label = f"[{batch}]" if len(home) == n else f"[{batch}] motions {home[0] + 1}-{home[-1] + 1}/{n}"
                         envs = _Envs(home, motions, tiled.offsets, boxes, character, tracker, settings, backend,
                                      progress, label)
-                    for group in pass_groups(chunk, attempt_steps(lengths[chunk], fraction * lengths[chunk], dt),
+                    for group in pass_groups(chunk, attempt_steps(lengths[chunk], start[chunk] * lengths[chunk], dt),
                                              frame_bytes(obs_floats)):
-                        found = envs.run(group, fraction, tracker, settings, backend, seed, progress, say,
+                        part = fraction if np.ndim(fraction) == 0 else start[group]
+                        found = envs.run(group, part, tracker, settings, backend, seed, progress, say,
                                          f"[{batch}] pass {p + 1}", done, times)
+                        for a in found:
+                            a.pass_index = p
                         written += len(group)
                         if on_attempts is not None:
                             with times("writing"):
                                 on_attempts(found)
                             found = [_released(a) for a in found]
                         attempts += found
+                        this_pass += found
                 except BackendOutOfMemory as e:
                     if len(home) == 1:
                         raise
@@ -219,7 +231,12 @@ def record_batch(motions: list[BatchMotion], character: Character, tracker: Trac
                     progress(f"[{batch}] {e}; recording these motions again with {backend.limit_scale}x the limits")
                     close()
                     chunks.insert(0, (home, chunk[written:]))
-            pending[[a.motion for a in attempts if a.success]] = False
+            if settings.recovery == "segments":  # the next pass restarts this pass's failures only
+                pending[:] = False
+            for a in this_pass:
+                restart[a.motion] = a.end_time
+                if a.success or settings.recovery == "segments":
+                    pending[a.motion] = not a.success
     finally:
         close()
     succeeded = len({a.motion for a in attempts if a.success})

@@ -40,6 +40,7 @@ class Attempt:
     # a replay of `actions` reproduces `qpos` bit for bit only in calls of this length.
     steps_per_call: int = 1
     search: dict[str, Any] | None = None  # a planner's statistics (trackers.base.Plan.stats), with how pd did
+    pass_index: int = 0  # the recorder's pass that ran it (0: the full-length pass)
 
     @property
     def kept_steps(self) -> int:

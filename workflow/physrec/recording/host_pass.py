@@ -25,7 +25,7 @@ class HostPass(Pass):
     given, set where each attempt ends."""
 
     def __init__(self, sim: SimBackend, ref: ReferenceSet, settings: RecordSettings, motion: np.ndarray,
-                 fraction: float, offsets: np.ndarray, observer: Observer | None = None,
+                 fraction: float | np.ndarray, offsets: np.ndarray, observer: Observer | None = None,
                  plans: list[Plan] | None = None) -> None:
         super().__init__(sim, ref, settings, motion, fraction, offsets, observer)
         self.times = PhaseTimes()  # where the control loop's time went

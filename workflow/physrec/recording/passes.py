@@ -1,6 +1,6 @@
-"""What the host and the device pass share: a pass's environments (one start fraction), their
-start times and step counts, the reset onto the reference, the success rule, and the episode
-writer that cuts an Attempt out of the pass's buffers."""
+"""What the host and the device pass share: a pass's environments (one start fraction, or one
+each for segment restarts), their start times and step counts, the reset onto the reference,
+the success rule, and the episode writer that cuts an Attempt out of the pass's buffers."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from physrec.sim.backend import SimBackend
 
 class Pass:
     """Environments of one start fraction, stepped together until each ends: by run() of a
-    subclass, HostPass on the host or DevicePass on the backend's device."""
+    subclass, HostPass on the host or DevicePass on the backend's device. `fraction` is one
+    float (PARC's passes) or one per environment (record.recovery: segments restarts each
+    failed attempt where it ended)."""
 
     def __init__(self, sim: SimBackend, ref: ReferenceSet, settings: RecordSettings, motion: np.ndarray,
-                 fraction: float, offsets: np.ndarray, observer: Observer | None = None) -> None:
+                 fraction: float | np.ndarray, offsets: np.ndarray, observer: Observer | None = None) -> None:
         self.sim, self.ref, self.settings, self.observer = sim, ref, settings, observer
         self.offsets = offsets
         self.ch = ref.character
@@ -46,7 +48,8 @@ class Pass:
         qpos = Q[e, :T + 1].copy()
         qpos[:, :2] += self.offsets[self.motion[e]]  # into the batch's tiled world
         return Attempt(
-            motion=int(self.motion[e]), start_fraction=float(self.fraction), start_time=float(self.t0[e]),
+            motion=int(self.motion[e]), start_fraction=float(np.broadcast_to(self.fraction, self.motion.shape)[e]),
+            start_time=float(self.t0[e]),
             end_time=self._end_time(e, T), success=bool(self._success(e, T, reason)), fail_reason=reason,
             actions=A[e, :T].astype(np.float32), qpos=qpos, qvel=V[e, :T + 1].copy(),
             contacts=C[e, :T + 1].copy(), errors=E[e, :T].astype(np.float32),

@@ -23,6 +23,20 @@ def start_plan(lengths: np.ndarray, fraction: float, pending: np.ndarray, min_re
     return pending & ((1.0 - fraction) * lengths >= min_remaining - 1e-9)
 
 
+def pass_starts(settings: RecordSettings, p: int, lengths: np.ndarray, pending: np.ndarray,
+                restart: np.ndarray) -> tuple[np.ndarray, float | np.ndarray]:
+    """Pass p's motions and start fraction (one per motion for segment restarts). `pending`: the
+    motions still failing (parc) or whose attempt of the pass before failed (segments); `restart`:
+    where each motion's last attempt ended."""
+    if settings.recovery == "parc":
+        fraction = settings.pass_fractions[p]
+        return np.flatnonzero(start_plan(lengths, fraction, pending, settings.min_remaining)), fraction
+    if p == 0:
+        return np.flatnonzero(pending), 0.0
+    todo = np.flatnonzero(pending & (lengths - restart >= settings.min_segment - 1e-9))
+    return todo, restart[todo] / lengths[todo]
+
+
 def episode_seed(seed: int, name: str, fraction: float) -> int:
     """Per-attempt seed derived from the run seed, stable under batch changes."""
     return int(stable_hash([seed, name, round(fraction, 9)])[:8], 16)

@@ -47,11 +47,12 @@ class PlanReplay:
 
 
 def planned_pass(planner: Planner, sim: SimBackend, ref: ReferenceSet, settings: RecordSettings,
-                 todo: np.ndarray, fraction: float, offsets: np.ndarray, request: Callable[..., PlanRequest],
-                 progress: Callable[[int, bool], None], say: Callable[[str], None],
-                 observer: Observer | None = None) -> list[Attempt]:
+                 todo: np.ndarray, fraction: float | np.ndarray, offsets: np.ndarray,
+                 request: Callable[..., PlanRequest], progress: Callable[[int, bool], None],
+                 say: Callable[[str], None], observer: Observer | None = None) -> list[Attempt]:
     """One pass of a planner: its first tracker (pd, or the policy it rescues), then a plan for
-    each attempt that one failed, replayed by the recorder; the attempts in `todo` order."""
+    each attempt that one failed, replayed by the recorder; the attempts in `todo` order.
+    `fraction`: one, or one per motion of `todo`."""
     found: dict[int, Attempt] = {}
     first: dict[int, Attempt] = {}
     if planner.first is not None:
@@ -63,14 +64,16 @@ def planned_pass(planner: Planner, sim: SimBackend, ref: ReferenceSet, settings:
                 found[a.motion] = a
                 progress(0, True)
         say(f"{planner.first.kind} recorded {len(found)}/{len(todo)}; searching {len(todo) - len(found)}")
-    rest = np.array([m for m in todo if m not in found], dtype=np.int64)
+    left = np.array([m not in found for m in todo], dtype=bool)
+    rest = todo[left]
     if len(rest):
-        req = request(rest)
+        part = fraction if np.ndim(fraction) == 0 else np.asarray(fraction)[left]
+        req = request(rest, part)
         if first:
             req = dataclasses.replace(req, first_targets=[first[int(m)].actions[:first[int(m)].steps]
                                                           if int(m) in first else None for m in rest])
         plans = planner.plan(req)
-        run = HostPass(sim, ref, settings, rest, fraction, offsets, observer, plans=plans)
+        run = HostPass(sim, ref, settings, rest, part, offsets, observer, plans=plans)
         for a, p in zip(run.run(PlanReplay(planner, plans, run), progress), plans):
             a.search = dict(p.stats)
             if a.motion in first:
@@ -84,10 +87,10 @@ def planned_pass(planner: Planner, sim: SimBackend, ref: ReferenceSet, settings:
 
 
 def plan_request(ref: ReferenceSet, motions: list[BatchMotion], boxes: np.ndarray, character: Character,
-                 settings: RecordSettings, backend: BackendSpec, fraction: float, seed: int,
-                 progress: Callable[[str], None], label: str, motion: np.ndarray) -> PlanRequest:
-    """What a planner gets for the attempts of `motion` from `fraction`: simulators of the
-    recorder's backend, opened on those motions' terrains."""
+                 settings: RecordSettings, backend: BackendSpec, seed: int, progress: Callable[[str], None],
+                 label: str, motion: np.ndarray, fraction: float | np.ndarray) -> PlanRequest:
+    """What a planner gets for the attempts of `motion` from `fraction` (one, or one per motion):
+    simulators of the recorder's backend, opened on those motions' terrains."""
     slots = boxes.shape[1]
 
     def open_sim(rows: np.ndarray) -> SimBackend:
@@ -104,7 +107,8 @@ def plan_request(ref: ReferenceSet, motions: list[BatchMotion], boxes: np.ndarra
         reference=ref, motion=motion, names=[motions[i].name for i in motion], start_time=t0,
         steps=attempt_steps(length, t0, dt),
         required_steps=success_steps(length, t0, dt, settings.termination.end_tolerance),
-        seeds=np.array([episode_seed(seed, motions[i].name, fraction) for i in motion]),
+        seeds=np.array([episode_seed(seed, motions[i].name, float(f))
+                        for i, f in zip(motion, np.broadcast_to(fraction, motion.shape))]),
         termination=settings.termination, control_dt=dt, substeps=settings.physics.substeps, open_sim=open_sim,
         capacity=backend_capacity(backend, character, settings.physics, slots), progress=progress, label=label,
         threads=max(1, int(backend.threads)), terrain_boxes=boxes[motion])

@@ -18,6 +18,12 @@ class RecordSettings:
     termination: termination.TerminationSettings = field(default_factory=termination.TerminationSettings)
     start_fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
     min_remaining: float = 2.0  # seconds a later start must leave
+    # What a failed attempt is retried from: "parc", PARC's later start fractions (above); or
+    # "segments", each failed attempt restarted where it ended, at most max_restarts times, while
+    # at least min_segment seconds of its motion are left (stages/segments.py keeps the pieces).
+    recovery: str = "parc"
+    min_segment: float = 1.0
+    max_restarts: int = 16
     # Control steps simulated per call for open-loop trackers: an attempt that terminates
     # mid-call wastes at most this many steps, and Python runs once per call, not per step.
     max_steps_per_call: int = 8
@@ -34,6 +40,11 @@ class RecordSettings:
     def pass_fractions(self) -> tuple[float, ...]:
         """The start fraction of each pass: the full-length pass, then the later starts."""
         return (0.0,) + tuple(self.start_fractions)
+
+    @property
+    def passes(self) -> int:
+        """Passes at most: the full-length pass, then PARC's later starts or the segment restarts."""
+        return len(self.pass_fractions) if self.recovery == "parc" else 1 + self.max_restarts
 
     @property
     def max_episode_steps(self) -> int:

@@ -42,8 +42,12 @@ def videos_to_render(record_dir: str | Path, selected_tsv: str | Path, which: st
     if which == "kept" and not any(row["status"] in RECORDED_STATUSES for row in rows):
         wanted = {"failed"}  # nothing kept: show why
     chosen: dict[str, list[tuple[dict, str]]] = {kind: [] for kind in VIDEO_KINDS[which]}
+    shown: set[str] = set()
     for row in rows:
         kind = "kept" if row["status"] in RECORDED_STATUSES else "failed"
+        if row["motion"] in shown:  # a motion kept in segments: its first one (a page per motion)
+            continue
+        shown.add(row["motion"])
         if kind in wanted and (per_batch is None or len(chosen[kind]) < per_batch):
             chosen[kind].append((row, row["attempt"] if kind == "kept" else first_attempt[row["motion"]]))
     return chosen

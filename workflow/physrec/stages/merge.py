@@ -29,7 +29,7 @@ from physrec.formats.tables import read_tsv_records, write_tsv
 MERGED_COLUMNS = ["name", "class", "batch", "status", "valid", "error", "source_path", "source_sha256",
                   "source_duration", "attempts", "start_fraction", "start_time", "end_time",
                   "recorded_duration", "recorded_path", "recorded_sha256", "weight", "fail_reason"]
-RECORDED_STATUSES = ("recorded", "recorded_later_start")
+RECORDED_STATUSES = ("recorded", "recorded_later_start", "recorded_segment")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -51,60 +51,98 @@ def recorded_weight(source_weight: float, recorded_duration: float, source_durat
 
 
 def merged_rows(manifest: list[dict[str, str]], plan: list[dict[str, str]],
-                selected: dict[str, dict[str, str]], out_dir: Path, weight_scale: float) -> list[dict]:
+                selected: dict[str, list[dict[str, str]]], out_dir: Path, weight_scale: float) -> list[dict]:
+    """One row per kept piece of each motion (a segment each with record.recovery: segments), or
+    one saying why none was kept. A segment's weight is its share of its source's duration, so a
+    motion's pieces together never weigh more than it."""
     batch_of = {r["name"]: r["batch"] for r in plan}
     rows = []
     for m in manifest:
-        s = selected.get(m["name"], {}) if m["valid"] == "true" else {}
-        status = s.get("status") or ("invalid" if m["valid"] != "true" else "not_recorded")
-        row = {c: None for c in MERGED_COLUMNS}
-        row.update(name=m["name"], **{"class": m["class"]}, batch=batch_of.get(m["name"]), status=status,
-                   valid=m["valid"] == "true", error=m["error"] or None, source_path=m["path"],
-                   source_sha256=m["sha256"] or None, source_duration=float(m["duration"]) if m["duration"] else None)
-        if s:
-            row.update(attempts=int(s["attempts"]), fail_reason=s["fail_reason"] or None)
-        if status in RECORDED_STATUSES:
-            rec_dur = float(s["recorded_duration"])
-            src_dur = float(m["duration"])
-            row.update(start_fraction=float(s["start_fraction"]), start_time=float(s["start_time"]),
-                       end_time=float(s["end_time"]), recorded_duration=rec_dur,
-                       recorded_path=display_path(out_dir / "recorded_motions" / s["recorded_file"]),
-                       recorded_sha256=s["recorded_sha256"],
-                       weight=recorded_weight(float(m["weight"]), rec_dur, src_dur, weight_scale))
-        rows.append(row)
+        for s in (selected.get(m["name"]) or [{}]) if m["valid"] == "true" else [{}]:
+            rows.append(_merged_row(m, s, batch_of, out_dir, weight_scale))
     return rows
 
 
-def summarize(iteration: str, rows: list[dict], attempts: list[dict[str, str]]) -> dict:
-    status = Counter(r["status"] for r in rows)
-    valid = sum(1 for r in rows if r["valid"])
-    recorded = status["recorded"] + status["recorded_later_start"]  # merged into the next dataset
+def _merged_row(m: dict[str, str], s: dict[str, str], batch_of: dict[str, str], out_dir: Path,
+                weight_scale: float) -> dict:
+    """The manifest.tsv row of index row `m` and one of its selected.tsv rows `s` ({}: none)."""
+    status = s.get("status") or ("invalid" if m["valid"] != "true" else "not_recorded")
+    row = {c: None for c in MERGED_COLUMNS}
+    row.update(name=m["name"], **{"class": m["class"]}, batch=batch_of.get(m["name"]), status=status,
+               valid=m["valid"] == "true", error=m["error"] or None, source_path=m["path"],
+               source_sha256=m["sha256"] or None, source_duration=float(m["duration"]) if m["duration"] else None)
+    if s:
+        row.update(attempts=int(s["attempts"]), fail_reason=s["fail_reason"] or None)
+    if status in RECORDED_STATUSES:
+        rec_dur = float(s["recorded_duration"])
+        src_dur = float(m["duration"])
+        row.update(start_fraction=float(s["start_fraction"]), start_time=float(s["start_time"]),
+                   end_time=float(s["end_time"]), recorded_duration=rec_dur,
+                   recorded_path=display_path(out_dir / "recorded_motions" / s["recorded_file"]),
+                   recorded_sha256=s["recorded_sha256"],
+                   weight=recorded_weight(float(m["weight"]), rec_dur, src_dur, weight_scale))
+    return row
+
+
+def first_rows(rows: list[dict]) -> list[dict]:
+    """Each motion's first manifest row: a motion kept in segments has one per segment, one after
+    the other, each starting later (names alone do not tell motions apart: invalid rows repeat them)."""
+    out: list[dict] = []
+    for before, r in zip([None] + rows[:-1], rows):
+        same = before is not None and all(before.get(k) == r.get(k) for k in ("name", "source_path"))
+        if same and None not in (before.get("start_time"), r.get("start_time")) and \
+                r["start_time"] > before["start_time"]:
+            continue
+        out.append(r)
+    return out
+
+
+def summarize(iteration: str, rows: list[dict], attempts: list[dict[str, str]], recovery: str = "parc") -> dict:
+    """The iteration's counts per motion (a motion kept in segments has a manifest row per segment:
+    its first row counts for it), and seconds kept against seconds of valid source. Attempts count
+    per start fraction; segment restarts (`recovery`: segments) start anywhere and count together."""
+    firsts = first_rows(rows)
+    status = Counter(r["status"] for r in firsts)
+    valid = sum(1 for r in firsts if r["valid"])
+    # merged into the next dataset
+    recorded = status["recorded"] + status["recorded_later_start"] + status["recorded_segment"]
     per_class: dict[str, dict] = defaultdict(lambda: {"valid": 0, "recorded": 0})
-    for r in rows:
+    for r in firsts:
         if r["valid"]:
             c = per_class[r["class"] or "(none)"]
             c["valid"] += 1
             c["recorded"] += r["status"] in RECORDED_STATUSES
     per_start: dict[str, dict] = defaultdict(lambda: {"attempts": 0, "successes": 0})
     for a in attempts:
-        p = per_start[f"{float(a['start_fraction']):.2f}"]
+        fraction = float(a["start_fraction"])
+        p = per_start[f"{fraction:.2f}" if recovery == "parc" or fraction == 0.0 else "restarts"]
         p["attempts"] += 1
         p["successes"] += a["success"] == "true"
     return {
         "iteration": iteration,
-        "motions": {"total": len(rows), "valid": valid, "invalid": len(rows) - valid, "recorded": recorded,
+        "motions": {"total": len(firsts), "valid": valid, "invalid": len(firsts) - valid, "recorded": recorded,
                     "recorded_full_length": status["recorded"], "recorded_later_start": status["recorded_later_start"],
+                    **segment_counts(rows),
                     "failed": status["failed"], "rejected": status["rejected"], "name_clash": status["name_clash"]},
         "success_rate": recorded / valid if valid else 0.0,
         "per_class": {k: {**v, "rate": v["recorded"] / v["valid"]} for k, v in sorted(per_class.items())},
         "per_start_fraction": {k: {**v, "rate": v["successes"] / v["attempts"]} for k, v in sorted(per_start.items())},
-        "source_seconds": sum(r["source_duration"] or 0.0 for r in rows if r["valid"]),
+        "source_seconds": sum(r["source_duration"] or 0.0 for r in firsts if r["valid"]),
         "recorded_seconds": sum(r["recorded_duration"] or 0.0 for r in rows),
-        "fail_reasons": dict(sorted(Counter((r["fail_reason"] or "").split(":")[0] for r in rows
+        "fail_reasons": dict(sorted(Counter((r["fail_reason"] or "").split(":")[0] for r in firsts
                                             if r["status"] == "failed").items())),
         "rejected_by": rejected_by(rows),
         "invalid": [{"name": r["name"], "error": r["error"]} for r in rows if not r["valid"]],
     }
+
+
+def segment_counts(rows: list[dict]) -> dict[str, int]:
+    """Motions kept in segments and their segments (record.recovery: segments); nothing when there
+    are none, so that a summary of PARC's recovery reads as it did before segments existed."""
+    segments = [r for r in rows if r["status"] == "recorded_segment"]
+    if not segments:
+        return {}
+    return {"recorded_in_segments": len({r["name"] for r in segments}), "segments": len(segments)}
 
 
 def rejected_by(rows: list[dict]) -> dict[str, dict]:
@@ -139,7 +177,8 @@ def summary_markdown(s: dict) -> str:
     m = s["motions"]
     lines = [f"# physrec summary: {s['iteration']}", "",
              f"{m['recorded']} of {m['valid']} valid motions recorded ({s['success_rate']:.0%}): "
-             f"{m['recorded_full_length']} full length, {m['recorded_later_start']} from a later start; "
+             f"{m['recorded_full_length']} full length, {m['recorded_later_start']} from a later start"
+             + (f", {m['recorded_in_segments']} in {m['segments']} segments" if m.get("segments") else "") + "; "
              f"{m['failed']} failed, {m['rejected']} rejected by selection thresholds, {m['invalid']} invalid"
              + (f", {m['name_clash']} not merged (name already in the base dataset)." if m["name_clash"] else "."),
              f"Recorded {s['recorded_seconds']:.1f} s of {s['source_seconds']:.1f} s of valid source motion.", "",
@@ -174,14 +213,22 @@ def write_trajectories(record_dirs: list[Path], out_dir: Path, wanted: bool,
             progress(f"removed {path} (record.merged_trajectories is off)")
 
 
+def recovery_of(record_dirs: list[Path]) -> str:
+    """The iteration's record.recovery, as its recordings say (every batch has the same)."""
+    if not record_dirs:
+        return "parc"
+    info = json.loads((Path(record_dirs[0]) / "rollouts.json").read_text())
+    return info["env_info"]["env_kwargs"]["record"].get("recovery", "parc")
+
+
 def run_merge(iteration: str, manifest: str | Path, plan: str | Path, select_dirs: list[Path],
               record_dirs: list[Path], base_dataset: str | None, weight_scale: float, out_dir: str | Path,
               trajectories: bool = False, progress: Callable[[str], None] = print, integrity_token: str = "") -> dict:
     out = Path(out_dir)
-    selected: dict[str, dict[str, str]] = {}
+    selected: dict[str, list[dict[str, str]]] = {}
     for d in select_dirs:
         for r in read_tsv_records(Path(d) / "selected.tsv"):
-            selected[r["motion"]] = {**r, "_dir": str(d)}
+            selected.setdefault(r["motion"], []).append({**r, "_dir": str(d)})
     attempts = [a for d in record_dirs for a in read_tsv_records(Path(d) / "attempts.tsv")]
     rows = merged_rows(read_manifest(manifest), read_plan(plan), selected, out, weight_scale)
     rec_dir = out / "recorded_motions"
@@ -192,7 +239,7 @@ def run_merge(iteration: str, manifest: str | Path, plan: str | Path, select_dir
     for r in rows:
         if r["status"] not in RECORDED_STATUSES:
             continue
-        s = selected[r["name"]]
+        s = next(s for s in selected[r["name"]] if s["recorded_sha256"] == r["recorded_sha256"])
         dst = rec_dir / s["recorded_file"]
         if motion_name(dst) in base_names:
             r.update(status="name_clash", error=f"recorded name '{motion_name(dst)}' is already in the base dataset "
@@ -202,7 +249,7 @@ def run_merge(iteration: str, manifest: str | Path, plan: str | Path, select_dir
         _link_or_copy(Path(s["_dir"]) / "motions" / s["recorded_file"], dst)
         entries.append(DatasetEntry(file=str(dst.resolve()), path=dst.resolve(), weight=r["weight"], extra={}))
     write_tsv(out / "manifest.tsv", rows, MERGED_COLUMNS)
-    summary = summarize(iteration, rows, attempts)
+    summary = summarize(iteration, rows, attempts, recovery_of(record_dirs))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(out / "summary.md", summary_markdown(summary))
     write_dataset(out / "dataset.yaml", [DatasetEntry(file=str(e.path), path=e.path, weight=e.weight, extra={})

@@ -24,6 +24,7 @@ from physrec.recording.data import Attempt, BatchMotion, BatchRecording
 from physrec.recording.plan import episode_seed
 from physrec.formats.rollouts import ENV_ID, rollouts_writer, write_json
 from physrec.formats.tables import write_tsv
+from physrec.stages.gates import error_columns, kept_error_summary
 from physrec.stages.integrity import output_digests, write_integrity
 from physrec.motion.terrain import boxes_mesh
 from physrec.sim.backend import BackendSpec, tensor_device
@@ -65,23 +66,6 @@ def write_terrain(path: Path, recording: BatchRecording, mesh: bool = True) -> N
     write_motion_file(path, MotionFile(motion=None, terrain=recording.tiled.world, misc=misc))
 
 
-def kept_error_summary(errors: np.ndarray, kept_steps: int) -> dict[str, float]:
-    """Worst and mean tracking errors over the steps a recorded motion may contain."""
-    e = errors[:kept_steps]
-    if not len(e):
-        return {"max_root_pos_error": 0.0, "max_root_rot_error": 0.0, "mean_body_pos_error": 0.0}
-    return {"max_root_pos_error": float(e[:, 0].max()), "max_root_rot_error": float(e[:, 1].max()),
-            "mean_body_pos_error": float(e[:, 3].mean())}
-
-
-def error_columns(summary: dict[str, float]) -> dict[str, float]:
-    """kept_error_summary as the tables write it (attempts.tsv, then selected.tsv): the rotation in
-    degrees, the unit the config and the messages use, named in the column."""
-    out = {k: v for k, v in summary.items() if k != "max_root_rot_error"}
-    out["max_root_rot_error_deg"] = math.degrees(summary["max_root_rot_error"])
-    return out
-
-
 def trajectory_info(rec: dict, tracker_spec: dict, backend_spec: dict, character_spec: str, seed: int,
                     character: Character, recording: BatchRecording) -> dict:
     """The top-level keys of rollouts.json: what the iteration's config decides (`env_info`, the same
@@ -113,7 +97,7 @@ def episode(a: Attempt) -> dict:
 
 def attempt_row(i: int, name: str, a: Attempt) -> dict:
     """attempts.tsv's row of attempt `traj_<i>`."""
-    return {"attempt": f"traj_{i}", "motion": name, "start_fraction": a.start_fraction,
+    return {"attempt": f"traj_{i}", "motion": name, "start_fraction": round(a.start_fraction, 9),
             "start_time": round(a.start_time, 9), "end_time": round(a.end_time, 9), "steps": a.steps,
             "success": a.success, "fail_reason": a.fail_reason or None, "kept_steps": a.kept_steps,
             "kept_end_time": round(float(a.ref_time[a.kept_steps]), 9), **error_columns(kept_error_summary(a.errors, a.kept_steps))}

@@ -1,33 +1,38 @@
-"""Selection: per motion, which attempt becomes the recorded motion, written as a PARC file.
+"""Selection: per motion, what becomes recorded motion, written as PARC files.
 
-Full length first; otherwise the earliest later start that succeeded. An attempt
-succeeded when no termination fired before the motion's end (minus PARC's tolerance);
-the optional quality thresholds can still reject it. Cheap, so it reruns alone when
-only thresholds change.
+record.recovery: parc: full length first; otherwise the earliest later start that succeeded.
+An attempt succeeded when no termination fired before the motion's end (minus PARC's
+tolerance); the optional quality thresholds can still reject it. record.recovery: segments:
+every clean segment of the motion's attempts (stages/segments.py), one file each. Cheap, so it
+reruns alone when only thresholds change.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from physrec import __version__
+from physrec import __version__, config
 from physrec.motion.character import Character
 from physrec.formats.hashing import sha256_file, stable_hash
 from physrec.formats.motion_file import MotionData, MotionFile, MotionFileError, write_motion_file
 from physrec.motion.quat import positive_w
-from physrec.formats.rollouts import open_rollouts, read_json, read_states
+from physrec.formats.rollouts import open_rollouts, read_errors, read_json, read_states
 from physrec.formats.tables import read_tsv_records, write_tsv
 from physrec.formats.text import fitting_stem
 from physrec.motion.terrain import crop_around_path
 from physrec.stages.index import read_indexed
-from physrec.stages.gates import GATES, gate_reason, short_reason
+from physrec.stages.gates import recorded_steps, rejection
+from physrec.stages.segments import SEGMENT, Segment, choose_segments
 from physrec.stages.integrity import check_record_outputs, damaged, write_integrity
 
 RECORDED_SUFFIX = "_rec"
+# A segment's file: <motion>_<start in ms>ms_rec.pkl; its motion's part is cut for the longest
+# start (record.max_duration_s is far below 10**9 ms), so that every segment of a motion shares it.
+SEGMENT_SUFFIX_LONGEST = f"_999999999ms{RECORDED_SUFFIX}.pkl"
 SELECTED_COLUMNS = ["motion", "status", "attempt", "start_fraction", "start_time", "end_time",
                     "recorded_duration", "attempts", "fail_reason", "recorded_file", "recorded_sha256",
                     "mean_body_pos_error", "max_root_pos_error", "max_root_rot_error_deg"]
@@ -35,34 +40,13 @@ SELECTED_COLUMNS = ["motion", "status", "attempt", "start_fraction", "start_time
 _PER_FRAME_MISC = ("hf_mask_inds", "obs", "obs_shapes")
 
 
-def recorded_steps(attempt: dict[str, str], control_hz: int) -> int:
-    """Control steps a recording of `attempt` holds after its first frame: those before a termination
-    (to kept_end_time) that end by its motion's end. An attempt's last step can pass the end (the
-    reference stands still there, kept_end_time is clamped to it); a recording never lasts longer
-    than its source, so it stops at the last step within it."""
-    return math.floor((float(attempt["kept_end_time"]) - float(attempt["start_time"])) * control_hz + 1e-6)
-
-
-def rejection(attempt: dict[str, str], sel: dict, control_hz: int) -> str:
-    """Why a successful attempt fails the quality thresholds ("" if it passes).
-
-    The errors are over the frames a recorded motion would hold (none at or past a
-    termination); see config/README.md for how the default thresholds were chosen.
-    """
-    for column, key, unit in GATES:
-        limit = sel.get(key)
-        value = float(attempt[column])
-        if not math.isfinite(value):  # NaN passes every `>`: a diverged attempt is never kept
-            return f"{column} is {value} (a non-finite state)"
-        if limit is not None and value > limit:
-            return gate_reason(column, value, unit, limit)
-    steps = recorded_steps(attempt, control_hz)
-    if steps < 1:
-        return "a recording would hold a single frame"
-    duration = steps / control_hz
-    if duration < sel.get("min_duration_s", 0.0):
-        return short_reason(duration, sel["min_duration_s"])
-    return ""
+def recorded_file_name(name: str, segment_start: float | None = None) -> str:
+    """`<name>_rec.pkl`, or for a segment (one of several pieces of its source) starting at
+    `segment_start` seconds `<name>_<start in ms>ms_rec.pkl`: unique, within NAME_MAX bytes."""
+    suffix = f"{RECORDED_SUFFIX}.pkl"
+    if segment_start is None:
+        return fitting_stem(name, suffix) + suffix
+    return fitting_stem(name, SEGMENT_SUFFIX_LONGEST) + f"_{round(segment_start * 1000)}ms{suffix}"
 
 
 def choose(attempts: list[dict[str, str]], sel: dict, control_hz: int) -> tuple[str, dict[str, str] | None, str]:
@@ -110,72 +94,106 @@ def run_select(record_dir: str | Path, sel: dict, out_dir: str | Path, integrity
     attempts = read_tsv_records(record_dir / "attempts.tsv")
     character = Character.load(env["character"])
     fps = int(env["record"]["control_hz"])
+    sel = config.selection_keys(sel, env["record"].get("recovery", "parc"))
     by_motion: dict[str, list[dict[str, str]]] = {}
     for a in attempts:
         by_motion.setdefault(a["motion"], []).append(a)
     rows = []
     (out / "motions").mkdir(parents=True, exist_ok=True)
     with open_rollouts(record_dir / "rollouts.h5") as h5:
+        batch = _Batch(record_dir, info, h5, {f"traj_{e['episode_id']}": e for e in info["episodes"]})
         for name, tries in by_motion.items():
-            rows.append(_select_motion(name, tries, sel, h5, info, character, fps, out, record_dir))
+            rows += _select_motion(name, tries, sel, batch, character, fps, out)
     write_tsv(out / "selected.tsv", rows, SELECTED_COLUMNS)
     write_integrity(out, integrity_token)
     return rows
 
 
-def _episode(info: dict, h5: Any, attempt: str, record_dir: Path) -> dict:
-    """The rollouts.json record of an attempts.tsv row, paired by id, which rollouts.h5 must hold too."""
-    episodes = {f"traj_{e['episode_id']}": e for e in info["episodes"]}
-    if attempt not in episodes:
-        raise damaged(record_dir / "rollouts.json", f"no episode {attempt}, which attempts.tsv lists")
-    if attempt not in h5:
-        raise damaged(record_dir / "rollouts.h5", f"no group {attempt}, which rollouts.json lists")
-    return episodes[attempt]
+@dataclass(frozen=True)
+class _Batch:
+    """A record folder as selection reads it."""
+
+    dir: Path
+    info: dict  # its rollouts.json
+    h5: Any  # its rollouts.h5, open
+    episodes: dict[str, dict]  # rollouts.json's episode records by attempt id (traj_<i>)
+
+    def episode(self, attempt: str) -> dict:
+        """The rollouts.json record of an attempts.tsv row, paired by id, which rollouts.h5 must hold too."""
+        if attempt not in self.episodes:
+            raise damaged(self.dir / "rollouts.json", f"no episode {attempt}, which attempts.tsv lists")
+        if attempt not in self.h5:
+            raise damaged(self.dir / "rollouts.h5", f"no group {attempt}, which rollouts.json lists")
+        return self.episodes[attempt]
 
 
-def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, h5: Any, info: dict, character: Character,
-                   fps: int, out: Path, record_dir: Path) -> dict:
-    """The selected.tsv row of one motion, writing its recorded motion file if one is kept;
-    `info`: the batch's rollouts.json."""
+def _kept(tries: list[dict[str, str]], sel: dict, batch: _Batch, fps: int) -> tuple[str, list[Segment], str]:
+    """(status, the pieces kept in source order, reason) of one motion under its record.recovery:
+    PARC's one chosen attempt, or every clean segment (stages/segments.py)."""
+    rec = batch.info["env_info"]["env_kwargs"]["record"]
+    if rec.get("recovery", "parc") == "parc":
+        status, chosen, reason = choose(tries, sel, fps)
+        return status, [] if chosen is None else [Segment(chosen, recorded_steps(chosen, fps), chosen, status)], reason
+
+    def errors(a: dict[str, str]) -> np.ndarray:
+        return read_errors(batch.h5, int(batch.episode(a["attempt"])["episode_id"]))
+    return choose_segments(tries, errors, sel, rec["min_segment_s"], fps)
+
+
+def _select_motion(name: str, tries: list[dict[str, str]], sel: dict, batch: _Batch, character: Character,
+                   fps: int, out: Path) -> list[dict]:
+    """The selected.tsv rows of one motion, one per piece kept (writing its motion file), or one
+    saying why none was."""
+    status, kept, reason = _kept(tries, sel, batch, fps)
+    if not kept:
+        row = {c: None for c in SELECTED_COLUMNS}
+        row.update(motion=name, status=status, attempts=len(tries), fail_reason=reason or None)
+        return [row]
+    return [_write_piece(name, piece, len(tries), sel, batch, character, fps, out) for piece in kept]
+
+
+def _write_piece(name: str, piece: Segment, attempts: int, sel: dict, batch: _Batch, character: Character,
+                 fps: int, out: Path) -> dict:
+    """Write one kept piece of motion `name` as a PARC motion file; its selected.tsv row."""
+    info = batch.info
     config_hash = info["env_info"]["env_kwargs"]["config_hash"]
-    status, chosen, reason = choose(tries, sel, fps)
+    chosen, steps = piece.attempt, piece.steps
+    ep_info = batch.episode(chosen["attempt"])
+    qpos, contacts = read_states(batch.h5, int(ep_info["episode_id"]))
+    end_time = round(float(chosen["start_time"]) + steps / fps, 9)  # as attempts.tsv writes times
+    try:
+        source = read_indexed(ep_info["source_path"], ep_info["source_sha256"], num_joints=character.num_joints,
+                              num_bodies=character.num_bodies)
+    except MotionFileError as e:
+        raise MotionFileError(e.path, f"{e.problem} (batch {ep_info['batch']} was recorded from it); "
+                                      "record it again") from e
+    data = recorded_motion(character, qpos[:steps + 1], contacts[:steps + 1],
+                           np.asarray(ep_info["world_offset"]), fps)
+    terrain = crop_around_path(source.terrain, data.root_pos[:, :2].astype(np.float64),  # type: ignore[arg-type]
+                               sel.get("terrain_padding_m", 3.2))
+    misc = {k: v for k, v in (source.misc or {}).items() if k not in _PER_FRAME_MISC}
+    misc.update({
+        "physrec:source_name": name, "physrec:source_path": ep_info["source_path"],
+        "physrec:source_sha256": ep_info["source_sha256"],
+        "physrec:start_time": float(chosen["start_time"]), "physrec:start_fraction": float(chosen["start_fraction"]),
+        "physrec:end_time": end_time, "physrec:tracker": info["source_type"],
+        "physrec:tracker_desc": info["source_desc"],
+        # How a planner's attempt was found ("pd", "search"); absent for other trackers.
+        **({"physrec:tracker_method": ep_info["search"]["method"]} if "search" in ep_info else {}),
+        "physrec:backend": backend_label(ep_info["recorded_by"]), "physrec:config_hash": config_hash,
+        "physrec:selection_hash": stable_hash(sel), "physrec:physrec_version": __version__,
+        "physrec:seed": int(ep_info["episode_seed"]), "physrec:batch": ep_info["batch"],
+        "physrec:attempt": chosen["attempt"]})
+    if piece.status == SEGMENT:
+        misc.update({"physrec:recovery": "segments", "physrec:attempt_end_time": float(chosen["end_time"]),
+                     "physrec:attempt_fail_reason": chosen["fail_reason"]})
+    path = out / "motions" / recorded_file_name(name, float(chosen["start_time"]) if piece.status == SEGMENT else None)
+    write_motion_file(path, MotionFile(motion=data, terrain=terrain, misc=misc))
     row = {c: None for c in SELECTED_COLUMNS}
-    row.update(motion=name, status=status, attempts=len(tries), fail_reason=reason or None)
-    if chosen is not None:
-        ep_info = _episode(info, h5, chosen["attempt"], record_dir)
-        qpos, contacts = read_states(h5, int(ep_info["episode_id"]))
-        steps = recorded_steps(chosen, fps)
-        end_time = round(float(chosen["start_time"]) + steps / fps, 9)  # as attempts.tsv writes times
-        try:
-            source = read_indexed(ep_info["source_path"], ep_info["source_sha256"], num_joints=character.num_joints,
-                                  num_bodies=character.num_bodies)
-        except MotionFileError as e:
-            raise MotionFileError(e.path, f"{e.problem} (batch {ep_info['batch']} was recorded from it); "
-                                          "record it again") from e
-        data = recorded_motion(character, qpos[:steps + 1], contacts[:steps + 1],
-                               np.asarray(ep_info["world_offset"]), fps)
-        terrain = crop_around_path(source.terrain, data.root_pos[:, :2].astype(np.float64),  # type: ignore[arg-type]
-                                   sel.get("terrain_padding_m", 3.2))
-        misc = {k: v for k, v in (source.misc or {}).items() if k not in _PER_FRAME_MISC}
-        misc.update({
-            "physrec:source_name": name, "physrec:source_path": ep_info["source_path"],
-            "physrec:source_sha256": ep_info["source_sha256"],
-            "physrec:start_time": float(chosen["start_time"]), "physrec:start_fraction": float(chosen["start_fraction"]),
-            "physrec:end_time": end_time, "physrec:tracker": info["source_type"],
-            "physrec:tracker_desc": info["source_desc"],
-            # How a planner's attempt was found ("pd", "search"); absent for other trackers.
-            **({"physrec:tracker_method": ep_info["search"]["method"]} if "search" in ep_info else {}),
-            "physrec:backend": backend_label(ep_info["recorded_by"]), "physrec:config_hash": config_hash,
-            "physrec:selection_hash": stable_hash(sel), "physrec:physrec_version": __version__,
-            "physrec:seed": int(ep_info["episode_seed"]), "physrec:batch": ep_info["batch"],
-            "physrec:attempt": chosen["attempt"]})
-        suffix = f"{RECORDED_SUFFIX}.pkl"
-        path = out / "motions" / (fitting_stem(name, suffix) + suffix)
-        write_motion_file(path, MotionFile(motion=data, terrain=terrain, misc=misc))
-        row.update(attempt=chosen["attempt"], start_fraction=float(chosen["start_fraction"]),
-                   start_time=float(chosen["start_time"]), end_time=end_time,
-                   recorded_duration=data.duration, recorded_file=path.name, recorded_sha256=sha256_file(path),
-                   mean_body_pos_error=float(chosen["mean_body_pos_error"]),
-                   max_root_pos_error=float(chosen["max_root_pos_error"]),
-                   max_root_rot_error_deg=float(chosen["max_root_rot_error_deg"]))
+    row.update(motion=name, status=piece.status, attempts=attempts, attempt=chosen["attempt"],
+               start_fraction=float(chosen["start_fraction"]), start_time=float(chosen["start_time"]),
+               end_time=end_time, recorded_duration=data.duration, recorded_file=path.name,
+               recorded_sha256=sha256_file(path), mean_body_pos_error=float(piece.row["mean_body_pos_error"]),
+               max_root_pos_error=float(piece.row["max_root_pos_error"]),
+               max_root_rot_error_deg=float(piece.row["max_root_rot_error_deg"]))
     return row
