@@ -33,6 +33,6 @@ for name in ("TEASER_TERRAIN", "civilization", "sfu"):
            "max_root_rot_error_deg": best and round(float(best["max_root_rot_error_deg"]), 1),
            "cpu_s": round(cpu, 1), "cpu_s_per_motion_s": round(cpu / mf.motion.duration, 1), "attempts": len(tries)}
     rows.append(row); print(json.dumps(row), flush=True)
-json.dump({"machine": "2-core VM of this project (idle but this run), 1 thread", "date": "2026-12-07",
-           "command": "python scripts/parc_samples_quality.py docs/bench/cpu-sampling-parc-issue21-final.json", "rows": rows},
+json.dump({"machine": "2-core VM of this project (idle but this run), 1 thread", "date": time.strftime("%Y-%m-%d"),
+           "command": "python scripts/parc_samples_quality.py " + sys.argv[1], "rows": rows},
           open(sys.argv[1], "w"), indent=1)

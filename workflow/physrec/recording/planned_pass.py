@@ -70,8 +70,8 @@ def planned_pass(planner: Planner, sim: SimBackend, ref: ReferenceSet, settings:
         part = fraction if np.ndim(fraction) == 0 else np.asarray(fraction)[left]
         req = request(rest, part)
         if first:
-            req = dataclasses.replace(req, first_targets=[first[int(m)].actions[:first[int(m)].steps]
-                                                          if int(m) in first else None for m in rest])
+            req = dataclasses.replace(req, first_targets=[first[int(m)].actions if int(m) in first else None
+                                                          for m in rest])
         plans = planner.plan(req)
         run = HostPass(sim, ref, settings, rest, part, offsets, observer, plans=plans)
         for a, p in zip(run.run(PlanReplay(planner, plans, run), progress), plans):

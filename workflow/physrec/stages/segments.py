@@ -46,12 +46,14 @@ def onset_frame(errors: np.ndarray, steps: int) -> int:
     return int(healthy[-1]) + 1 if len(healthy) else 0
 
 
-def segment_of(attempt: dict[str, str], errors: np.ndarray, control_hz: int, margin_s: float) -> Segment:
+def segment_of(attempt: dict[str, str], errors: np.ndarray | None, control_hz: int, margin_s: float) -> Segment:
     """The segment an attempt gives: all its recordable steps when it succeeded (its attempts.tsv
-    row, as PARC's selection reads it), else those up to `margin_s` before its failure's onset."""
+    row, as PARC's selection reads it), else those up to `margin_s` before its failure's onset
+    (`errors`, a failed attempt's tracking errors, are needed only then)."""
     first = float(attempt["start_fraction"]) == 0.0
     if attempt["success"] == "true":
         return Segment(attempt, recorded_steps(attempt, control_hz), attempt, FULL_LENGTH if first else SEGMENT)
+    assert errors is not None
     cut = onset_frame(errors, int(attempt["steps"])) - int(round(margin_s * control_hz))
     steps = max(0, min(cut, int(attempt["kept_steps"])))
     row = {**attempt, **{k: repr(v) for k, v in error_columns(kept_error_summary(errors, steps)).items()},
@@ -62,11 +64,11 @@ def segment_of(attempt: dict[str, str], errors: np.ndarray, control_hz: int, mar
 def choose_segments(attempts: list[dict[str, str]], errors: Callable[[dict[str, str]], np.ndarray], sel: dict,
                     min_segment_s: float, control_hz: int) -> tuple[str, list[Segment], str]:
     """(status, kept segments in source order, reason) for one motion's attempts; `errors` reads an
-    attempt's tracking errors. With none kept, the status and reason say why (as select.choose's)."""
+    attempt's tracking errors (read for failed attempts only). With none kept, the status and reason say why (as select.choose's)."""
     ordered = sorted(attempts, key=lambda a: float(a["start_time"]))
     kept, rejected = [], ""
     for a in ordered:
-        s = segment_of(a, errors(a), control_hz, sel["segment_margin_s"])
+        s = segment_of(a, None if a["success"] == "true" else errors(a), control_hz, sel["segment_margin_s"])
         if s.steps < 1 or (s.status == SEGMENT and s.steps / control_hz < min_segment_s - 1e-9):
             continue
         why = rejection(s.row, sel, control_hz)

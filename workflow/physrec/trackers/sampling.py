@@ -187,7 +187,7 @@ class _Attempt:
         # Rescuing a policy: its targets up to where it failed (the nominal there), and the steps
         # before `policy_margin_s` of that, whose windows are simulated with those targets alone.
         first = None if planner.rescues is None or request.first_targets is None else request.first_targets[row]
-        self.first = None if first is None else np.asarray(first[:self.T], dtype=np.float64)
+        self.first = None if first is None else np.asarray(first, dtype=np.float64)  # its steps: at most T
         margin = int(round(s.policy_margin_s / request.control_dt))
         self.fixed = 0 if self.first is None else max(0, len(self.first) - margin)
         self.policy_steps = 0  # of the path found: steps whose targets are the policy's own
