@@ -1,6 +1,11 @@
-"""PARC's three samples with tracker {kind: sampling} (defaults), each recorded alone with later starts,
-the chosen attempt as selection chooses it under the default gates, and the raw simulator's rate."""
+"""PARC's three samples with tracker {kind: sampling} (defaults, or the keys of an optional JSON spec over
+them), each recorded alone with later starts, the chosen attempt as selection chooses it under the
+default gates, and its cost.
+
+    python scripts/parc_samples_quality.py OUT.json ['{"search_passes": 1, "refine_passes": 1}']
+"""
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +18,8 @@ from physrec.recording.data import BatchMotion
 from physrec.stages.record import attempt_row
 from physrec.stages.select import choose
 from physrec.trackers.base import make_tracker
-cfg = config.validate({"iterations": [{"name": "i", "dataset": "x", "tracker": {"kind": "sampling"}}]})
+spec = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+cfg = config.validate({"iterations": [{"name": "i", "dataset": "x", "tracker": {"kind": "sampling", **spec}}]})
 settings, sel = config.record_settings(cfg["record"]), cfg["selection"]
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "parc_samples"  # ../shared beside the checkout
 ch = Character.load()
@@ -33,6 +39,7 @@ for name in ("TEASER_TERRAIN", "civilization", "sfu"):
            "max_root_rot_error_deg": best and round(float(best["max_root_rot_error_deg"]), 1),
            "cpu_s": round(cpu, 1), "cpu_s_per_motion_s": round(cpu / mf.motion.duration, 1), "attempts": len(tries)}
     rows.append(row); print(json.dumps(row), flush=True)
-json.dump({"machine": "2-core VM of this project (idle but this run), 1 thread", "date": time.strftime("%Y-%m-%d"),
-           "command": "python scripts/parc_samples_quality.py " + sys.argv[1], "rows": rows},
+json.dump({"machine": f"this project's 2-core VM, 1 thread; load average {os.getloadavg()[0]:.1f} at the end", "date": time.strftime("%Y-%m-%d"),
+           "command": "python scripts/parc_samples_quality.py " + " ".join(repr(a) if " " in a else a for a in sys.argv[1:]),
+           "spec": spec, "rows": rows},
           open(sys.argv[1], "w"), indent=1)

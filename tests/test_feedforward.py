@@ -54,5 +54,6 @@ def test_the_ground_carries_the_root_and_the_legs_carry_the_weight(ch, stand):
 
 def test_the_defaults_search_everything_with_the_feedforward():
     full = config.tracker_spec({"kind": "sampling"})
-    assert full["pd_first"] is False and full["feedforward"] == "inverse" and full["search_passes"] == 2
+    assert full["pd_first"] is False and full["feedforward"] == "inverse"
+    assert full["search_passes"] == 1 and full["refine_passes"] == 1
     assert full["velocity_step"] == "current" and full["target_lead"] == 0.5
