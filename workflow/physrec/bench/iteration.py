@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from physrec import config
-from physrec.bench import machine, write_json
+from physrec.bench import load_average, machine, write_json
 from physrec.bench.batch import copies, random_checkpoint
 from physrec.formats.dataset_yaml import write_dataset
 from physrec.formats.motion_file import write_motion_file
@@ -118,7 +118,7 @@ def measure(a: argparse.Namespace, plan: Path, batch: str, motion_s: float, thre
             "simulated_motion_s": attempted, "attempts": len(recording.attempts),
             "succeeded": len({x.motion for x in recording.attempts if x.success}), "motions": len(recording.motions),
             "motion_s_per_wall_s": motion_s / wall, "shares": shares,
-            "iteration_projection_s": ITERATION_MOTION_S / motion_s * (wall + startup)}
+            "iteration_projection_s": ITERATION_MOTION_S / motion_s * (wall + startup), "load_average": load_average()}
 
 
 def run(a: argparse.Namespace) -> None:
@@ -139,8 +139,9 @@ def run(a: argparse.Namespace) -> None:
         results.append(r)
         print(f"{threads} thread(s): {r['wall_s']:.1f} s wall, {r['motion_s_per_wall_s']:.1f} motion-s per wall-s "
               f"({r['attempts']} attempts, {r['simulated_motion_s']:.1f} motion-s simulated, {r['succeeded']}/"
-              f"{r['motions']} motions succeeded); a 2000 x 10 s iteration in such jobs, each with a "
-              f"{startup:.1f}-s start-up: {r['iteration_projection_s'] / 60:.1f} min", flush=True)
+              f"{r['motions']} motions succeeded, load average {r['load_average'][0]:.1f}); a 2000 x 10 s "
+              f"iteration in such jobs, each with a {startup:.1f}-s start-up: {r['iteration_projection_s'] / 60:.1f} min",
+              flush=True)
         print("  share of the job: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in r["shares"].items()), flush=True)
         write_json(a.json, head, results)
     if len(results) > 1 and results[0]["threads"] == 1:

@@ -30,7 +30,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from physrec.bench import add_backend_arguments, backend_spec, machine, write_json
+from physrec.bench import add_backend_arguments, backend_spec, load_average, machine, write_json
 
 from physrec.demo import demo_motions
 from physrec.formats.motion_file import read_motion_file
@@ -149,7 +149,7 @@ def measure(envs: int, a: argparse.Namespace, character: Character, tracker: Tra
     out = {"envs": envs, "motions": sorted({m.name.rsplit("_", 1)[0] for m in motions}), "tracker": tracker.describe(),
            "backend": rec.provenance, "bytes_per_env": memory["per_env"],
            "raw_steps_per_s": replay.physics_steps / raw, "recorder_steps_per_s": rec.sim_steps / recorder,
-           "motion_seconds_per_s": motion_seconds / recorder}
+           "motion_seconds_per_s": motion_seconds / recorder, "load_average": load_average()}
     out["recorder_over_raw"] = out["recorder_steps_per_s"] / out["raw_steps_per_s"]
     if closed:
         out["loop_steps_per_s"] = replay.physics_steps / loop
@@ -169,7 +169,7 @@ def report(r: dict, a: argparse.Namespace, physics_hz: int, control_hz: int) -> 
     print(f"recorder ({a.tracker} tracker{', observation' if 'loop_steps_per_s' in r else ''}, termination, "
           f"bookkeeping): {r['recorder_steps_per_s']:,.0f} physics steps/s, {r['motion_seconds_per_s']:,.1f} "
           f"motion-seconds recorded per wall-second")
-    print(f"ratio recorder/raw: {r['recorder_over_raw']:.2f}")
+    print(f"ratio recorder/raw: {r['recorder_over_raw']:.2f} (load average {r['load_average'][0]:.1f})")
     if "recorder_over_loop" in r:
         print(f"ratio recorder/({a.backend} + policy): {r['recorder_over_loop']:.2f}")
 
