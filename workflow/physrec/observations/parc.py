@@ -243,7 +243,7 @@ class Observation:
         whose bits depend on N: the heading's atan2, which torch's CPU kernel takes on a vectorised
         path for whole blocks of values (32 with AVX-512) and on a scalar one for the rest, with
         other roundings. Given these for a whole batch, :meth:`compute` on any slice of its rows
-        gives the rows' bits of one call for all (tests/test_parc_observation.py)."""
+        gives the rows' bits of one call for all (tests/test_observer.py)."""
         return {"heading": tq.heading(root_rot)}
 
     def compute(self, state: CharacterState, motion: torch.Tensor, time: torch.Tensor | None,

@@ -1,8 +1,9 @@
 """The recorder's pass on the host: the tracker acts on numpy states, the backend steps them
 (several control steps per call for open-loop trackers), and the termination check and
 buffers are numpy, in float64. After each simulator call the recorder's own work
-(kinematics, termination, buffers, observation) runs on the job's threads, the environments
-in slices: numpy and torch release the GIL, and every row's figures are computed alone."""
+(kinematics, termination, buffers, observation) can run on the job's threads, the
+environments in slices of at least MIN_SLICE_ROWS; every row's figures are computed alone, so
+the slices record the bits of one call."""
 
 from __future__ import annotations
 
@@ -22,9 +23,13 @@ from physrec.recording.settings import RecordSettings
 from physrec.sim.backend import SimBackend
 from physrec.trackers.base import Plan, Tracker, TrackingInput
 
-# Environments below which a control step's own work is not split further over threads: a task
-# on the pool costs tens of microseconds, an environment's step about as much.
-MIN_SLICE_ROWS = 4
+# Environments below which a control step's own work is not split further over threads. That
+# work is mostly Python's cost per numpy and torch operation, under the GIL: measured 2026-12-08
+# on this 2-core VM (load average about 5), one step costs about 0.9 ms plus 10 us per
+# environment in one slice, and more in two on 2 threads at every size tried, 16 to 1024
+# environments (1.6 against 2.6 ms at 64; docs/benchmarks.md, issue 24). So CPU batches (64)
+# are never cut; only host batches of thousands would be.
+MIN_SLICE_ROWS = 512
 
 
 class HostPass(Pass):
