@@ -40,7 +40,7 @@ class HostPass(Pass):
                  fraction: float | np.ndarray, offsets: np.ndarray, observer: Observer | None = None,
                  plans: list[Plan] | None = None, threads: int = 1) -> None:
         super().__init__(sim, ref, settings, motion, fraction, offsets, observer)
-        self.threads = max(1, int(threads))  # the job's: the recorder's own work per control step runs on them
+        self.threads = max(1, int(threads))  # the job's: a step's own work may run on them (_slices)
         self.times = PhaseTimes()  # where the control loop's time went
         # A planner's targets may stop short of the end: the attempt ends there, for its reason.
         self.cut = [""] * len(motion)

@@ -68,8 +68,8 @@ class PolicyTracker:
 
     def _chunk_rows(self, n: int) -> int:
         """Rows per call for n rows: POLICY_CHUNK_ROWS; or, where short calls give a row the bits
-        of a full one (`_pad_rows`), as few multiples of them as give every thread a call, so
-        that 16 to 63 rows use two threads too."""
+        of a full one (`_pad_rows`), as few multiples of them as give every thread a call (on 2
+        threads, 9 to 64 rows go in two calls, where one call of up to 32 rows left a thread idle)."""
         if not self._pad_rows or self._threads == 1:
             return POLICY_CHUNK_ROWS
         per_thread = -(-n // self._threads)
