@@ -65,3 +65,18 @@ def test_iteration_records_a_batch_end_to_end_and_projects_an_iteration(tmp_path
     assert r["motions"] == 2 and r["attempts"] >= 2 and abs(sum(r["shares"].values()) - 1) < 1e-9
     assert r["iteration_projection_s"] == pytest.approx(20000 / r["motion_s"] * (r["wall_s"] + r["startup_s"]))
     assert "a 2000 x 10 s iteration" in done.stdout
+
+
+def test_iteration_with_whole_motions_simulates_every_motion_to_its_end(tmp_path):
+    """--whole-motions: terminations that cannot fire, so a random-weight policy, which falls within
+    a second of every start, still simulates both copies of civilization (8.4 s) whole, once each."""
+    civ = SHARED / "civilization.pkl"
+    if not civ.is_file():
+        pytest.skip(f"needs PARC's sample {civ}")
+    done = _physrec("bench", "iteration", "--files", str(civ), "--copies", "2", "--threads", "1",
+                    "--whole-motions", "--dir", str(tmp_path / "it"), "--json", str(tmp_path / "f.json"), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads((tmp_path / "f.json").read_text())
+    (r,) = out["results"]
+    assert out["whole_motions"] and r["attempts"] == 2 and r["succeeded"] == 2
+    assert r["simulated_motion_s"] == pytest.approx(r["motion_s"], abs=0.05)

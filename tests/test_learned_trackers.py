@@ -360,6 +360,33 @@ def test_a_learned_tracker_records_the_same_bytes_on_any_thread_count(tmp_path, 
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
 
 
+def test_a_steps_own_work_in_slices_on_threads_records_the_same_attempts(tmp_path, monkeypatch, ch):
+    """The recorder's own work after each simulator call (kinematics, termination, buffers,
+    observation) in slices of 1 row on 3 threads, with 38 copies of the demo's motions (more than
+    a vectorised block of 32, where the heading's atan2 rounds otherwise): the attempts of one
+    slice on 1 thread, bit for bit, observations included."""
+    from physrec.demo import demo_motions
+    from physrec.recording import host_pass
+    from physrec.recording.data import BatchMotion
+    from physrec.sim.backend import BackendSpec
+    tracker = make_tracker({"kind": "parc", "model": str(_checkpoint(tmp_path / "model.pt"))}, ch)
+    batch = [BatchMotion(f"{n}_{i}", mf.motion, mf.terrain) for i in range(6) for n, mf in demo_motions().items()]
+    batch = batch[:38]
+    settings = RecordSettings(save_obs=True)
+    whole = record_batch(batch, ch, tracker, settings, BackendSpec(threads=1))
+    monkeypatch.setattr(host_pass, "MIN_SLICE_ROWS", 1)
+    slices = []
+    real = host_pass.HostPass._slices
+    monkeypatch.setattr(host_pass.HostPass, "_slices", lambda self, m: slices.append(real(self, m)) or slices[-1])
+    cut = record_batch(batch, ch, tracker, settings, BackendSpec(threads=3))
+    assert max(len(s) for s in slices) == 3
+    assert len(whole.attempts) == len(cut.attempts) > len(batch)
+    for a, b in zip(whole.attempts, cut.attempts):
+        assert (a.motion, a.start_fraction, a.steps, a.fail_reason) == (b.motion, b.start_fraction, b.steps, b.fail_reason)
+        for k in ("qpos", "qvel", "actions", "errors", "obs"):
+            assert np.array_equal(getattr(a, k), getattr(b, k)), k
+
+
 @pytest.mark.parametrize("kind", ["exported", "parc"])
 def test_passes_cut_to_the_memory_budget_record_the_same_attempts(tmp_path, monkeypatch, ch, kind):
     """A pass's environments in groups whose dense buffers fit a budget (here so small that most

@@ -54,3 +54,24 @@ def test_a_parc_actor_pads_short_chunks_less_with_the_same_bits(monkeypatch):
             padded = torch.cat([obs, obs.new_zeros(-n % POLICY_CHUNK_ROWS, obs.shape[1])])
             full = torch.cat([tracker.policy(c) for c in padded.split(POLICY_CHUNK_ROWS)])[:n]
         assert torch.equal(torch.as_tensor(got[:, 0]), full.double())
+
+
+def test_a_parc_actor_gives_every_thread_a_call_with_the_same_bits(monkeypatch):
+    """On 2 threads, 32 rows (a pass's last environments) go in two calls of 16, 20 in 16 + 8 and
+    64 in two of 32; on 4 threads 40 rows in 16 + 16 + 8; every row with the bits of one thread's
+    full chunks of 32."""
+    from physrec.trackers.policy import limit_torch_threads
+    limit_torch_threads(1)
+    state = check_state(random_state_dict(1312, 28), 1312, 28, Path("<random>"))
+    tracker = PolicyTracker("parc", build_actor(state), "parc", "PARC-size actor")
+    tracker.act(SimpleNamespace(obs=_obs(1)))  # the check, once
+    if tracker._pad_rows != POLICY_PAD_ROWS:
+        pytest.skip("this machine's kernels give rows other bits in calls of 8 rows: full chunks stay")
+    calls = _calls(tracker, monkeypatch)
+    for threads, n, expected in ((2, 32, [16, 16]), (2, 20, [16, 8]), (2, 64, [32, 32]), (4, 40, [16, 16, 8])):
+        obs = _obs(n)
+        tracker.use_threads(1)
+        one = tracker.act(SimpleNamespace(obs=obs))
+        tracker.use_threads(threads)
+        calls.clear()
+        assert np.array_equal(tracker.act(SimpleNamespace(obs=obs)), one) and sorted(calls, reverse=True) == expected

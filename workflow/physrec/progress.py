@@ -38,6 +38,19 @@ class PhaseTimes:
         self.seconds[name] = self.seconds.get(name, 0.0) + now - since
         return now
 
+    def spread(self, since: float, parts: list[dict[str, float]]) -> float:
+        """Adds the wall time since `since` to the phases of work done in parallel (`parts`: each
+        thread's seconds per phase), in proportion to their summed seconds; returns now."""
+        now = time.perf_counter()
+        summed: dict[str, float] = {}
+        for part in parts:
+            for k, v in part.items():
+                summed[k] = summed.get(k, 0.0) + v
+        total = sum(summed.values())
+        for k, v in summed.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + (now - since) * (v / total if total > 0 else 1 / len(summed))
+        return now
+
     def add(self, other: "PhaseTimes") -> None:
         for k, v in other.seconds.items():
             self.seconds[k] = self.seconds.get(k, 0.0) + v

@@ -69,6 +69,12 @@ def machine() -> dict:
     return out
 
 
+def load_average() -> list[float]:
+    """The machine's 1-, 5- and 15-minute load averages, kept with each figure: on a shared machine
+    they say how much of it the figure had."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def write_json(path: Path | None, head: dict, results: list[dict]) -> None:
     """The figures so far: written after every measurement, so a run stopped by a time limit keeps them."""
     if path is not None:

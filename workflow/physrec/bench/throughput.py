@@ -11,7 +11,9 @@ Closed loop (`--tracker parc`): a PARC-size policy (PARC's checkpoint layout, ra
 weights) drives the character. Three rates on the same batch and the same physics (the
 recorder's own actions replayed): raw (one rollout call per attempt length), simulator +
 bare policy (per control step, one rollout call and one policy forward for the environments
-still running, on the recorded observations) and the recorder (observation, policy, termination, bookkeeping).
+still running, on the recorded observations, in the recorder's chunks on the job's threads;
+until 2026-12-08 in one call on one thread, and the recorder's policy too ran on one thread
+here, unlike the record job's) and the recorder (observation, policy, termination, bookkeeping).
 
 Machines are shared and noisy: the runs interleave, the best of each is kept, and only
 the ratios are meaningful. Terminations are switched off (limits of 1e9), so every
@@ -24,10 +26,11 @@ import argparse
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from physrec.bench import add_backend_arguments, backend_spec, machine, write_json
+from physrec.bench import add_backend_arguments, backend_spec, load_average, machine, write_json
 
 from physrec.demo import demo_motions
 from physrec.formats.motion_file import read_motion_file
@@ -92,9 +95,10 @@ class _Replay:
             self.sim.step(self.env[rows], self.actions[rows, :k])
         return time.perf_counter() - start
 
-    def with_policy(self, policy) -> float:
+    def with_policy(self, tracker) -> float:
         """Seconds for the horizons as a closed loop would run them: per control step, one backend
-        call for the environments still running and one policy forward on their observations."""
+        call for the environments still running and one forward of the tracker's policy on their
+        observations, in the recorder's chunks on the job's threads (PolicyTracker.act)."""
         import torch
         obs = torch.as_tensor(self.obs)
         self.sim.reset(self.env, self.qpos0, self.qvel0)
@@ -102,7 +106,7 @@ class _Replay:
         with torch.inference_mode():
             for k in range(int(self.lengths.max())):
                 rows = self.lengths > k
-                policy(obs[torch.as_tensor(rows), k])
+                tracker.act(SimpleNamespace(obs=obs[torch.as_tensor(rows), k]))
                 self.sim.step(self.env[rows], self.actions[rows, k:k + 1])
         return time.perf_counter() - start
 
@@ -118,8 +122,10 @@ def _tracker(kind: str, character: Character, threads: int) -> Tracker:
     size = observation_size("parc", character)
     state = check_state(random_state_dict(size, character.num_dof), size, character.num_dof, Path("<random>"))
     actor = build_actor(state)
-    return PolicyTracker("parc", actor, "parc", f"parc: PARC-size actor {'x'.join(map(str, actor.widths))}, "
-                                                "random weights")
+    tracker = PolicyTracker("parc", actor, "parc", f"parc: PARC-size actor {'x'.join(map(str, actor.widths))}, "
+                                                   "random weights")
+    tracker.use_threads(threads)  # as the record job does
+    return tracker
 
 
 def measure(envs: int, a: argparse.Namespace, character: Character, tracker: Tracker) -> dict:
@@ -135,7 +141,7 @@ def measure(envs: int, a: argparse.Namespace, character: Character, tracker: Tra
     for _ in range(a.repeats):  # interleaved, best of each: the machine's noise hits all alike
         raw = min(raw, replay.raw())
         if closed:
-            loop = min(loop, replay.with_policy(tracker.policy))  # type: ignore[attr-defined]
+            loop = min(loop, replay.with_policy(tracker))
         recorder = min(recorder, record_batch(motions, character, tracker, settings, spec).wall_seconds)
     memory = replay.sim.memory()
     replay.sim.close()
@@ -143,7 +149,7 @@ def measure(envs: int, a: argparse.Namespace, character: Character, tracker: Tra
     out = {"envs": envs, "motions": sorted({m.name.rsplit("_", 1)[0] for m in motions}), "tracker": tracker.describe(),
            "backend": rec.provenance, "bytes_per_env": memory["per_env"],
            "raw_steps_per_s": replay.physics_steps / raw, "recorder_steps_per_s": rec.sim_steps / recorder,
-           "motion_seconds_per_s": motion_seconds / recorder}
+           "motion_seconds_per_s": motion_seconds / recorder, "load_average": load_average()}
     out["recorder_over_raw"] = out["recorder_steps_per_s"] / out["raw_steps_per_s"]
     if closed:
         out["loop_steps_per_s"] = replay.physics_steps / loop
@@ -163,7 +169,7 @@ def report(r: dict, a: argparse.Namespace, physics_hz: int, control_hz: int) -> 
     print(f"recorder ({a.tracker} tracker{', observation' if 'loop_steps_per_s' in r else ''}, termination, "
           f"bookkeeping): {r['recorder_steps_per_s']:,.0f} physics steps/s, {r['motion_seconds_per_s']:,.1f} "
           f"motion-seconds recorded per wall-second")
-    print(f"ratio recorder/raw: {r['recorder_over_raw']:.2f}")
+    print(f"ratio recorder/raw: {r['recorder_over_raw']:.2f} (load average {r['load_average'][0]:.1f})")
     if "recorder_over_loop" in r:
         print(f"ratio recorder/({a.backend} + policy): {r['recorder_over_loop']:.2f}")
 

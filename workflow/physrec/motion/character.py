@@ -322,7 +322,12 @@ class Character:
         joint_rot = quat.identity(qpos.shape[:-1] + (self.num_joints,))
         joint_rot[..., L.ball, :] = quat.from_mujoco(qpos[..., L.ball_qpos].reshape(qpos.shape[:-1] + (-1, 4)))
         joint_rot[..., L.hinge, :] = quat.from_axis_angle(L.hinge_axes, qpos[..., L.hinge_qpos])
-        return qpos[..., 0:3].copy(), quat.normalize(quat.from_mujoco(qpos[..., 3:7])), quat.normalize(joint_rot)
+        return qpos[..., 0:3].copy(), self.root_rotation(qpos), quat.normalize(joint_rot)
+
+    @staticmethod
+    def root_rotation(qpos: np.ndarray) -> np.ndarray:
+        """MuJoCo qpos -> the root's unit rotation x,y,z,w."""
+        return quat.normalize(quat.from_mujoco(qpos[..., 3:7]))
 
     def velocities_to_qvel(self, root_rot: np.ndarray, root_lin_vel: np.ndarray, root_ang_vel: np.ndarray,
                            dof_vel: np.ndarray) -> np.ndarray:
@@ -346,7 +351,7 @@ class Character:
         body's frame, as in PARC.
         """
         L = self._layout
-        root_rot = quat.normalize(quat.from_mujoco(qpos[..., 3:7]))
+        root_rot = self.root_rotation(qpos)
         dof = np.zeros(qpos.shape[:-1] + (self.num_dof,))
         balls = quat.from_mujoco(qpos[..., L.ball_qpos].reshape(qpos.shape[:-1] + (-1, 4)))
         dof[..., L.ball_dof] = quat.quat_to_exp_map(balls).reshape(dof.shape[:-1] + (-1,))

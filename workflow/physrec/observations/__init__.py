@@ -2,7 +2,10 @@
 
 A layout is a module with ``observation_size(character)`` and a class ``Observation``
 built as ``Observation(character, motions, terrains, control_dt, device)`` whose
-``compute(state, motion, time)`` returns [N, size] float32. New layouts register here.
+``compute(state, motion, time, targets=None, whole=None)`` returns [N, size] float32, and whose
+``whole(root_rot)`` computes what ``compute`` must compute for a whole batch at once (its bits
+depend on the batch's size) so that slices of the batch can be observed on several threads
+(observer.Observer.prepare). New layouts register here.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ layout its tracker names (observations.OBSERVATIONS)."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -67,22 +69,49 @@ class Observer:
                  joint_rot: np.ndarray | None = None, body_pos: np.ndarray | None = None):
         """Observations [len(env), O] of the pass's environments `env` in states qpos, qvel, `step`
         control steps after reset; `joint_rot` [m, J, 4] and `body_pos` [m, B, 3] if the caller has them."""
+        return self.rows(self.prepare(env, step, qpos), slice(0, len(env)), qpos, qvel, contacts, joint_rot, body_pos)
+
+    def prepare(self, env: np.ndarray, step: int, qpos: np.ndarray) -> "Sight":
+        """What the observations of environments `env` in states `qpos` [m, nq] share, looked up on
+        the calling thread: the motion ids and target frames (cached lookups: not thread-safe), and
+        the parts of the observation whose bits depend on how many rows are computed together
+        (the layout's `whole`). `rows` then computes any slice of the rows, on any thread, with
+        the bits of one call for all of them."""
+        root_rot = self._torch.as_tensor(self.character.root_rotation(qpos).astype(np.float32), device=self.device)
+        return Sight(self._motion_ids(env), self._frames(env, step), self.layout.whole(root_rot))
+
+    def rows(self, sight: "Sight", rows: slice, qpos: np.ndarray, qvel: np.ndarray, contacts: np.ndarray,
+             joint_rot: np.ndarray | None = None, body_pos: np.ndarray | None = None):
+        """Observations of rows `rows` of a prepared set, from their states (qpos ... body_pos:
+        those rows only, as in __call__)."""
         arrays = self.character.parc_state(qpos, qvel)
         arrays["contacts"] = contacts
         if joint_rot is not None and body_pos is not None:
             arrays["joint_rot"] = joint_rot
             arrays["key_pos"] = body_pos[:, self.layout.key_index]
-        return self.observe(self._state.from_arrays(arrays, self.device), env, step)
+        state = self._state.from_arrays(arrays, self.device)
+        return self.layout.compute(state, sight.ids[rows], None, sight.targets.rows(rows),
+                                   {k: v[rows] for k, v in sight.whole.items()})
 
     def observe(self, state, env: np.ndarray, step: int):
         """Observations of environments `env` in `state` (observations.parc.CharacterState on
         this observer's device), `step` control steps after reset."""
-        torch = self._torch
-        ids = self._motion_ids(env)
+        return self.layout.compute(state, self._motion_ids(env), None, self._frames(env, step))
+
+    def _frames(self, env: np.ndarray, step: int):
+        """The target frames of environments `env` at `step`, rows in the order of `env`."""
         targets, rows, col = self._targets.get(env, step)
         width = self._targets.width
         if len(rows) == width:  # every environment of the lookup, in its order: views, no gather
-            targets = targets.rows(slice(col * width, (col + 1) * width))
-        else:
-            targets = targets.rows(torch.as_tensor(col * width + rows, device=self.device))
-        return self.layout.compute(state, ids, None, targets)
+            return targets.rows(slice(col * width, (col + 1) * width))
+        return targets.rows(self._torch.as_tensor(col * width + rows, device=self.device))
+
+
+@dataclass(frozen=True)
+class Sight:
+    """Observer.prepare's lookups for m environments: motion ids [m], target frames (m rows), and
+    the layout's whole-batch tensors (name -> [m, ...])."""
+
+    ids: Any
+    targets: Any
+    whole: dict[str, Any]

@@ -238,15 +238,24 @@ class Observation:
                             joints=tq.tan_norm(joints).reshape(n, S, -1), key=key.reshape(n, S, -1, 3),
                             contacts=contacts.reshape(n, -1))
 
+    def whole(self, root_rot: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What :meth:`compute` computes for all its rows at once, from root rotations [N, 4], and
+        whose bits depend on N: the heading's atan2, which torch's CPU kernel takes on a vectorised
+        path for whole blocks of values (32 with AVX-512) and on a scalar one for the rest, with
+        other roundings. Given these for a whole batch, :meth:`compute` on any slice of its rows
+        gives the rows' bits of one call for all (tests/test_observer.py)."""
+        return {"heading": tq.heading(root_rot)}
+
     def compute(self, state: CharacterState, motion: torch.Tensor, time: torch.Tensor | None,
-                targets: "TargetFrames | None" = None) -> torch.Tensor:
+                targets: "TargetFrames | None" = None, whole: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Observations [N, size] (float32) of N characters following motions `motion` at motion
-        time `time` [N]; or, instead of the time, `targets`: :meth:`targets` already looked up."""
+        time `time` [N]; or, instead of the time, `targets`: :meth:`targets` already looked up.
+        `whole`: :meth:`whole` of these rows, when they are a slice of a larger batch."""
         n, K = state.root_pos.shape[0], len(KEY_BODIES)
         tar = self.targets(motion, time) if targets is None else targets
         S = tar.pos.shape[1]
         root_pos, root_rot = state.root_pos, state.root_rot
-        heading = tq.heading(root_rot)
+        heading = (self.whole(root_rot) if whole is None else whole)["heading"]
         hinv = tq.heading_quat(-heading)
         joints = self.kin.dof_to_joint_rot(state.dof) if state.joint_rot is None else state.joint_rot
         key = state.key_pos

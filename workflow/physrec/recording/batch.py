@@ -75,7 +75,7 @@ class _Envs:
             # On a GPU, compiling MuJoCo Warp's kernels (cached after the first job) can outlast the physics.
             progress(f"{label} {backend.name} ready with {len(index)} environments in "
                      f"{time.perf_counter() - ready_from:.1f} s")
-            self.pass_type: Callable[..., Pass] = HostPass
+            self.pass_type: Callable[..., Pass] = functools.partial(HostPass, threads=backend.threads)
             if hasattr(self.sim, "step_tensors"):  # a backend on a device: the control loop stays there
                 from physrec.recording.device_pass import DevicePass, DeviceTables
                 self.pass_type = functools.partial(DevicePass,

@@ -1,10 +1,14 @@
 """The recorder's pass on the host: the tracker acts on numpy states, the backend steps them
 (several control steps per call for open-loop trackers), and the termination check and
-buffers are numpy, in float64."""
+buffers are numpy, in float64. After each simulator call the recorder's own work
+(kinematics, termination, buffers, observation) can run on the job's threads, the
+environments in slices of at least MIN_SLICE_ROWS; every row's figures are computed alone, so
+the slices record the bits of one call."""
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -19,6 +23,14 @@ from physrec.recording.settings import RecordSettings
 from physrec.sim.backend import SimBackend
 from physrec.trackers.base import Plan, Tracker, TrackingInput
 
+# Environments below which a control step's own work is not split further over threads. That
+# work is mostly Python's cost per numpy and torch operation, under the GIL: measured 2026-12-08
+# on this 2-core VM (load average about 5), one step costs about 0.9 ms plus 10 us per
+# environment in one slice, and more in two on 2 threads at every size tried, 16 to 1024
+# environments (1.6 against 2.6 ms at 64; docs/benchmarks.md, issue 24). So CPU batches (64)
+# are never cut; only host batches of thousands would be.
+MIN_SLICE_ROWS = 512
+
 
 class HostPass(Pass):
     """A pass whose control loop runs on the host, for every backend; a planner's plans, if
@@ -26,8 +38,9 @@ class HostPass(Pass):
 
     def __init__(self, sim: SimBackend, ref: ReferenceSet, settings: RecordSettings, motion: np.ndarray,
                  fraction: float | np.ndarray, offsets: np.ndarray, observer: Observer | None = None,
-                 plans: list[Plan] | None = None) -> None:
+                 plans: list[Plan] | None = None, threads: int = 1) -> None:
         super().__init__(sim, ref, settings, motion, fraction, offsets, observer)
+        self.threads = max(1, int(threads))  # the job's: a step's own work may run on them (_slices)
         self.times = PhaseTimes()  # where the control loop's time went
         # A planner's targets may stop short of the end: the attempt ends there, for its reason.
         self.cut = [""] * len(motion)
@@ -51,6 +64,21 @@ class HostPass(Pass):
         return body, pose.root_rot.reshape(m, h, 4), dof
 
     def run(self, tracker: Tracker, on_finish: Callable[[int, bool], None]) -> list[Attempt]:
+        pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        try:
+            return self._run(tracker, on_finish, pool)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+
+    def _slices(self, m: int) -> list[slice]:
+        """The call's m environments in consecutive slices, one per thread, none under MIN_SLICE_ROWS."""
+        k = max(1, min(self.threads, m // MIN_SLICE_ROWS))
+        edges = np.linspace(0, m, k + 1).round().astype(np.int64)
+        return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+    def _run(self, tracker: Tracker, on_finish: Callable[[int, bool], None],
+             pool: ThreadPoolExecutor | None) -> list[Attempt]:
         ch, sim, n, K = self.ch, self.sim, len(self.motion), int(self.steps.max())
         horizon = min(self.settings.max_steps_per_call, tracker.max_horizon or self.settings.max_steps_per_call)
         self.horizon = horizon
@@ -94,31 +122,45 @@ class HostPass(Pass):
             lap = times.lap("tracker", lap)
             out = sim.step(self.motion[idx], targets)
             lap = times.lap("physics", lap)
-            qpos, contacts = out.qpos, out.contacts  # [m, h, nq], [m, h, B]
-            root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos)
-            body_pos = ch.body_positions(root_pos, root_rot, joint_rot)  # [m, h, B, 3]
             m = len(idx)
-            chk = termination.check(
-                body_pos.reshape(m * h, -1, 3), root_rot.reshape(m * h, 4),
-                ref_body[:, :h].reshape(m * h, -1, 3), ref_root_rot[:, :h].reshape(m * h, 4),
-                self.settings.termination)
-            lap = times.lap("termination", lap)
+            sight = None if obs is None else self.observer.prepare(idx, k + h, out.qpos[:, -1])
             window = slice(k + 1, k + 1 + h)
-            Q[idx, window], V[idx, window], C[idx, window] = qpos, out.qvel, contacts
-            A[idx, k:k + h], E[idx, k:k + h] = targets, chk.errors.reshape(m, h, -1)
-            qpos_now[idx], qvel_now[idx] = qpos[:, -1], out.qvel[:, -1]
-            lap = times.lap("bookkeeping", lap)
-            if obs is not None:
-                seen = self.observer(qpos[:, -1], out.qvel[:, -1], contacts[:, -1], idx, k + h,
-                                     joint_rot[:, -1], body_pos[:, -1])
-                obs[idx] = seen
-                if O is not None:
-                    O[idx, k + h] = seen.cpu().numpy()
-                lap = times.lap("observation", lap)
+
+            def after_step(part: slice) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+                """The recorder's own work on rows `part` of the call's environments, on any thread:
+                forward kinematics, termination check, buffers, observation. Each row's figures
+                are its own (numpy's and, after `prepare`, the observation's), whatever the slices."""
+                own, at = PhaseTimes(), time.perf_counter()
+                env, qpos, qvel, contacts = idx[part], out.qpos[part], out.qvel[part], out.contacts[part]
+                root_pos, root_rot, joint_rot = ch.qpos_to_pose(qpos)
+                body_pos = ch.body_positions(root_pos, root_rot, joint_rot)  # [r, h, B, 3]
+                r = len(env)
+                chk = termination.check(
+                    body_pos.reshape(r * h, -1, 3), root_rot.reshape(r * h, 4),
+                    ref_body[part, :h].reshape(r * h, -1, 3), ref_root_rot[part, :h].reshape(r * h, 4),
+                    self.settings.termination)
+                at = own.lap("termination", at)
+                Q[env, window], V[env, window], C[env, window] = qpos, qvel, contacts
+                A[env, k:k + h], E[env, k:k + h] = targets[part], chk.errors.reshape(r, h, -1)
+                qpos_now[env], qvel_now[env] = qpos[:, -1], qvel[:, -1]
+                at = own.lap("bookkeeping", at)
+                if sight is not None:
+                    with self.observer.inference_mode():  # per thread, as torch's modes are
+                        seen = self.observer.rows(sight, part, qpos[:, -1], qvel[:, -1], contacts[:, -1],
+                                                  joint_rot[:, -1], body_pos[:, -1])
+                        obs[env] = seen  # distinct rows per slice: no two threads write the same memory
+                    if O is not None:
+                        O[env, k + h] = seen.cpu().numpy()
+                    own.lap("observation", at)
+                return chk.code.reshape(r, h), chk.body.reshape(r, h), own.seconds
+
+            slices = self._slices(m)
+            parts = list(pool.map(after_step, slices) if pool and len(slices) > 1 else map(after_step, slices))
+            code, body = (np.concatenate([p[i] for p in parts]) for i in (0, 1))
+            lap = times.spread(lap, [p[2] for p in parts])
             tick = getattr(on_finish, "tick", None)
             if tick is not None:
                 tick(k + h, K, m, self.dt)
-            code, body = chk.code.reshape(m, h), chk.body.reshape(m, h)
             code[bad, 0] = termination.BAD_ACTION
             done = (code != termination.OK) | (k + 1 + np.arange(h)[None, :] >= self.steps[idx, None])
             for j in np.flatnonzero(done.any(axis=1)):

@@ -30,7 +30,8 @@ POLICY_CHUNK_ROWS = 32
 # long motions) is padded to a multiple of this instead, where the policy gives every row the
 # same bits in calls of 8 to 32 rows (checked once per tracker on fixed inputs; common CPU GEMM
 # kernels take one path from 4 rows up). Measured 2026-12-07 on this 2-core VM, PARC's actor:
-# 6.2 ms a call of 8 rows against 11.4 ms for 32.
+# 6.2 ms a call of 8 rows against 11.4 ms for 32. Such a policy's rows on several threads go in
+# calls of as few multiples of this as give each thread one (PolicyTracker._chunk_rows).
 POLICY_PAD_ROWS = 8
 
 
@@ -41,6 +42,7 @@ class PolicyTracker:
                  description: str) -> None:
         self.kind, self.policy, self.observation, self._description = kind, policy, observation, description
         self._pool: ThreadPoolExecutor | None = None
+        self._threads = 1
         self._pad_rows: int | None = None  # rows a short chunk is padded to a multiple of (_short_chunks)
 
     def describe(self) -> str:
@@ -49,6 +51,7 @@ class PolicyTracker:
     def use_threads(self, threads: int) -> None:
         """Run a CPU policy's chunks on `threads` threads (torch's kernels run on one each)."""
         self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        self._threads = max(1, threads)
 
     def act(self, inp: TrackingInput) -> np.ndarray:
         with torch.inference_mode():
@@ -57,11 +60,20 @@ class PolicyTracker:
             else:
                 if self._pad_rows is None:
                     self._pad_rows = self._short_chunks(inp.obs.shape[1])
-                chunks = inp.obs.split(POLICY_CHUNK_ROWS)
+                chunks = inp.obs.split(self._chunk_rows(len(inp.obs)))
                 outs = self._pool.map(self._forward, chunks) if self._pool and len(chunks) > 1 else map(
                     self._forward, chunks)
                 targets = torch.cat(list(outs))
         return targets.detach().to("cpu", torch.float64).numpy()[:, None, :]
+
+    def _chunk_rows(self, n: int) -> int:
+        """Rows per call for n rows: POLICY_CHUNK_ROWS; or, where short calls give a row the bits
+        of a full one (`_pad_rows`), as few multiples of them as give every thread a call (on 2
+        threads, 9 to 64 rows go in two calls, where one call of up to 32 rows left a thread idle)."""
+        if not self._pad_rows or self._threads == 1:
+            return POLICY_CHUNK_ROWS
+        per_thread = -(-n // self._threads)
+        return min(POLICY_CHUNK_ROWS, max(self._pad_rows, -(-per_thread // self._pad_rows) * self._pad_rows))
 
     def _forward(self, obs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():  # a pool thread's own mode
