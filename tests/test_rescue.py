@@ -21,7 +21,8 @@ from physrec.recording.batch import record_batch
 from physrec.recording.data import BatchMotion
 from physrec.recording.settings import RecordSettings
 from physrec.stages.replay import replay_folder
-from physrec.trackers.base import make_tracker
+from physrec.sim.backend import BackendSpec
+from physrec.trackers.base import TrackingInput, make_tracker
 
 SHARED = REPO.parent / "shared" / "parc_samples"
 TEASER = SHARED / "TEASER_TERRAIN.pkl"
@@ -55,6 +56,9 @@ def test_rescue_is_a_sampling_spec_written_out_whole():
                                 "rescue": {"samples": 64}})
     assert spec["rescue"]["kind"] == "sampling" and spec["rescue"]["samples"] == 64
     assert spec["rescue"]["policy_margin_s"] == 1.0 and spec["rescue"]["kept"] == 32
+    assert spec["rescue"]["nominal"] == "recorded"
+    with pytest.raises(config.ConfigError, match="tracker.rescue.*nominal"):
+        config.tracker_spec({"kind": "parc", "model": "m.pt", "rescue": {"nominal": "closed"}})
     with pytest.raises(config.ConfigError, match=r"tracker.rescue: kind must be 'sampling'"):
         config.tracker_spec({"kind": "parc", "model": "m.pt", "rescue": {"kind": "pd"}})
     with pytest.raises(config.ConfigError, match="tracker.rescue.*samples_per_window"):
@@ -117,3 +121,72 @@ def test_a_degraded_policy_is_rescued_through_snakemake(tmp_path, ch):
     env = yaml.safe_load((record_dir / "record_env.yaml").read_text())
     assert env["tracker"]["rescue"]["samples"] == 128 and env["tracker"]["rescue"]["lookahead_steps"] == 10
     assert all(r.ok and r.exact for r in replay_folder(record_dir))  # the rescued frames replay bit for bit
+
+
+def _climb_step(ch) -> list[BatchMotion]:
+    demo = demo_motions()
+    return [BatchMotion("climb_step", demo["climb_step"].motion, demo["climb_step"].terrain)]
+
+
+def test_closed_loop_nominal_is_the_policy_on_the_searched_states(tmp_path, ch):
+    """`nominal: policy`: each searched window starts from the policy's targets on the kept state.
+    Without noise every child is its parent's, so each window's first recorded action is the
+    policy's action on the recorded observation of that frame, bit for bit; on 1 and 2 threads alike."""
+    policy = _export(ch, tmp_path / "policy.pt2")
+    spec = {"kind": "exported", "model": str(policy), "observation": "parc"}
+    rescue = {"samples": 2, "kept": 1, "noise_rad": 0.0, "window_retries": 0, "restarts": 0,
+              "search_passes": 1, "lookahead_steps": 3, "nominal": "policy"}
+    motions = _climb_step(ch)
+    alone = make_tracker(config.tracker_spec(spec), ch)
+    fell = record_batch(motions, ch, alone, RecordSettings(start_fractions=())).attempts[0]
+    assert not fell.success
+    runs = []
+    for threads in (1, 2):
+        tracker = make_tracker(config.tracker_spec({**spec, "rescue": rescue}), ch)
+        tracker.use_threads(threads)
+        runs.append(record_batch(motions, ch, tracker, RecordSettings(start_fractions=()),
+                                 BackendSpec(threads=threads)).attempts[0])
+    a = runs[0]
+    for b in runs[1:]:
+        assert a.actions.tobytes() == b.actions.tobytes() and a.qpos.tobytes() == b.qpos.tobytes()
+    s = a.search
+    assert s["nominal"] == "policy" and s["policy_steps"] == (fell.steps - 30) // 3 * 3 > 0
+    np.testing.assert_array_equal(a.actions[:s["policy_steps"]], fell.actions[:s["policy_steps"]])
+    starts = np.arange(s["policy_steps"], a.steps, 3)
+    assert s["policy_states"] >= len(starts) > 5
+    obs = torch.from_numpy(a.obs[starts])
+    on_states = alone.act(TrackingInput(a.qpos[starts], a.qvel[starts], np.zeros(len(starts), np.int64),
+                                        a.ref_time[starts], 1 / 30, None, obs))[:, 0]
+    expected = ch.clip_action(on_states).astype(np.float32)
+    np.testing.assert_array_equal(a.actions[starts], expected)
+    # Between window starts the policy's offset is held, not re-evaluated: the policy on those
+    # frames' own states would give other targets.
+    between = starts[:-1] + 1
+    again = alone.act(TrackingInput(a.qpos[between], a.qvel[between], np.zeros(len(between), np.int64),
+                                    a.ref_time[between], 1 / 30, None, torch.from_numpy(a.obs[between])))[:, 0]
+    assert not np.array_equal(a.actions[between], ch.clip_action(again).astype(np.float32))
+
+
+def test_closed_loop_rescue_through_snakemake(tmp_path, ch):
+    """The closed-loop rescue records the demo's climb_step, which the policy falls on, full length
+    through the workflow; its plan replays bit for bit."""
+    project = tmp_path / "project"
+    project.mkdir()
+    policy = _export(ch, project / "policy.pt2")
+    demo = demo_motions()
+    data = tmp_path / "data"
+    write_motion_file(data / "climb_step.pkl", demo["climb_step"])
+    write_dataset(data / "dataset.yaml", [("climb_step.pkl", 1.0)])
+    cfg = base_config(str(data / "dataset.yaml"), record={"threads": 2, "start_fractions": []})
+    cfg["iterations"][0]["tracker"] = {"kind": "exported", "model": str(policy), "observation": "parc",
+                                       "rescue": {**RESCUE, "nominal": "policy"}}
+    make_project(project, cfg)
+    snakemake(project, timeout=600)
+    record_dir = next((project / "results" / IT).glob("record/*"))
+    attempt = read_tsv_records(record_dir / "attempts.tsv")[0]
+    assert attempt["success"] == "true" and float(attempt["end_time"]) >= demo["climb_step"].motion.duration - 2 / 30
+    s = json.loads((record_dir / "rollouts.json").read_text())["episodes"][0]["search"]
+    assert s["nominal"] == "policy" and s["policy_states"] > 0 and s["policy_steps"] > 0
+    env = yaml.safe_load((record_dir / "record_env.yaml").read_text())
+    assert env["tracker"]["rescue"]["nominal"] == "policy"
+    assert all(r.ok and r.exact for r in replay_folder(record_dir))

@@ -127,6 +127,11 @@ class SamplingPlanner:
             self.noise_scale[s] = settings.body_noise_scale.get(names[j + 1], 1.0)
         self.feedforward = np.where(character.kp > 0, character.kd / np.maximum(character.kp, 1e-12), 0.0)
 
+    def use_threads(self, threads: int) -> None:
+        """The rescued policy's rows on the job's threads, as the policy's own job runs them."""
+        if hasattr(self.rescues, "use_threads"):
+            self.rescues.use_threads(threads)  # type: ignore[union-attr]
+
     def describe(self) -> str:
         s = self.settings
         if self.rescues is not None:
@@ -394,7 +399,7 @@ class _Attempt:
     def _keep_best(self) -> None:
         reached = self.trace(0)
         if len(reached) > len(self.best):
-            self.best = reached
+            self.best, self.policy_steps = reached, min(self.searched_from, len(reached))
 
     def _give_up(self, reason: str) -> None:
         if self.refining:  # out of budget while refining: the path found stands
