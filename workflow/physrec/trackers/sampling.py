@@ -17,6 +17,14 @@ look-ahead, plus `lookahead_termination_cost` per look-ahead step lost to a term
 child that terminates inside its window is dead; the `kept` cheapest survivors go on. The
 look-ahead is what makes it work: without it no failing motion was ever tracked.
 
+Rescuing a learned tracker (`tracker.rescue`), the nominal targets are the policy's: its
+recorded targets up to where it fell (`nominal: recorded`), or, closed loop (`nominal:
+policy`), the policy evaluated on each kept state at each window's start, its offset from the
+reference's nominal targets held over the window and look-ahead of that state's children.
+Once per window on the kept states, not per child per step: the children still run in one
+simulator call per window (so the plan replays as the plain search's does), and the policy
+sees `kept` rows per window instead of `samples` x `window_steps`.
+
 When the last window is done, the kept path with the least mean body position error is the
 pass's path. `search_passes` independent passes (their own draws) keep the closest of their
 paths; `refine_passes` then search around it. A pass after the first that dies or runs out of
@@ -198,7 +206,7 @@ class _Attempt:
         self.first = None if first is None else np.asarray(first, dtype=np.float64)  # its steps: at most T
         margin = int(round(s.policy_margin_s / request.control_dt))
         self.fixed = 0 if self.first is None else max(0, len(self.first) - margin)
-        self.policy_steps = 0  # of the path found: steps whose targets are the policy's own
+        self.policy_steps = 0  # of the path recorded: steps whose targets are the policy's own
         # `nominal: policy`: the searched windows' nominal targets come from the policy on each kept state
         self.act = request.first_act if self.first is not None and s.nominal == "policy" else None
         if self.first is not None and s.nominal == "policy" and self.act is None:
