@@ -23,7 +23,9 @@ policy`), the policy evaluated on each kept state at each window's start, its of
 reference's nominal targets held over the window and look-ahead of that state's children.
 Once per window on the kept states, not per child per step: the children still run in one
 simulator call per window (so the plan replays as the plain search's does), and the policy
-sees `kept` rows per window instead of `samples` x `window_steps`.
+sees `kept` rows per window instead of `samples` x `window_steps`. A restart searches the whole
+attempt around the reference's nominal targets, as the search alone does: the policy's led
+the search to die.
 
 When the last window is done, the kept path with the least mean body position error is the
 pass's path. `search_passes` independent passes (their own draws) keep the closest of their
@@ -241,8 +243,9 @@ class _Attempt:
 
     def _start_over(self) -> None:
         self.restart += 1
-        if self.restart:  # the search died after the policy's part: search all of it this time
-            self.fixed = 0
+        if self.restart:  # the search around the policy died: search all of it around the reference
+            self.fixed, self.act = 0, None
+            self.nominal = self.base_nominal = self.ref_nominal
         self._begin(np.random.SeedSequence([self.seed, self.restart]))
 
     def _begin(self, seeds: np.random.SeedSequence) -> None:
@@ -426,7 +429,8 @@ class _Attempt:
                 "physics_steps_per_motion_second": round(self.sim_steps / seconds),
                 **({"policy_steps": int(self.policy_steps), "nominal": self.planner.settings.nominal}
                    if self.first is not None else {}),
-                **({"policy_states": int(self.policy_states)} if self.act is not None else {}),
+                **({"policy_states": int(self.policy_states)}
+                   if self.first is not None and self.planner.settings.nominal == "policy" else {}),
                 **({"search_passes": self.passes, "refine_passes": self.refined,
                     "searched_mean_body_pos_error": round(float(self.found_err), 6)} if self.found is not None else {}),
                 "sample_terminations": dict(sorted(self.deaths.items()))}
