@@ -16,7 +16,7 @@ from physrec.recording.host_pass import HostPass
 from physrec.recording.plan import episode_seed
 from physrec.recording.settings import RecordSettings, attempt_steps, success_steps
 from physrec.sim.backend import BackendSpec, SimBackend, backend_capacity, make_backend
-from physrec.trackers.base import Plan, Planner, PlanRequest, TrackingInput
+from physrec.trackers.base import Plan, Planner, PlanRequest, Tracker, TrackingInput
 
 
 class PlanReplay:
@@ -72,6 +72,9 @@ def planned_pass(planner: Planner, sim: SimBackend, ref: ReferenceSet, settings:
         if first:
             req = dataclasses.replace(req, first_targets=[first[int(m)].actions if int(m) in first else None
                                                           for m in rest])
+        if observer is not None and planner.first is not None and planner.first.observation:
+            act = policy_on_states(planner.first, observer, ref, rest, part, req.control_dt)
+            req = dataclasses.replace(req, first_act=act)
         plans = planner.plan(req)
         run = HostPass(sim, ref, settings, rest, part, offsets, observer, plans=plans)
         for a, p in zip(run.run(PlanReplay(planner, plans, run), progress), plans):
@@ -84,6 +87,25 @@ def planned_pass(planner: Planner, sim: SimBackend, ref: ReferenceSet, settings:
                 a.search["replay_diverged"] = True
             found[a.motion] = a
     return [found[int(m)] for m in todo]
+
+
+def policy_on_states(policy: Tracker, observer: Observer, ref: ReferenceSet, motion: np.ndarray,
+                     fraction: float | np.ndarray, control_dt: float
+                     ) -> Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """PlanRequest.first_act for the attempts of `motion` from `fraction`: the policy's targets on
+    any states of one attempt, observed as the recorder observes its own (the observer starts
+    on these attempts here; the replay's pass starts it again)."""
+    observer.start(motion, fraction)
+    t0 = np.broadcast_to(fraction, motion.shape) * ref.length[motion]
+
+    def act(row: int, step: int, qpos: np.ndarray, qvel: np.ndarray, contacts: np.ndarray) -> np.ndarray:
+        env = np.full(len(qpos), row)
+        obs = observer(qpos, qvel, contacts, env, step)
+        inp = TrackingInput(qpos, qvel, motion[env], t0[env] + step * control_dt, control_dt, None, obs)
+        # Clipped and rounded as the recorder's targets (HostPass.run).
+        return ref.character.clip_action(policy.act(inp)[:, 0]).astype(np.float32).astype(np.float64)
+
+    return act
 
 
 def plan_request(ref: ReferenceSet, motions: list[BatchMotion], boxes: np.ndarray, character: Character,

@@ -93,6 +93,10 @@ class PlanRequest:
     # [m] the first tracker's targets up to where it stopped (None where it did not run): a
     # planner rescuing a policy searches around them
     first_targets: list[np.ndarray | None] | None = None
+    # first_act(row, step, qpos [n, nq], qvel [n, nv], contacts [n, B]): the rescued policy's targets
+    # [n, D] on n states of attempt `row`, `step` control steps after its start, clipped and rounded
+    # as the recorder's; None where the first tracker reads no observation
+    first_act: Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 @dataclass

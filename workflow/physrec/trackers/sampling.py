@@ -17,6 +17,16 @@ look-ahead, plus `lookahead_termination_cost` per look-ahead step lost to a term
 child that terminates inside its window is dead; the `kept` cheapest survivors go on. The
 look-ahead is what makes it work: without it no failing motion was ever tracked.
 
+Rescuing a learned tracker (`tracker.rescue`), the nominal targets are the policy's: its
+recorded targets up to where it fell (`nominal: recorded`), or, closed loop (`nominal:
+policy`), the policy evaluated on each kept state at each window's start, its offset from the
+reference's nominal targets held over the window and look-ahead of that state's children.
+Once per window on the kept states, not per child per step: the children still run in one
+simulator call per window (so the plan replays as the plain search's does), and the policy
+sees `kept` rows per window instead of `samples` x `window_steps`. A restart searches the whole
+attempt around the reference's nominal targets, as the search alone does: the policy's led
+the search to die.
+
 When the last window is done, the kept path with the least mean body position error is the
 pass's path. `search_passes` independent passes (their own draws) keep the closest of their
 paths; `refine_passes` then search around it. A pass after the first that dies or runs out of
@@ -90,6 +100,7 @@ class SamplingSettings:
     refine_smooth_steps: int
     refine_cost_weights: dict[str, float]
     policy_margin_s: float  # rescuing a policy: the search takes over this long before the policy failed
+    nominal: str  # rescuing a policy: its recorded targets ("recorded") or the policy on the kept states ("policy")
 
     @classmethod
     def from_spec(cls, spec: dict) -> SamplingSettings:
@@ -126,11 +137,18 @@ class SamplingPlanner:
             self.noise_scale[s] = settings.body_noise_scale.get(names[j + 1], 1.0)
         self.feedforward = np.where(character.kp > 0, character.kd / np.maximum(character.kp, 1e-12), 0.0)
 
+    def use_threads(self, threads: int) -> None:
+        """The rescued policy's rows on the job's threads, as the policy's own job runs them."""
+        if hasattr(self.rescues, "use_threads"):
+            self.rescues.use_threads(threads)  # type: ignore[union-attr]
+
     def describe(self) -> str:
         s = self.settings
         if self.rescues is not None:
+            nominal = ("its recorded targets" if s.nominal == "recorded" else
+                       "its targets on each kept state, once per window")
             first = (f"{self.rescues.describe()}; its failures searched from {s.policy_margin_s:g} s before they "
-                     f"fail, its targets as the nominal ones: ")
+                     f"fail, {nominal} as the nominal ones: ")
         else:
             first = "pd first, then " if s.pd_first else ""
         return (f"sampling: {first}beam search over PD-target offsets, {s.samples} samples x {s.kept} kept per "
@@ -190,7 +208,12 @@ class _Attempt:
         self.first = None if first is None else np.asarray(first, dtype=np.float64)  # its steps: at most T
         margin = int(round(s.policy_margin_s / request.control_dt))
         self.fixed = 0 if self.first is None else max(0, len(self.first) - margin)
-        self.policy_steps = 0  # of the path found: steps whose targets are the policy's own
+        self.policy_steps = 0  # of the path recorded: steps whose targets are the policy's own
+        # `nominal: policy`: the searched windows' nominal targets come from the policy on each kept state
+        self.act = request.first_act if self.first is not None and s.nominal == "policy" else None
+        if self.first is not None and s.nominal == "policy" and self.act is None:
+            raise TrackerError("tracker.rescue.nominal: policy needs a tracker that reads an observation")
+        self.policy_states = 0  # states the policy was evaluated on
         self._motion, self._times = motion, times
         self.restart, self.sim_steps, self.windows, self.retried_windows = -1, 0, 0, 0
         self.refined, self.passes, self.refine_mode = 0, 1, False
@@ -212,6 +235,7 @@ class _Attempt:
 
     def use_first_targets(self) -> None:
         """The rescued policy's targets replace the reference's where it has them."""
+        self.ref_nominal = self.nominal  # what the policy's offsets are taken from (`nominal: policy`)
         if self.first is not None:
             self.nominal = self.nominal.copy()
             self.nominal[:len(self.first)] = self.first
@@ -219,8 +243,9 @@ class _Attempt:
 
     def _start_over(self) -> None:
         self.restart += 1
-        if self.restart:  # the search died after the policy's part: search all of it this time
-            self.fixed = 0
+        if self.restart:  # the search around the policy died: search all of it around the reference
+            self.fixed, self.act = 0, None
+            self.nominal = self.base_nominal = self.ref_nominal
         self._begin(np.random.SeedSequence([self.seed, self.restart]))
 
     def _begin(self, seeds: np.random.SeedSequence) -> None:
@@ -229,6 +254,10 @@ class _Attempt:
         self.searched_from = self.T  # this try's first step with searched targets
         self.qpos, self.qvel = self.qpos0.copy(), self.qvel0.copy()
         self.offset = np.zeros((1, self.planner.ch.num_dof))
+        # `nominal: policy`, per kept state: the policy's targets on it minus the reference's nominal
+        # ones at this window's first step, held over the window and its look-ahead (None: `nominal`)
+        self.shift: np.ndarray | None = None
+        self.contacts: np.ndarray | None = None  # per kept state, for the policy's observation (None: unknown)
         self.acc = np.zeros(1)  # per kept state: its path's summed mean body error
         self.history: list[tuple[np.ndarray, np.ndarray]] = []  # per window: parents [K], targets [K, w, D]
 
@@ -242,10 +271,24 @@ class _Attempt:
         s = self.planner.settings
         return s.refine_cost_weights if self.refine_mode else s.cost_weights
 
+    def searching(self) -> bool:
+        """Whether this window is searched (not one of the rescued policy's own)."""
+        return self.k + min(self.planner.settings.window_steps, self.T - self.k) > self.fixed or bool(self.retry)
+
+    def wants_policy(self) -> bool:
+        """`nominal: policy`: the policy is to be evaluated on the kept states (once per window: a
+        retry keeps the states and their shift; a refining pass searches around its path)."""
+        return self.act is not None and not self.refine_mode and not self.retry and self.searching()
+
+    def use_policy(self, targets: np.ndarray) -> None:
+        """The policy's targets [K, D] on the kept states, at this window's first step."""
+        self.shift = targets - self.ref_nominal[self.k]
+        self.policy_states += len(targets)
+
     def children(self, samples: int) -> tuple[np.ndarray, np.ndarray]:
         """(parent index [n], offset [n, D]) of this window's children."""
         s, K = self.planner.settings, len(self.qpos)
-        if self.k + min(s.window_steps, self.T - self.k) <= self.fixed and not self.retry:
+        if not self.searching():
             return np.arange(K), np.zeros((K, self.offset.shape[1]))  # the rescued policy's own targets
         self.searched_from = min(self.searched_from, self.k)
         n = samples * 2 ** self.retry
@@ -256,10 +299,13 @@ class _Attempt:
         sigma = (s.refine_noise_rad if self.refine_mode else s.noise_rad) * s.retry_noise_growth ** self.retry
         return parent, s.parent_weight * self.offset[parent] + sigma * self.planner.noise_scale * noise
 
-    def targets(self, offset: np.ndarray, horizon: int) -> np.ndarray:
-        nominal = self.nominal[self.k:self.k + horizon]
+    def targets(self, parent: np.ndarray, offset: np.ndarray, horizon: int) -> np.ndarray:
+        if self.shift is not None and self.searching():  # each kept state's policy targets, as offsets held
+            nominal = self.ref_nominal[None, self.k:self.k + horizon] + self.shift[parent][:, None]
+        else:
+            nominal = self.nominal[None, self.k:self.k + horizon]
         # Rounded to float32 as the recorder rounds them, so that its replay of the plan is exact.
-        return self.planner.ch.clip_action(nominal[None] + offset[:, None]).astype(np.float32).astype(np.float64)
+        return self.planner.ch.clip_action(nominal + offset[:, None]).astype(np.float32).astype(np.float64)
 
     def trace(self, best: int) -> np.ndarray:
         """Targets from the start to the end of the last window, of kept state `best`."""
@@ -270,8 +316,9 @@ class _Attempt:
         return np.concatenate(parts[::-1]) if parts else np.zeros((0, self.offset.shape[1]))
 
     def advance(self, parent: np.ndarray, offset: np.ndarray, targets: np.ndarray, qpos: np.ndarray,
-                qvel: np.ndarray, code: np.ndarray, cost: np.ndarray, body_err: np.ndarray, steps_run: int) -> None:
-        """Judge one window's children (their states, termination codes and costs after each step)."""
+                qvel: np.ndarray, contacts: np.ndarray, code: np.ndarray, cost: np.ndarray, body_err: np.ndarray,
+                steps_run: int) -> None:
+        """Judge one window's children (their states, contacts, termination codes and costs after each step)."""
         s = self.planner.settings
         self.sim_steps += steps_run
         w = min(s.window_steps, self.T - self.k)
@@ -296,7 +343,7 @@ class _Attempt:
         total = step_cost.sum(axis=1) + s.lookahead_termination_cost * (w + la - lived)
         keep = alive[np.argsort(total[alive], kind="stable")[:s.kept]]
         self.history.append((parent[keep], targets[keep, :w]))
-        self.qpos, self.qvel = qpos[keep, w - 1], qvel[keep, w - 1]
+        self.qpos, self.qvel, self.contacts = qpos[keep, w - 1], qvel[keep, w - 1], contacts[keep, w - 1]
         self.offset = offset[keep]
         self.acc = self.acc[parent[keep]] + body_err[keep, :w].sum(axis=1)
         self.k += w
@@ -363,7 +410,7 @@ class _Attempt:
     def _keep_best(self) -> None:
         reached = self.trace(0)
         if len(reached) > len(self.best):
-            self.best = reached
+            self.best, self.policy_steps = reached, min(self.searched_from, len(reached))
 
     def _give_up(self, reason: str) -> None:
         if self.refining:  # out of budget while refining: the path found stands
@@ -380,7 +427,10 @@ class _Attempt:
                 "searched_to_s": round(float(request.start_time[self.row] + len(self.best) * dt), 6),
                 "physics_steps": int(self.sim_steps),
                 "physics_steps_per_motion_second": round(self.sim_steps / seconds),
-                **({"policy_steps": int(self.policy_steps)} if self.first is not None else {}),
+                **({"policy_steps": int(self.policy_steps), "nominal": self.planner.settings.nominal}
+                   if self.first is not None else {}),
+                **({"policy_states": int(self.policy_states)}
+                   if self.first is not None and self.planner.settings.nominal == "policy" else {}),
                 **({"search_passes": self.passes, "refine_passes": self.refined,
                     "searched_mean_body_pos_error": round(float(self.found_err), 6)} if self.found is not None else {}),
                 "sample_terminations": dict(sorted(self.deaths.items()))}
@@ -419,9 +469,11 @@ class _GroupSearch:
                 H = horizon_max
                 parts = []
                 for a in todo:
+                    if a.wants_policy():
+                        self._policy_on_kept(sim, a)
                     parent, offset = a.children(self.samples)
                     env = a.slot * self.block + np.arange(len(parent))
-                    parts.append((a, parent, offset, env, a.targets(offset, H), a.qpos[parent], a.qvel[parent]))
+                    parts.append((a, parent, offset, env, a.targets(parent, offset, H), a.qpos[parent], a.qvel[parent]))
                 env = np.concatenate([p[3] for p in parts])
                 sim.reset(env, np.concatenate([p[5] for p in parts]), np.concatenate([p[6] for p in parts]),
                           contacts=False)
@@ -430,7 +482,7 @@ class _GroupSearch:
                 judged = self._judge([(a, cut[i], cut[i + 1]) for i, (a, *_) in enumerate(parts)], out, H)
                 for i, (a, parent, offset, _, targets, _, _) in enumerate(parts):
                     rows = slice(cut[i], cut[i + 1])
-                    a.advance(parent, offset, targets, out.qpos[rows], out.qvel[rows], *judged[i],
+                    a.advance(parent, offset, targets, out.qpos[rows], out.qvel[rows], out.contacts[rows], *judged[i],
                               len(parent) * H * req.substeps)
                 if time.perf_counter() - last_say > 10.0:
                     last_say = time.perf_counter()
@@ -454,6 +506,15 @@ class _GroupSearch:
                          f"~{share * wall / seconds:.1f} s wall per motion-second")
             plans.append(Plan(a.best, a.reason, stats))
         return plans
+
+    def _policy_on_kept(self, sim: Any, a: _Attempt) -> None:
+        """`nominal: policy`: the rescued policy on the attempt's kept states, one row each (a try's
+        first state, the reset, gets its contacts from the simulator, as the recorder's reset does)."""
+        contacts = a.contacts
+        if contacts is None:
+            contacts = sim.reset(a.slot * self.block + np.arange(len(a.qpos)), a.qpos, a.qvel)
+        assert a.act is not None
+        a.use_policy(a.act(a.row, a.k, a.qpos, a.qvel, contacts))
 
     def _judge(self, parts: list[tuple[_Attempt, int, int]], out: Any, H: int
                ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
