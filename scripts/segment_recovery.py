@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import tempfile
@@ -146,7 +145,7 @@ def compare(out: Path, sampling: str, samples: Path, recoveries: list[str], trac
                     "weight": round(sum(float(r["weight"]) for r in got), 4),
                     "mean_body_pos_error_m": [round(float(r["mean_body_pos_error"]), 4) for r in sel if r["recorded_file"]],
                     "max_root_pos_error_m": [round(float(r["max_root_pos_error"]), 4) for r in sel if r["recorded_file"]],
-                    "max_root_rot_error_deg": [round(math.degrees(float(r["max_root_rot_error"])), 1)
+                    "max_root_rot_error_deg": [round(float(r["max_root_rot_error_deg"]), 1)
                                                for r in sel if r["recorded_file"]],
                     "attempts": int(pieces[0]["attempts"] or 0)})
                 print(json.dumps(rows[-1]), flush=True)
