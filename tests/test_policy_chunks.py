@@ -36,14 +36,21 @@ def test_a_policy_whose_rows_depend_on_the_call_keeps_full_chunks():
     np.testing.assert_allclose(out[:, 0] - _obs(5)[:, :28].double().numpy(), POLICY_CHUNK_ROWS, atol=1e-4)
 
 
-def test_a_parc_actor_pads_short_chunks_less_with_the_same_bits(monkeypatch):
-    """PARC's actor (PARC's widths, random weights): 5 rows go in one call of 8, 37 rows in 32 + 8,
-    and every row has the bits it has in a full chunk of 32."""
+def _parc_actor() -> PolicyTracker:
+    """PARC's actor (PARC's widths, random weights), its short-chunk check run; skips where this
+    machine's kernels give rows other bits in short calls (full chunks stay)."""
     state = check_state(random_state_dict(1312, 28), 1312, 28, Path("<random>"))
     tracker = PolicyTracker("parc", build_actor(state), "parc", "PARC-size actor")
     tracker.act(SimpleNamespace(obs=_obs(1)))  # the check, once
     if tracker._pad_rows != POLICY_PAD_ROWS:
         pytest.skip("this machine's kernels give rows other bits in calls of 8 rows: full chunks stay")
+    return tracker
+
+
+def test_a_parc_actor_pads_short_chunks_less_with_the_same_bits(monkeypatch):
+    """PARC's actor (PARC's widths, random weights): 5 rows go in one call of 8, 37 rows in 32 + 8,
+    and every row has the bits it has in a full chunk of 32."""
+    tracker = _parc_actor()
     calls = _calls(tracker, monkeypatch)
     for n, expected in ((5, [8]), (37, [32, 8])):
         calls.clear()
@@ -62,11 +69,7 @@ def test_a_parc_actor_gives_every_thread_a_call_with_the_same_bits(monkeypatch):
     full chunks of 32."""
     from physrec.trackers.policy import limit_torch_threads
     limit_torch_threads(1)
-    state = check_state(random_state_dict(1312, 28), 1312, 28, Path("<random>"))
-    tracker = PolicyTracker("parc", build_actor(state), "parc", "PARC-size actor")
-    tracker.act(SimpleNamespace(obs=_obs(1)))  # the check, once
-    if tracker._pad_rows != POLICY_PAD_ROWS:
-        pytest.skip("this machine's kernels give rows other bits in calls of 8 rows: full chunks stay")
+    tracker = _parc_actor()
     calls = _calls(tracker, monkeypatch)
     for threads, n, expected in ((2, 32, [16, 16]), (2, 20, [16, 8]), (2, 64, [32, 32]), (4, 40, [16, 16, 8])):
         obs = _obs(n)

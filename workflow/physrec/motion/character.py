@@ -399,3 +399,8 @@ class Character:
 
     def clip_action(self, action: np.ndarray) -> np.ndarray:
         return np.clip(action, self.action_low, self.action_high)
+
+    def recorded_targets(self, action: np.ndarray) -> np.ndarray:
+        """PD targets as the recorder simulates and writes them: clipped, rounded to float32 (the
+        actions' dtype in rollouts.h5), in float64; so a plan simulated with them replays exactly."""
+        return self.clip_action(action).astype(np.float32).astype(np.float64)

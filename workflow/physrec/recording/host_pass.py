@@ -114,8 +114,7 @@ class HostPass(Pass):
             inp = TrackingInput(qpos_now[idx], qvel_now[idx], self.motion[idx], self.t0[idx] + k * self.dt, self.dt,
                                 ref_dof, None if obs is None else obs[idx])
             lap = times.lap("reference", lap)
-            # float32, as `actions` are stored: the recording replays exactly (physrec replay)
-            targets = ch.clip_action(tracker.act(inp)).astype(np.float32).astype(np.float64)
+            targets = ch.recorded_targets(tracker.act(inp))
             h = targets.shape[1]
             bad = ~np.isfinite(targets).all(axis=(1, 2))  # a policy's NaN ends its attempt, not the batch
             targets[bad] = 0.0

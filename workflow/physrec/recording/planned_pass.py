@@ -102,8 +102,7 @@ def policy_on_states(policy: Tracker, observer: Observer, ref: ReferenceSet, mot
         env = np.full(len(qpos), row)
         obs = observer(qpos, qvel, contacts, env, step)
         inp = TrackingInput(qpos, qvel, motion[env], t0[env] + step * control_dt, control_dt, None, obs)
-        # Clipped and rounded as the recorder's targets (HostPass.run).
-        return ref.character.clip_action(policy.act(inp)[:, 0]).astype(np.float32).astype(np.float64)
+        return ref.character.recorded_targets(policy.act(inp)[:, 0])
 
     return act
 

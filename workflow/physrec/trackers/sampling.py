@@ -304,8 +304,7 @@ class _Attempt:
             nominal = self.ref_nominal[None, self.k:self.k + horizon] + self.shift[parent][:, None]
         else:
             nominal = self.nominal[None, self.k:self.k + horizon]
-        # Rounded to float32 as the recorder rounds them, so that its replay of the plan is exact.
-        return self.planner.ch.clip_action(nominal + offset[:, None]).astype(np.float32).astype(np.float64)
+        return self.planner.ch.recorded_targets(nominal + offset[:, None])
 
     def trace(self, best: int) -> np.ndarray:
         """Targets from the start to the end of the last window, of kept state `best`."""
